@@ -1,0 +1,1 @@
+"""menagerie: reproducible builds of published LLM fine-tuning recipes."""

@@ -1,0 +1,288 @@
+"""Recipe configuration: load, resolve `extends:`, fill schema defaults, validate.
+
+The whole config (config.yaml plus any --configfile) is experiment data. It is checked once, at
+workflow start, and a mistake stops the run with one sentence naming the recipe, the key and what
+was expected (ConfigError). Everything downstream receives fully resolved recipes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from menagerie.errors import ConfigError
+
+RECIPE_REF_PREFIX = "recipe:"
+
+
+@lru_cache(maxsize=1)
+def config_schema() -> dict:
+    text = resources.files("menagerie.schemas").joinpath("config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read one YAML config file; a syntax error names the file and line."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at top level, found {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: Any, override: Any) -> Any:
+    """Merge `override` into a copy of `base`: mappings merge key by key, anything else replaces.
+
+    An explicit `null` in the override deletes the key (so a recipe can drop an inherited stage).
+    """
+    if not isinstance(base, dict) or not isinstance(override, dict):
+        return copy.deepcopy(override)
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if value is None:
+            merged.pop(key, None)
+        elif key in merged:
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def resolve_recipe(recipes: dict[str, dict], name: str, _chain: tuple[str, ...] = ()) -> dict:
+    """Return recipe `name` with its `extends:` chain applied (parents first)."""
+    if name not in recipes:
+        raise ConfigError(f"recipe '{name}' is not defined (known recipes: {', '.join(sorted(recipes))})")
+    if name in _chain:
+        cycle = " -> ".join((*_chain, name))
+        raise ConfigError(f"recipe '{_chain[0]}': key 'extends' forms a cycle ({cycle})")
+    raw = recipes[name]
+    if not isinstance(raw, dict):
+        raise ConfigError(f"recipe '{name}': expected a mapping of recipe keys, got {type(raw).__name__}")
+    parent = raw.get("extends")
+    if parent is None:
+        return copy.deepcopy(raw)
+    if not isinstance(parent, str):
+        raise ConfigError(f"recipe '{name}': key 'extends' expected a recipe name (string), got {parent!r}")
+    if parent not in recipes:
+        raise ConfigError(f"recipe '{name}': key 'extends' names unknown recipe '{parent}'")
+    merged = deep_merge(resolve_recipe(recipes, parent, (*_chain, name)), raw)
+    merged["extends"] = parent
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------
+# schema defaults
+
+
+def _deref(schema: dict, root: dict) -> dict:
+    while "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].split("/")[-1]]
+    return schema
+
+
+def fill_defaults(value: Any, schema: dict, root: dict) -> Any:
+    """Fill `default:` values declared in the schema into `value` (in place, returns value)."""
+    schema = _deref(schema, root)
+    if "oneOf" in schema and isinstance(value, dict):
+        for option in schema["oneOf"]:
+            option = _deref(option, root)
+            if option.get("type") == "object":
+                return fill_defaults(value, option, root)
+        return value
+    if not isinstance(value, dict):
+        return value
+    for key, sub in schema.get("properties", {}).items():
+        sub_resolved = _deref(sub, root)
+        if key not in value and "default" in sub_resolved:
+            value[key] = copy.deepcopy(sub_resolved["default"])
+        if key in value:
+            fill_defaults(value[key], sub, root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, sub_value in value.items():
+            if key not in schema.get("properties", {}):
+                if extra.get("type") == "array" and isinstance(sub_value, list):
+                    for item in sub_value:
+                        fill_defaults(item, extra.get("items", {}), root)
+                else:
+                    fill_defaults(sub_value, extra, root)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# validation messages
+
+
+def _describe_expected(error: jsonschema.ValidationError) -> str:
+    validator, expected = error.validator, error.validator_value
+    if validator == "type":
+        kinds = expected if isinstance(expected, list) else [expected]
+        words = {"number": "a number", "integer": "an integer", "string": "a string", "boolean": "true or false",
+                 "object": "a mapping", "array": "a list", "null": "null"}
+        return "expected " + " or ".join(words.get(k, k) for k in kinds) + f", got {error.instance!r}"
+    if validator == "enum":
+        return f"expected one of {', '.join(map(str, expected))}, got {error.instance!r}"
+    if validator == "const":
+        return f"expected {expected!r}, got {error.instance!r}"
+    if validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        extras = sorted(set(error.instance) - set(known))
+        return f"unknown key {', '.join(repr(e) for e in extras)} (allowed keys: {', '.join(known)})"
+    if validator == "required":
+        missing = [k for k in expected if k not in error.instance]
+        return f"missing required key {', '.join(repr(m) for m in missing)}"
+    if validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        rel = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[validator]
+        return f"expected a value {rel} {expected}, got {error.instance!r}"
+    if validator == "pattern":
+        return f"expected a string matching {expected}, got {error.instance!r}"
+    if validator == "minItems":
+        return f"expected at least {expected} item(s), got {len(error.instance)}"
+    if validator == "not":
+        return "expected either 'count' or 'fraction', not both"
+    if validator == "oneOf":
+        return f"expected a mapping of stage settings or null, got {error.instance!r}"
+    return error.message
+
+
+def _error_location(path: list) -> tuple[str | None, str]:
+    """Split a jsonschema path into (recipe name or section, dotted key)."""
+    parts = [str(p) for p in path]
+    if len(parts) >= 2 and parts[0] == "recipes":
+        return f"recipe '{parts[1]}'", ".".join(parts[2:]) or "(the recipe itself)"
+    if len(parts) >= 2 and parts[0] in ("models", "datasets", "suites"):
+        return f"{parts[0][:-1]} '{parts[1]}'", ".".join(parts[2:]) or "(the entry itself)"
+    return "config", ".".join(parts) or "(top level)"
+
+
+def _deepest(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """For oneOf/allOf errors, descend to the most specific sub-error."""
+    while error.context:
+        # prefer the branch that got furthest into the instance (the mapping branch for stages)
+        error = max(error.context, key=lambda e: (len(e.absolute_path), e.validator != "type"))
+    return error
+
+
+def schema_errors(config: dict) -> list[str]:
+    validator = jsonschema.Draft202012Validator(config_schema())
+    messages = []
+    for error in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
+        error = _deepest(error)
+        where, key = _error_location(list(error.absolute_path))
+        messages.append(f"{where}: key '{key}': {_describe_expected(error)}")
+    return messages
+
+
+def _check_references(config: dict) -> None:
+    """Cross-references a JSON schema cannot express: named models, datasets, suites, recipes."""
+    models, datasets, suites, recipes = (config[k] for k in ("models", "datasets", "suites", "recipes"))
+    for suite, tasks in suites.items():
+        for i, task in enumerate(tasks):
+            if task.get("dataset") and task["dataset"] not in datasets:
+                raise ConfigError(f"suite '{suite}': key '{i}.dataset' names unknown dataset '{task['dataset']}'")
+            if task["harness"] == "lm-eval" and not task.get("lm_eval_task"):
+                raise ConfigError(f"suite '{suite}': key '{i}.lm_eval_task' is required for harness lm-eval")
+    for name, recipe in recipes.items():
+        where = f"recipe '{name}'"
+        model = recipe["model"]
+        if model.startswith(RECIPE_REF_PREFIX):
+            if model[len(RECIPE_REF_PREFIX):] not in recipes:
+                raise ConfigError(f"{where}: key 'model' names unknown recipe '{model[len(RECIPE_REF_PREFIX):]}'")
+        elif model not in models:
+            raise ConfigError(f"{where}: key 'model' names unknown model '{model}' (known: {', '.join(sorted(models))})")
+        for part, mixture in recipe.get("data", {}).items():
+            for i, item in enumerate(mixture["sources"]):
+                if item["dataset"] not in datasets:
+                    raise ConfigError(f"{where}: key 'data.{part}.sources.{i}.dataset' names unknown dataset "
+                                      f"'{item['dataset']}'")
+        for suite in recipe["eval"]["suites"]:
+            if suite not in suites:
+                raise ConfigError(f"{where}: key 'eval.suites' names unknown suite '{suite}' "
+                                  f"(known: {', '.join(sorted(suites))})")
+        stages = recipe["stages"]
+        if not any(stages.get(s) for s in ("sft", "dpo", "merge")):
+            raise ConfigError(f"{where}: key 'stages' must define at least one of sft, dpo, merge")
+        for stage in ("sft", "dpo"):
+            settings = stages.get(stage)
+            if not settings:
+                continue
+            if stage not in recipe.get("data", {}):
+                raise ConfigError(f"{where}: key 'data.{stage}' is required because stage '{stage}' is defined")
+            if settings["global_batch_size"] % settings["micro_batch_size"]:
+                raise ConfigError(f"{where}: key 'stages.{stage}.global_batch_size' ({settings['global_batch_size']})"
+                                  f" must be a multiple of micro_batch_size ({settings['micro_batch_size']})")
+            if settings["method"] == "qlora" and settings.get("quantization", {}).get("bits") != 4:
+                raise ConfigError(f"{where}: key 'stages.{stage}.quantization.bits' must be 4 for method qlora")
+            if settings["method"] in ("lora", "qlora") and "lora" not in settings:
+                raise ConfigError(f"{where}: key 'stages.{stage}.lora' is required for method {settings['method']}")
+            if stage == "dpo" and "beta" not in settings:
+                raise ConfigError(f"{where}: key 'stages.dpo.beta' is required for DPO")
+        merge = stages.get("merge")
+        if merge:
+            if merge["into"] is not None and merge["into"] not in models:
+                raise ConfigError(f"{where}: key 'stages.merge.into' names unknown model '{merge['into']}'")
+            if merge["adapter_from"] is not None and merge["adapter_from"] not in recipes:
+                raise ConfigError(f"{where}: key 'stages.merge.adapter_from' names unknown recipe "
+                                  f"'{merge['adapter_from']}'")
+            if merge["adapter_from"] is None and not any(
+                stages.get(s) and stages[s]["method"] != "full" for s in ("sft", "dpo")
+            ):
+                raise ConfigError(f"{where}: key 'stages.merge' needs a LoRA/QLoRA stage or 'adapter_from'")
+        if recipe.get("published"):
+            task_keys = {t.get("published_key") for s in recipe["eval"]["suites"] for t in suites[s]}
+            task_keys |= {t["name"] for s in recipe["eval"]["suites"] for t in suites[s]}
+
+
+def validate_config(raw: dict) -> dict:
+    """Resolve and validate a raw config mapping; returns a new, fully resolved config."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config must be a mapping, got {type(raw).__name__}")
+    for section in ("models", "datasets", "suites", "recipes"):
+        if section not in raw:
+            raise ConfigError(f"config: missing required section '{section}'")
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"config: section '{section}' expected a mapping, got {type(raw[section]).__name__}")
+    resolved = copy.deepcopy(raw)
+    resolved["recipes"] = {name: resolve_recipe(raw["recipes"], name) for name in raw["recipes"]}
+    messages = schema_errors(resolved)
+    if messages:
+        extra = f" ({len(messages) - 1} more problem(s) after fixing this one)" if len(messages) > 1 else ""
+        raise ConfigError(messages[0] + extra)
+    fill_defaults(resolved, config_schema(), config_schema())
+    _check_references(resolved)
+    if "recipe" in resolved and resolved["recipe"] not in resolved["recipes"]:
+        raise ConfigError(f"config: key 'recipe' names unknown recipe '{resolved['recipe']}'")
+    return resolved
+
+
+def load_config(*paths: str | Path) -> dict:
+    """Load and merge config files in order (later files override earlier ones), then validate."""
+    merged: dict = {}
+    for path in paths:
+        merged = deep_merge(merged, load_yaml(path)) if merged else load_yaml(path)
+    return validate_config(merged)
+
+
+def recipe_hash(config: dict, name: str) -> str:
+    """Stable hash of a resolved recipe and everything it references (for provenance)."""
+    recipe = config["recipes"][name]
+    payload = {"recipe": recipe, "model": config["models"].get(recipe["model"]),
+               "suites": {s: config["suites"][s] for s in recipe["eval"]["suites"]},
+               "datasets": {k: config["datasets"][k] for part in recipe.get("data", {}).values()
+                            for k in [i["dataset"] for i in part["sources"]]}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
