@@ -21,6 +21,9 @@ import yaml
 from menagerie.errors import ConfigError
 
 RECIPE_REF_PREFIX = "recipe:"
+# Recipe keys a child replaces whole instead of merging: published results belong to one model, never inherited
+# piecemeal (a QLoRA recipe must not inherit the full-SFT recipe's average).
+REPLACED_KEYS = ("published",)
 
 
 @lru_cache(maxsize=1)
@@ -80,7 +83,11 @@ def resolve_recipe(recipes: dict[str, dict], name: str, _chain: tuple[str, ...] 
         raise ConfigError(f"recipe '{name}': key 'extends' expected a recipe name (string), got {parent!r}")
     if parent not in recipes:
         raise ConfigError(f"recipe '{name}': key 'extends' names unknown recipe '{parent}'")
-    merged = deep_merge(resolve_recipe(recipes, parent, (*_chain, name)), raw)
+    inherited = resolve_recipe(recipes, parent, (*_chain, name))
+    for key in REPLACED_KEYS:
+        if key in raw:
+            inherited.pop(key, None)
+    merged = deep_merge(inherited, raw)
     merged["extends"] = parent
     return merged
 
@@ -108,8 +115,9 @@ def fill_defaults(value: Any, schema: dict, root: dict) -> Any:
         return value
     for key, sub in schema.get("properties", {}).items():
         sub_resolved = _deref(sub, root)
-        if key not in value and "default" in sub_resolved:
-            value[key] = copy.deepcopy(sub_resolved["default"])
+        default = sub.get("default", sub_resolved.get("default"))  # a default beside a $ref wins
+        if key not in value and (default is not None or "default" in sub_resolved):
+            value[key] = copy.deepcopy(default)
         if key in value:
             fill_defaults(value[key], sub, root)
     extra = schema.get("additionalProperties")
@@ -178,10 +186,36 @@ def _deepest(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
     return error
 
 
+def _recipe_order(recipes: Any) -> dict[str, tuple[int, int]]:
+    """Rank recipes parents first (extends depth, then file order), so that a mistake in a parent is
+    reported against the recipe that holds it, not against whichever descendant sorts first."""
+    if not isinstance(recipes, dict):
+        return {}
+    order = {}
+    for index, name in enumerate(recipes):
+        depth, seen, current = 0, {name}, recipes[name]
+        while isinstance(current, dict) and isinstance(current.get("extends"), str):
+            parent = current["extends"]
+            if parent in seen or parent not in recipes:
+                break
+            seen.add(parent)
+            depth, current = depth + 1, recipes[parent]
+        order[name] = (depth, index)
+    return order
+
+
 def schema_errors(config: dict) -> list[str]:
     validator = jsonschema.Draft202012Validator(config_schema())
+    order = _recipe_order(config.get("recipes"))
+
+    def sort_key(error: jsonschema.ValidationError) -> tuple:
+        parts = [str(p) for p in error.absolute_path]
+        if len(parts) >= 2 and parts[0] == "recipes":
+            return (parts[0], order.get(parts[1], (0, 0)), parts[1:])
+        return (parts[0] if parts else "", (0, 0), parts[1:])
+
     messages = []
-    for error in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
+    for error in sorted(validator.iter_errors(config), key=sort_key):
         error = _deepest(error)
         where, key = _error_location(list(error.absolute_path))
         messages.append(f"{where}: key '{key}': {_describe_expected(error)}")
@@ -197,7 +231,9 @@ def _check_references(config: dict) -> None:
                 raise ConfigError(f"suite '{suite}': key '{i}.dataset' names unknown dataset '{task['dataset']}'")
             if task["harness"] == "lm-eval" and not task.get("lm_eval_task"):
                 raise ConfigError(f"suite '{suite}': key '{i}.lm_eval_task' is required for harness lm-eval")
-    for name, recipe in recipes.items():
+    order = _recipe_order(recipes)
+    for name in sorted(recipes, key=order.__getitem__):   # parents first: an inherited mistake names its origin
+        recipe = recipes[name]
         where = f"recipe '{name}'"
         model = recipe["model"]
         if model.startswith(RECIPE_REF_PREFIX):

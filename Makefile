@@ -1,0 +1,62 @@
+# menagerie: `make run` builds the default tiny twin end to end; `make test` runs the test suite.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+RECIPE ?= tiny-tulu2-dpo
+CORES ?= all
+SNAKEMAKE_ARGS ?=
+PYTEST_ARGS ?=
+
+UV_VERSION := 0.13.9
+UV := .tools/uv/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+
+# Every cache stays inside the project's ignored folders, so a run leaves the machine as it found it.
+export HF_HOME := $(CURDIR)/.cache/hf
+export HF_HUB_OFFLINE ?= 1
+export XDG_CACHE_HOME := $(CURDIR)/.cache
+export UV_CACHE_DIR := $(CURDIR)/.cache/uv
+export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
+export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
+export TRITON_CACHE_DIR := $(CURDIR)/.cache/triton
+export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
+export UV_PYTHON_DOWNLOADS := never
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help env run test test-fast dryrun lock clean
+help:
+	@echo "make run [RECIPE=tiny-tulu2-dpo|tiny-platypus2|tiny-birbal]  build results/<recipe>/eval.json"
+	@echo "make test                                                   run the test suite (pytest)"
+	@echo "make dryrun RECIPE=tulu2-dpo-7b                             print a real recipe's DAG"
+	@echo "make env | lock | clean"
+
+$(UV):
+	python3 -m pip install --quiet --disable-pip-version-check --target .tools/uv uv==$(UV_VERSION)
+
+# The environment is the uv lock, exactly (torch comes from the machine's CPU wheel: pyproject [tool.uv.sources]).
+$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --python "$$(command -v python3)"
+	touch $@
+
+env: $(VENV)/.synced
+
+lock: | $(UV)
+	$(UV) lock
+
+run: env
+	$(VENV)/bin/snakemake --cores $(CORES) --config recipe=$(RECIPE) $(SNAKEMAKE_ARGS)
+	@echo "eval: results/$(RECIPE)/eval.json   leaderboard: results/leaderboard.md"
+
+dryrun: env
+	$(VENV)/bin/snakemake -n --cores $(CORES) results/$(RECIPE)/eval.json $(SNAKEMAKE_ARGS)
+
+test: env
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: env
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf results logs .snakemake resources/config

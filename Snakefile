@@ -1,0 +1,26 @@
+# menagerie: data -> sft -> dpo -> merge -> evaluate -> leaderboard, for every recipe in config.yaml.
+#   snakemake --cores all                                  # the default recipe (config key `recipe`)
+#   snakemake --cores all results/tulu2-dpo-7b/eval.json   # any recipe
+#   snakemake --cores all --configfile my.yaml --config recipe=my-recipe
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/models.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/merge.smk"
+include: "rules/evaluate.smk"
+include: "rules/leaderboard.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        f"results/{CONFIG['recipe']}/eval.json",
+        "results/leaderboard.json",

@@ -1,0 +1,43 @@
+"""Shared entry-point wrapper for the stage scripts: user errors become one line, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from menagerie.errors import ConfigError, MenagerieError
+
+
+def run_cli(fn: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> NoReturn:
+    """Call `fn(argv)` and exit.
+
+    Exits 0 when `fn` returns None (or its integer return value otherwise). A `MenagerieError` is
+    printed to stderr as a single line `error: <message>` and the process exits 1. Any other
+    exception is a bug and propagates with its traceback.
+    """
+    try:
+        result = fn(argv)
+    except MenagerieError as exc:
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def load_resolved_config(path: str | Path) -> dict:
+    """The fully resolved config the workflow dumps once per run (resources/config/<hash>.json)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"resolved config {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"resolved config {path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
+
+
+def recipe_from(config: dict, name: str) -> dict:
+    if name not in config.get("recipes", {}):
+        raise ConfigError(f"recipe '{name}' is not defined in the config")
+    return config["recipes"][name]

@@ -1,0 +1,1 @@
+"""Evaluation: lm-evaluation-harness tasks and HumanEval on one model, then eval.json and the leaderboard."""

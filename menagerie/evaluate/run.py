@@ -1,0 +1,54 @@
+"""Evaluate one model (a recipe's final model, or its base) on every task of the recipe's suites."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from menagerie import formats
+from menagerie.atomic import atomic_file
+from menagerie.provenance import file_hashes, stage_record
+
+
+def suite_tasks(config: dict, recipe: dict) -> list[dict]:
+    return [task for suite in recipe["eval"]["suites"] for task in config["suites"][suite]]
+
+
+def evaluate_model(config: dict, recipe_name: str, model_dir: Path, which: str, data_files: dict[str, Path],
+                   out_file: Path, work_dir: Path) -> dict:
+    """Write `out_file`: one entry per task (`ok` with value/stderr/n, or `skipped` with the reason)."""
+    from menagerie.evaluate import harness, humaneval
+
+    recipe = config["recipes"][recipe_name]
+    settings = recipe["eval"]
+    template = formats.chat_template_jinja(recipe["chat_format"]) or ""
+    tasks: dict[str, dict] = {}
+    native: dict[str, dict] = {}
+    with stage_record("evaluate", out_file.with_suffix(".provenance.json"), recipe=recipe_name, which=which,
+                      model=str(model_dir), input_sha256=file_hashes({k: v for k, v in data_files.items()})) as rec:
+        lm = harness.load_lm(model_dir, recipe["chat_format"], settings["backend"], settings["dtype"],
+                             settings["batch_size"])
+        for task in suite_tasks(config, recipe):
+            if task["harness"] == "lm-eval":
+                data_file = data_files.get(task["dataset"]) if task.get("dataset") else None
+                tasks[task["name"]], native[task["name"]] = harness.run_lm_eval_task(lm, task, data_file,
+                                                                                     settings["seed"])
+            elif settings["backend"] == "hf":
+                tasks[task["name"]] = humaneval.run_humaneval(lm.model, lm.tokenizer, task, settings["batch_size"],
+                                                              settings["seed"], work_dir / task["name"])
+            else:
+                tasks[task["name"]] = {"status": "skipped",
+                                       "reason": "HumanEval generation through the vllm backend is not wired yet"}
+        result = {"recipe": recipe_name, "which": which, "model": str(model_dir), "backend": settings["backend"],
+                  "dtype": settings["dtype"], "batch_size": settings["batch_size"], "seed": settings["seed"],
+                  "chat_format": recipe["chat_format"],
+                  "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest(), "tasks": tasks}
+        rec["tasks"] = {k: v.get("value", v["status"]) for k, v in tasks.items()}
+    (work_dir).mkdir(parents=True, exist_ok=True)
+    with atomic_file(work_dir / "lm_eval_results.json") as handle:
+        json.dump(native, handle, indent=1, sort_keys=True, default=str)
+    result["lm_eval_results"] = str(work_dir / "lm_eval_results.json")
+    with atomic_file(out_file) as handle:
+        json.dump(result, handle, indent=2, sort_keys=True)
+    return result

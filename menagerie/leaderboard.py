@@ -1,0 +1,68 @@
+"""results/leaderboard.{json,md}: one row per built recipe, its scores, the base model's and the paper's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from menagerie.report import validate_eval
+
+
+def leaderboard_rows(eval_files: list[Path]) -> list[dict]:
+    rows = []
+    for path in sorted(eval_files):
+        entry = json.loads(Path(path).read_text())
+        validate_eval(entry, str(path))
+        rows.append({
+            "recipe": entry["recipe"], "tiny": entry["tiny"], "average": entry["average"],
+            "base_average": (entry["base"] or {}).get("average"),
+            "published_average": ((entry["published"] or {}).get("metrics") or {}).get("average"),
+            "tasks": {name: {k: t.get(k) for k in ("status", "value", "stderr", "n", "delta_vs_base", "z_vs_base",
+                                                    "published", "delta_vs_published", "reason")}
+                      for name, t in entry["tasks"].items()},
+            "git_commit": entry["provenance"]["git_commit"], "eval_json": str(path),
+        })
+    rows.sort(key=lambda r: (r["average"] is None, -(r["average"] or 0)))
+    return rows
+
+
+def _fmt(value, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def render_markdown(rows: list[dict]) -> str:
+    tasks = sorted({t for r in rows for t in r["tasks"]})
+    head = ["recipe", "average", "base avg", "paper avg", *tasks]
+    lines = ["# menagerie leaderboard", "",
+             "Scores in percent unless the task says otherwise; `Δbase` is the gain over the base model with its z "
+             "score; skipped tasks show why in eval.json.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [f"[{r['recipe']}]({r['eval_json']})", _fmt(r["average"]), _fmt(r["base_average"]),
+                 _fmt(r["published_average"])]
+        for t in tasks:
+            task = r["tasks"].get(t)
+            if task is None:
+                cells.append("")
+            elif task["status"] != "ok":
+                cells.append("skipped")
+            else:
+                cell = f"{_fmt(task['value'])} ± {_fmt(task['stderr'])}"
+                if task["delta_vs_base"] is not None:
+                    cell += f" (Δbase {task['delta_vs_base']:+.1f}, z {_fmt(task['z_vs_base'])})"
+                if task["published"] is not None:
+                    cell += f" [paper {task['published']}]"
+                cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_leaderboard(eval_files: list[Path], json_out: Path, md_out: Path) -> list[dict]:
+    from menagerie.atomic import atomic_file
+
+    rows = leaderboard_rows(eval_files)
+    with atomic_file(json_out) as handle:
+        json.dump({"schema_version": 1, "rows": rows}, handle, indent=2, sort_keys=True)
+    with atomic_file(md_out) as handle:
+        handle.write(render_markdown(rows))
+    return rows

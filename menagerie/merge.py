@@ -1,0 +1,69 @@
+"""Merge a LoRA/QLoRA adapter into a model with peft's merge_and_unload.
+
+The target is the model the adapter was trained on, or (Platypus) a different fine-tune of the same base.
+QLoRA adapters merge into the base loaded in bf16 (the dequantized weights), as open-instruct's merge_lora.py did.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from menagerie.atomic import atomic_directory
+from menagerie.errors import MenagerieError, MissingInputError
+from menagerie.models import model_card
+from menagerie.provenance import file_hashes, stage_record
+
+
+def load_target(target_dir: Path, dtype: str, dequantize_from: dict | None):
+    """The model the adapter is folded into; for QLoRA, the 4-bit base dequantized back to `dtype`.
+
+    Dequantizing (rather than loading the original bf16 weights) merges into exactly the weights the adapter was
+    trained against, as open-instruct's merge_lora.py --qlora did.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if not dequantize_from:
+        return AutoModelForCausalLM.from_pretrained(str(target_dir), dtype=getattr(torch, dtype))
+    if not torch.cuda.is_available():
+        raise MissingInputError("merging a QLoRA adapter dequantizes the 4-bit base with bitsandbytes, which needs a "
+                                "CUDA GPU and none is visible; run the merge on a GPU node")
+    from transformers import BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=dequantize_from["quant_type"],
+                               bnb_4bit_use_double_quant=dequantize_from["double_quant"],
+                               bnb_4bit_compute_dtype=getattr(torch, dequantize_from["compute_dtype"]))
+    model = AutoModelForCausalLM.from_pretrained(str(target_dir), quantization_config=quant, device_map={"": 0})
+    return model.dequantize().to(getattr(torch, dtype))
+
+
+def merge_adapter(adapter_dir: Path, target_dir: Path, out_dir: Path, dtype: str, label: str,
+                  dequantize_from: dict | None = None) -> dict:
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise MenagerieError(f"{adapter_dir} holds no adapter_config.json: only LoRA/QLoRA stages can be merged")
+    adapter_cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    base = load_target(target_dir, dtype, dequantize_from)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    # the adapter directory carries the recipe's chat template; the target's tokenizer is otherwise identical
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
+    with atomic_directory(out_dir) as tmp, stage_record(
+            "merge", tmp, adapter=str(adapter_dir), target=str(target_dir), dtype=dtype,
+            dequantized_from=dequantize_from,
+            adapter_trained_on=adapter_cfg.get("base_model_name_or_path"),
+            input_sha256=file_hashes({"adapter": adapter_dir / "adapter_model.safetensors"})) as record:
+        merged.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        for extra in ("trainer_log.json", "loss_curve.png"):
+            if (adapter_dir / extra).exists():
+                (tmp / extra).write_bytes((adapter_dir / extra).read_bytes())
+        (tmp / "README.md").write_text(model_card(label, [
+            f"LoRA adapter `{adapter_dir}` (r={adapter_cfg.get('r')}, alpha={adapter_cfg.get('lora_alpha')}, "
+            f"targets {adapter_cfg.get('target_modules')}) merged into `{target_dir}` in {dtype} with peft "
+            f"merge_and_unload.",
+            f"The adapter was trained on `{adapter_cfg.get('base_model_name_or_path')}`."]))
+        record["parameters"] = sum(p.numel() for p in merged.parameters())
+    return record

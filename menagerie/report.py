@@ -1,0 +1,95 @@
+"""eval.json: a recipe's scores, its base model's scores, the published numbers, deltas and provenance."""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+
+from menagerie.config import recipe_hash
+from menagerie.errors import MenagerieError
+from menagerie.provenance import environment
+
+
+@lru_cache(maxsize=1)
+def eval_schema() -> dict:
+    return json.loads(resources.files("menagerie.schemas").joinpath("eval.schema.json").read_text())
+
+
+def validate_eval(entry: dict, where: str = "eval.json") -> None:
+    errors = sorted(jsonschema.Draft202012Validator(eval_schema()).iter_errors(entry), key=lambda e: e.path)
+    if errors:
+        path = ".".join(str(p) for p in errors[0].absolute_path) or "(top level)"
+        raise MenagerieError(f"{where}: key '{path}' does not follow schemas/eval.schema.json: {errors[0].message}")
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def compare(final: dict, base: dict | None) -> dict | None:
+    """Difference final - base and its z score (independent standard errors)."""
+    if not base or base.get("status") != "ok" or final.get("status") != "ok":
+        return None
+    delta = final["value"] - base["value"]
+    se = math.sqrt((final.get("stderr") or 0) ** 2 + (base.get("stderr") or 0) ** 2)
+    return {"delta": delta, "z": delta / se if se > 0 else None}
+
+
+def build_eval_entry(config: dict, recipe_name: str, final: dict, base: dict | None, stage_files: dict[str, Path],
+                     final_model: str) -> dict:
+    recipe = config["recipes"][recipe_name]
+    suites = {t["name"]: t for s in recipe["eval"]["suites"] for t in config["suites"][s]}
+    published = recipe.get("published")
+    tasks = {}
+    for name, result in final["tasks"].items():
+        entry = dict(result)
+        base_result = base["tasks"].get(name) if base else None
+        entry["base"] = base_result
+        diff = compare(result, base_result)
+        entry["delta_vs_base"] = diff["delta"] if diff else None
+        entry["z_vs_base"] = diff["z"] if diff else None
+        key = suites[name].get("published_key")
+        value = published["metrics"].get(key) if published and key else None
+        entry["published"] = value
+        entry["delta_vs_published"] = (result["value"] - value) if value is not None and "value" in result else None
+        tasks[name] = entry
+    ok = [t["value"] for t in tasks.values() if t["status"] == "ok"]
+    base_ok = [t["value"] for t in (base or {}).get("tasks", {}).values() if t["status"] == "ok"]
+    stages = {name: json.loads(Path(p).read_text()) for name, p in stage_files.items() if Path(p).exists()}
+    data_sha = {}
+    for name, rec in stages.items():
+        for key, digest in (rec.get("input_sha256") or {}).items():
+            data_sha[f"{name}:{key}"] = digest
+        for key, digest in (rec.get("sha256") or {}).items():   # mixture reports
+            data_sha[f"{name}:{key}"] = digest
+    env = environment()
+    seeds = {"eval": recipe["eval"]["seed"]}
+    seeds.update({f"{s}": recipe["stages"][s]["seed"] for s in ("sft", "dpo") if recipe["stages"].get(s)})
+    seeds.update({f"data.{p}": m["seed"] for p, m in recipe.get("data", {}).items()})
+    entry = {
+        "schema_version": 1, "recipe": recipe_name, "description": recipe.get("description", ""),
+        "paper": recipe.get("paper"), "tiny": recipe["tiny"],
+        "model": {"base": recipe["model"], "final": final_model},
+        "tasks": tasks, "average": _mean(ok),
+        "base": {"average": _mean(base_ok), "tasks": base["tasks"]} if base else None,
+        "published": ({**published, "average_delta": None} if published else None),
+        "provenance": {
+            "git_commit": env["git_commit"], "config_hash": recipe_hash(config, recipe_name),
+            "uv_lock_sha256": env["uv_lock_sha256"], "container": env["container"], "packages": env["packages"],
+            "seeds": seeds, "hardware": env["hardware"],
+            "wall_time_s": {n: r["wall_time_s"] for n, r in stages.items() if "wall_time_s" in r},
+            "data_sha256": data_sha,
+            "eval_settings": {k: final[k] for k in ("backend", "dtype", "batch_size", "chat_format",
+                                                    "chat_template_sha256", "seed")},
+            "stages": {n: {k: v for k, v in r.items() if k not in ("environment",)} for n, r in stages.items()},
+        },
+    }
+    if published and "average" in published["metrics"] and entry["average"] is not None:
+        entry["published"]["average_delta"] = entry["average"] - published["metrics"]["average"]
+    validate_eval(entry, f"results/{recipe_name}/eval.json")
+    return entry

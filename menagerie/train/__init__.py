@@ -1,0 +1,1 @@
+"""Training stages: supervised fine-tuning (sft) and direct preference optimisation (dpo)."""

@@ -1,0 +1,177 @@
+"""What SFT and DPO share: effective batch, model loading (full / LoRA / QLoRA), arguments, artifacts."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from menagerie.errors import ConfigError, MissingInputError
+
+TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def derive_batch(global_batch: int, micro_batch: int, processes: int) -> dict:
+    """Per-device batch and gradient accumulation that realise the recipe's global batch on `processes` devices.
+
+    The global batch is a recipe fact; the GPU count is not. If micro x processes does not divide the global batch,
+    the micro batch is lowered to the largest divisor that does, and failing that the stage stops.
+    """
+    for micro in range(min(micro_batch, global_batch), 0, -1):
+        if global_batch % (micro * processes) == 0:
+            accumulation = global_batch // (micro * processes)
+            return {"global_batch_size": global_batch, "micro_batch_size": micro, "processes": processes,
+                    "gradient_accumulation_steps": accumulation}
+    raise ConfigError(f"global_batch_size {global_batch} cannot be split over {processes} processes; use a process "
+                      f"count that divides it")
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def load_training_model(model_dir: str | Path, stage: dict):
+    """Load the model a stage trains: full weights, or a (quantized) base with a fresh LoRA adapter config."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = getattr(torch, TORCH_DTYPES[stage["precision"]])
+    kwargs: dict = {"dtype": dtype}
+    quant = stage.get("quantization")
+    if quant:
+        if not has_cuda():
+            raise MissingInputError(
+                f"{quant['bits']}-bit loading of the base model (bitsandbytes) needs a CUDA GPU and none is visible; "
+                f"run this stage on a GPU node, or use `method: lora` without `quantization` on CPU as the tiny twins do")
+        from transformers import BitsAndBytesConfig
+
+        if quant["bits"] == 4:
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type=quant["quant_type"],
+                bnb_4bit_use_double_quant=quant["double_quant"],
+                bnb_4bit_compute_dtype=getattr(torch, quant["compute_dtype"]))
+        else:
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    if quant:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    return model
+
+
+def lora_config(stage: dict):
+    if stage["method"] == "full":
+        return None
+    from peft import LoraConfig
+
+    lora = stage["lora"]
+    return LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                      target_modules=lora["target_modules"], bias="none", task_type="CAUSAL_LM")
+
+
+def trainer_arguments(stage: dict, batch: dict, work_dir: Path, has_validation: bool) -> dict:
+    """Keyword arguments shared by SFTConfig and DPOConfig, straight from the recipe stage."""
+    keep_best = stage["keep_best"] and has_validation
+    eval_steps = stage["eval_steps"] if has_validation else None
+    save_steps = stage["save_steps"] or eval_steps or 500
+    args = dict(
+        output_dir=str(work_dir), seed=stage["seed"], data_seed=stage["seed"],
+        per_device_train_batch_size=batch["micro_batch_size"], per_device_eval_batch_size=batch["micro_batch_size"],
+        gradient_accumulation_steps=batch["gradient_accumulation_steps"],
+        learning_rate=stage["learning_rate"], num_train_epochs=stage["epochs"], max_steps=stage["max_steps"] or -1,
+        # transformers 5: warmup_steps < 1 is a ratio of the total steps (warmup_ratio was folded into it)
+        warmup_steps=stage["warmup_steps"] or stage["warmup_ratio"], lr_scheduler_type=stage["lr_scheduler"],
+        weight_decay=stage["weight_decay"], max_grad_norm=stage["max_grad_norm"],
+        optim=stage["optimizer"] if has_cuda() or "paged" not in stage["optimizer"] else "adamw_torch",
+        bf16=stage["precision"] == "bf16", fp16=stage["precision"] == "fp16",
+        logging_steps=1, report_to=[], save_strategy="steps", save_steps=save_steps, save_total_limit=2,
+        eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps,
+        load_best_model_at_end=keep_best, metric_for_best_model="eval_loss" if keep_best else None,
+        greater_is_better=False if keep_best else None, dataloader_num_workers=0, disable_tqdm=True,
+        use_cpu=not has_cuda(),
+    )
+    return args
+
+
+def last_checkpoint(work_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
+
+
+def budget_callback(budget_gpu_hours: float | None, gpus: int):
+    """Stop training when the recipe's compute budget is spent (the best checkpoint so far is kept)."""
+    from transformers import TrainerCallback
+
+    class BudgetCallback(TrainerCallback):
+        def __init__(self):
+            self.start = time.time()
+            self.stopped_for_budget = False
+
+        def used_gpu_hours(self) -> float:
+            return (time.time() - self.start) / 3600 * max(gpus, 1)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if budget_gpu_hours is not None and self.used_gpu_hours() >= budget_gpu_hours:
+                self.stopped_for_budget = True
+                control.should_training_stop = True
+                control.should_save = True
+                # evaluate the stopping point only where the run evaluates at all: with no validation set
+                # (eval_strategy "no", eval_dataset None) Trainer.evaluate would raise
+                control.should_evaluate = args.eval_strategy != "no"
+            return control
+
+    return BudgetCallback()
+
+
+def plot_loss_curve(log_history: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e]
+    val = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if train:
+        ax.plot(*zip(*train), label="train")
+    if val:
+        ax.plot(*zip(*val), marker="o", label="validation")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_artifacts(trainer, tokenizer, out_dir: Path, chat_template: str | None, card: list[str], title: str) -> dict:
+    """Model or adapter weights, tokenizer (with the recipe's chat template), log, loss curve, model card."""
+    trainer.save_model(str(out_dir))
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(str(out_dir))
+    history = trainer.state.log_history
+    (out_dir / "trainer_log.json").write_text(json.dumps(history, indent=1) + "\n")
+    plot_loss_curve(history, out_dir / "loss_curve.png", title)
+    final = {"global_step": trainer.state.global_step,
+             "train_loss": next((e["train_loss"] for e in reversed(history) if "train_loss" in e), None),
+             "best_eval_loss": trainer.state.best_metric, "best_checkpoint": trainer.state.best_model_checkpoint}
+    evals = [e["eval_loss"] for e in history if "eval_loss" in e]
+    if evals:
+        final["last_eval_loss"] = evals[-1]
+    from menagerie.models import model_card
+
+    lines = [*card, "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in final.items() if v is not None]
+    (out_dir / "README.md").write_text(model_card(title, lines))
+    return final

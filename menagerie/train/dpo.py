@@ -1,0 +1,56 @@
+"""Direct preference optimisation with trl's DPOTrainer on prompts rendered in the recipe's chat format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from menagerie import formats
+from menagerie.atomic import atomic_directory
+from menagerie.provenance import file_hashes, stage_record
+from menagerie.train import common
+from menagerie.train.sft import load_tokenizer, read_jsonl
+
+
+def preference_examples(rows: list[dict], tokenizer, chat_format: str) -> list[dict]:
+    """Canonical preference rows -> trl's standard (non-conversational) prompt/chosen/rejected strings."""
+    eos = tokenizer.eos_token
+    return [{"prompt": formats.render_prompt(row["messages"], chat_format, eos, tokenizer=tokenizer),
+             "chosen": row["chosen"] + eos, "rejected": row["rejected"] + eos} for row in rows]
+
+
+def run_dpo(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, val_file: Path | None,
+            out_dir: Path, work_dir: Path) -> dict:
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import DPOConfig, DPOTrainer
+
+    stage = recipe["stages"]["dpo"]
+    set_seed(stage["seed"])
+    tokenizer = load_tokenizer(model_dir)
+    train = preference_examples(read_jsonl(train_file), tokenizer, recipe["chat_format"])
+    val = preference_examples(read_jsonl(val_file), tokenizer, recipe["chat_format"]) if val_file else []
+    batch = common.derive_batch(stage["global_batch_size"], stage["micro_batch_size"], common.world_size())
+    args = DPOConfig(**common.trainer_arguments(stage, batch, work_dir, has_validation=bool(val)),
+                     beta=stage["beta"], max_length=stage["max_seq_length"])
+    model = common.load_training_model(model_dir, stage)
+    trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(train),
+                         eval_dataset=Dataset.from_list(val) if val else None, processing_class=tokenizer,
+                         peft_config=common.lora_config(stage))
+    resume = common.last_checkpoint(work_dir)
+    inputs = {"model": model_dir, "train": train_file, **({"validation": val_file} if val_file else {})}
+    with atomic_directory(out_dir) as tmp, stage_record("dpo", tmp, recipe=recipe_name, method=stage["method"],
+                                                           beta=stage["beta"], batch=batch,
+                                                           input_sha256=file_hashes(inputs),
+                                                           resumed_from=resume) as record:
+        trainer.train(resume_from_checkpoint=resume)
+        card = [f"DPO stage of recipe `{recipe_name}` ({stage['method']}, beta {stage['beta']}) on `{model_dir}`.",
+                f"{len(train)} preference pairs; reference model: the policy's starting weights "
+                f"({'adapter disabled' if stage['method'] != 'full' else 'a frozen copy'})."]
+        record["metrics"] = common.save_artifacts(trainer, tokenizer, tmp, formats.chat_template_jinja(
+            recipe["chat_format"]), card, f"{recipe_name} / dpo")
+        rewards = [e for e in trainer.state.log_history if "rewards/accuracies" in e]
+        if rewards:
+            record["metrics"]["final_reward_accuracy"] = rewards[-1]["rewards/accuracies"]
+            record["metrics"]["final_reward_margin"] = rewards[-1].get("rewards/margins")
+        record["rows"] = {"train": len(train), "validation": len(val)}
+    return record

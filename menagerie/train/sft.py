@@ -1,0 +1,78 @@
+"""Supervised fine-tuning with trl's SFTTrainer: full, LoRA or QLoRA; loss on response tokens only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from menagerie import formats
+from menagerie.atomic import atomic_directory
+from menagerie.errors import MenagerieError
+from menagerie.provenance import file_hashes, stage_record
+from menagerie.train import common
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def tokenize_rows(rows: list[dict], tokenizer, stage: dict, chat_format: str) -> list[dict]:
+    """Token ids and labels (-100 outside the response) for every row that keeps a trained token."""
+    examples = []
+    for row in rows:
+        example = formats.tokenize_sft(row, tokenizer, chat_format, stage["max_seq_length"],
+                                       loss_on=stage["loss_on"], add_eos=stage["add_eos"])
+        if formats.has_trained_tokens(example):
+            examples.append(example)
+    return examples
+
+
+def load_tokenizer(model_dir: str | Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def run_sft(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, val_file: Path | None,
+            out_dir: Path, work_dir: Path) -> dict:
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    stage = recipe["stages"]["sft"]
+    set_seed(stage["seed"])
+    tokenizer = load_tokenizer(model_dir)
+    train = tokenize_rows(read_jsonl(train_file), tokenizer, stage, recipe["chat_format"])
+    val = tokenize_rows(read_jsonl(val_file), tokenizer, stage, recipe["chat_format"]) if val_file else []
+    if not train:
+        raise MenagerieError(f"{train_file}: no row keeps a response token within max_seq_length "
+                             f"{stage['max_seq_length']}")
+    batch = common.derive_batch(stage["global_batch_size"], stage["micro_batch_size"], common.world_size())
+    args = SFTConfig(**common.trainer_arguments(stage, batch, work_dir, has_validation=bool(val)),
+                     max_length=stage["max_seq_length"], packing=stage["packing"],
+                     neftune_noise_alpha=stage["neftune_noise_alpha"], dataset_num_proc=None)
+    model = common.load_training_model(model_dir, stage)
+    budget = common.budget_callback(stage["budget_gpu_hours"], stage["resources"]["gpus"])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
+                         eval_dataset=Dataset.from_list(val) if val else None, processing_class=tokenizer,
+                         peft_config=common.lora_config(stage), callbacks=[budget])
+    resume = common.last_checkpoint(work_dir)
+    inputs = {"model": model_dir, "train": train_file, **({"validation": val_file} if val_file else {})}
+    with atomic_directory(out_dir) as tmp, stage_record("sft", tmp, recipe=recipe_name, method=stage["method"],
+                                                           batch=batch, input_sha256=file_hashes(inputs),
+                                                           resumed_from=resume) as record:
+        trainer.train(resume_from_checkpoint=resume)
+        card = [f"SFT stage of recipe `{recipe_name}` ({stage['method']}) on `{model_dir}`.",
+                f"Chat format: {recipe['chat_format']}; {len(train)} training rows, {len(val)} validation rows; "
+                f"global batch {batch['global_batch_size']} = {batch['micro_batch_size']} x "
+                f"{batch['gradient_accumulation_steps']} accumulation x {batch['processes']} process(es)."]
+        record["metrics"] = common.save_artifacts(trainer, tokenizer, tmp, formats.chat_template_jinja(
+            recipe["chat_format"]), card, f"{recipe_name} / sft")
+        record["stopped_for_budget"] = budget.stopped_for_budget
+        record["gpu_hours"] = round(budget.used_gpu_hours(), 4) if stage["resources"]["gpus"] else 0.0
+        record["rows"] = {"train": len(train), "validation": len(val)}
+    return record

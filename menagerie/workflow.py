@@ -1,0 +1,118 @@
+"""Where each recipe's artifacts live and which artifact each stage reads: the DAG, as plain functions.
+
+rules/*.smk call these; keeping them here makes the DAG logic unit-testable without Snakemake.
+"""
+
+from __future__ import annotations
+
+from menagerie.config import RECIPE_REF_PREFIX
+
+TRAINING_STAGES = ("sft", "dpo")
+
+
+def dataset_file(name: str) -> str:
+    return f"resources/datasets/{name}.jsonl"
+
+
+def model_dir(model: str) -> str:
+    return f"resources/models/{model}"
+
+
+class RecipePaths:
+    """Paths for one resolved config. Every output lives under results/<recipe>/ or resources/."""
+
+    def __init__(self, config: dict):
+        self.config = config
+
+    def recipe(self, name: str) -> dict:
+        return self.config["recipes"][name]
+
+    def training_stages(self, name: str) -> list[str]:
+        stages = self.recipe(name)["stages"]
+        return [s for s in TRAINING_STAGES if stages.get(s)]
+
+    def is_adapter(self, name: str, stage: str) -> bool:
+        return self.recipe(name)["stages"][stage]["method"] != "full"
+
+    def base_model(self, name: str) -> str:
+        """The model the recipe starts from: a prepared model, or another recipe's final model."""
+        model = self.recipe(name)["model"]
+        if model.startswith(RECIPE_REF_PREFIX):
+            return self.final_model(model[len(RECIPE_REF_PREFIX):])
+        return model_dir(model)
+
+    def stage_dir(self, name: str, stage: str) -> str:
+        return f"results/{name}/{stage}"
+
+    def merged_dir(self, name: str, stage: str) -> str:
+        return f"results/{name}/{stage}_merged"
+
+    def stage_model(self, name: str, stage: str) -> str:
+        """The full model usable after `stage` (its merge, when the stage trained an adapter)."""
+        return self.merged_dir(name, stage) if self.is_adapter(name, stage) else self.stage_dir(name, stage)
+
+    def stage_input(self, name: str, stage: str) -> str:
+        previous = [s for s in self.training_stages(name) if TRAINING_STAGES.index(s) < TRAINING_STAGES.index(stage)]
+        return self.stage_model(name, previous[-1]) if previous else self.base_model(name)
+
+    def adapter_source(self, name: str) -> str | None:
+        merge = self.recipe(name)["stages"].get("merge")
+        return merge["adapter_from"] if merge else None
+
+    def merge_inputs(self, name: str, stage: str) -> dict[str, str]:
+        """Adapter and target of the merge `results/<name>/<stage>_merged`."""
+        source = self.adapter_source(name)
+        merge = self.recipe(name)["stages"].get("merge") or {}
+        if source:
+            adapter, default_target = self.stage_dir(source, stage), self.stage_input(source, stage)
+            last = True
+        else:
+            adapter, default_target = self.stage_dir(name, stage), self.stage_input(name, stage)
+            last = stage == self.training_stages(name)[-1]
+        target = model_dir(merge["into"]) if last and merge.get("into") else default_target
+        return {"adapter": adapter, "into": target}
+
+    def merge_dtype(self, name: str, stage: str) -> str:
+        merge = self.recipe(name)["stages"].get("merge")
+        if merge:
+            return merge["dtype"]
+        precision = self.recipe(name)["stages"][stage]["precision"]
+        return {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[precision]
+
+    def merge_dequantize(self, name: str, stage: str) -> dict | None:
+        """The 4-bit settings to dequantize the target with (QLoRA merges with `dequantize_base`), else None."""
+        merge = self.recipe(name)["stages"].get("merge") or {}
+        source = self.adapter_source(name) or name
+        trained = self.recipe(source)["stages"].get(stage) or {}
+        quant = trained.get("quantization")
+        if merge.get("dequantize_base") and quant and quant["bits"] == 4:
+            return quant
+        return None
+
+    def final_model(self, name: str) -> str:
+        if self.adapter_source(name):
+            return self.merged_dir(name, "sft")
+        stages = self.training_stages(name)
+        return self.stage_model(name, stages[-1])
+
+    def eval_datasets(self, name: str) -> dict[str, str]:
+        suites = self.recipe(name)["eval"]["suites"]
+        return {t["dataset"]: dataset_file(t["dataset"]) for s in suites for t in self.config["suites"][s]
+                if t.get("dataset")}
+
+    def mixture_datasets(self, name: str, part: str) -> dict[str, str]:
+        return {i["dataset"]: dataset_file(i["dataset"]) for i in self.recipe(name)["data"][part]["sources"]}
+
+    def stage_records(self, name: str) -> dict[str, str]:
+        """Provenance files of every stage that built the recipe's final model, for eval.json."""
+        records = {}
+        for stage in self.training_stages(name):
+            records[f"data.{stage}"] = f"results/{name}/data/{stage}_report.json"
+            records[stage] = f"{self.stage_dir(name, stage)}/provenance.json"
+            if self.is_adapter(name, stage) and (stage != self.training_stages(name)[-1]
+                                                  or self.final_model(name) == self.merged_dir(name, stage)):
+                records[f"merge.{stage}"] = f"{self.merged_dir(name, stage)}/provenance.json"
+        if self.adapter_source(name):
+            records["merge.sft"] = f"{self.merged_dir(name, 'sft')}/provenance.json"
+        records["evaluate.final"] = f"results/{name}/eval/final/metrics.provenance.json"
+        return records

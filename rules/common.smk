@@ -1,0 +1,88 @@
+# Config validation, recipe resolution and path helpers. No rules here.
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from menagerie.config import config_schema, fill_defaults, validate_config
+from menagerie.errors import ConfigError
+from menagerie.workflow import RecipePaths, dataset_file, model_dir
+
+try:
+    CONFIG = validate_config(config)
+except ConfigError as exc:
+    sys.stderr.write(f"error: {exc}\n")
+    sys.exit(1)
+
+PATHS = RecipePaths(CONFIG)
+DEFAULT_RESOURCES = fill_defaults({}, config_schema()["$defs"]["resources"], config_schema())
+PYTHON = sys.executable  # the environment Snakemake runs in; containers replace it (profiles/)
+
+# The resolved config is dumped once, content-addressed: stage scripts read it through {RESOLVED_CONFIG} in their
+# shell command. It is deliberately not a param (its path changes with every config edit, so every rule would rerun
+# whenever any recipe changed); rules carry the hash of what they read instead: recipe_hash_param, entry_hash_param.
+_resolved = json.dumps(CONFIG, sort_keys=True, indent=1)
+CONFIG_HASH = hashlib.sha256(_resolved.encode()).hexdigest()[:16]
+RESOLVED_CONFIG = f"resources/config/{CONFIG_HASH}.json"
+if not Path(RESOLVED_CONFIG).exists():
+    Path(RESOLVED_CONFIG).parent.mkdir(parents=True, exist_ok=True)
+    _tmp = Path(f"{RESOLVED_CONFIG}.tmp-{os.getpid()}")
+    _tmp.write_text(_resolved)
+    os.replace(_tmp, RESOLVED_CONFIG)
+
+
+wildcard_constraints:
+    recipe="[A-Za-z0-9._-]+",
+    model="[A-Za-z0-9._-]+",
+    dataset="[A-Za-z0-9._-]+",
+    stage="sft|dpo",
+    which="final|base",
+
+
+def recipe_hash_param(wildcards):
+    """Per-recipe hash (rules rerun when their recipe changes, not when another recipe does)."""
+    from menagerie.config import recipe_hash
+
+    return recipe_hash(CONFIG, wildcards.recipe)
+
+
+def entry_hash_param(section, wildcard):
+    """Hash of one `models:` / `datasets:` entry: its rule reruns when that entry changes, not when another does."""
+
+    def param(wildcards):
+        entry = CONFIG[section][getattr(wildcards, wildcard)]
+        return hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()[:16]
+
+    return param
+
+
+def stage_resources(section):
+    """Resource declarations from the recipe: gpus, gpu model, memory, runtime (SLURM maps these)."""
+
+    def lookup(wildcards):
+        recipe = CONFIG["recipes"][wildcards.recipe]
+        stage = section(wildcards) if callable(section) else section
+        settings = recipe["eval"] if stage == "eval" else (recipe["stages"].get(stage) or {})
+        return settings.get("resources") or DEFAULT_RESOURCES
+
+    return lookup
+
+
+def resource_getter(section, key):
+    lookup = stage_resources(section)
+    convert = {
+        "gpu": lambda r: r["gpus"],
+        "gpu_model": lambda r: r["gpu_model"] or "",
+        "mem_mb": lambda r: int(r["mem_gb"] * 1024),
+        "runtime": lambda r: r["runtime_min"],
+        "cpus_per_gpu": lambda r: r["cpus_per_gpu"] if r["gpus"] else 0,
+    }[key]
+    return lambda wildcards, attempt=1: convert(lookup(wildcards))
+
+
+
+
+def run_stage(command):
+    """Shell command running a stage script with its output in {log}; failures surface the last log line."""
+    return f"{PYTHON} {command} > {{log}} 2>&1 || {{{{ tail -n 1 {{log}} >&2; exit 1; }}}}"

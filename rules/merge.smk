@@ -1,0 +1,22 @@
+# Fold a stage's adapter into its base (or, Platypus-style, into another fine-tune of the same base).
+
+
+rule merge:
+    input:
+        unpack(lambda w: PATHS.merge_inputs(w.recipe, w.stage)),
+    output:
+        model=directory("results/{recipe}/{stage}_merged"),
+    params:
+        dtype=lambda w: PATHS.merge_dtype(w.recipe, w.stage),
+        recipe_hash=recipe_hash_param,
+    log:
+        "logs/{recipe}/{stage}_merge.log",
+    threads: workflow.cores
+    resources:
+        gpu=resource_getter("merge", "gpu"),
+        mem_mb=resource_getter("merge", "mem_mb"),
+        runtime=resource_getter("merge", "runtime"),
+    shell:
+        run_stage("scripts/merge.py --adapter {input.adapter} --into {input.into} --out {output.model} "
+                  "--dtype {params.dtype} --label '{wildcards.recipe} ({wildcards.stage} merged)' "
+                  "--config {RESOLVED_CONFIG} --recipe {wildcards.recipe} --stage {wildcards.stage}")

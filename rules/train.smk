@@ -1,0 +1,26 @@
+# SFT and DPO. Checkpoints go to results/<recipe>/.work/<stage> (kept across failures, for resume).
+
+
+rule train:
+    input:
+        model=lambda w: PATHS.stage_input(w.recipe, w.stage),
+        train="results/{recipe}/data/{stage}.jsonl",
+        validation="results/{recipe}/data/{stage}_val.jsonl",
+    output:
+        model=directory("results/{recipe}/{stage}"),
+    params:
+        recipe_hash=recipe_hash_param,
+        work="results/{recipe}/.work/{stage}",
+    log:
+        "logs/{recipe}/{stage}.log",
+    threads: workflow.cores
+    resources:
+        gpu=resource_getter(lambda w: w.stage, "gpu"),
+        gpu_model=resource_getter(lambda w: w.stage, "gpu_model"),
+        cpus_per_gpu=resource_getter(lambda w: w.stage, "cpus_per_gpu"),
+        mem_mb=resource_getter(lambda w: w.stage, "mem_mb"),
+        runtime=resource_getter(lambda w: w.stage, "runtime"),
+    shell:
+        run_stage("scripts/train.py {wildcards.stage} --config {RESOLVED_CONFIG} --recipe {wildcards.recipe} "
+                  "--model {input.model} --train {input.train} --validation {input.validation} "
+                  "--out {output.model} --work {params.work}")

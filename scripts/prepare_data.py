@@ -1,0 +1,75 @@
+"""Data stage CLI: materialize one configured dataset, or build a recipe's sft/dpo mixture.
+
+  prepare_data.py materialize --config CONFIG.json --dataset NAME --out PATH
+  prepare_data.py mixture --config CONFIG.json --recipe NAME --part sft|dpo --raw NAME=PATH [...]
+                          --train OUT --validation OUT --report OUT
+
+CONFIG.json is the fully resolved config the workflow dumps. User errors print `error: ...` and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+try:
+    import menagerie  # noqa: F401  (normally installed editable)
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from menagerie.cli_support import load_resolved_config, run_cli
+from menagerie.data.mixture import build_mixture
+from menagerie.data.sources import materialize_dataset
+from menagerie.errors import ConfigError
+from menagerie.io import write_json, write_jsonl
+
+
+def parse_raw(pairs: Sequence[str]) -> dict[str, Path]:
+    raw = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--raw expects NAME=PATH, got {pair!r}")
+        raw[name] = Path(path)
+    return raw
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    mat = sub.add_parser("materialize", help="write a dataset's raw rows as jsonl")
+    mat.add_argument("--config", required=True)
+    mat.add_argument("--dataset", required=True)
+    mat.add_argument("--out", required=True, type=Path)
+    mix = sub.add_parser("mixture", help="build a recipe's train/validation split and report")
+    mix.add_argument("--config", required=True)
+    mix.add_argument("--recipe", required=True)
+    mix.add_argument("--part", required=True, choices=["sft", "dpo"])
+    mix.add_argument("--raw", nargs="+", default=[], metavar="NAME=PATH")
+    for flag in ("--train", "--validation", "--report"):
+        mix.add_argument(flag, required=True, type=Path)
+    args = parser.parse_args(argv)
+
+    config = load_resolved_config(args.config)
+    if args.command == "materialize":
+        if args.dataset not in config.get("datasets", {}):
+            raise ConfigError(f"dataset '{args.dataset}' is not defined in the config")
+        materialize_dataset(args.dataset, config["datasets"][args.dataset], args.out)
+        return
+    recipe = config.get("recipes", {}).get(args.recipe)
+    if recipe is None:
+        raise ConfigError(f"recipe '{args.recipe}' is not defined in the config")
+    mixture = recipe.get("data", {}).get(args.part)
+    if mixture is None:
+        raise ConfigError(f"recipe '{args.recipe}': key 'data.{args.part}' is not defined")
+    train, val, report = build_mixture(mixture, config["datasets"], parse_raw(args.raw), args.part)
+    report["recipe"] = args.recipe
+    write_jsonl(train, args.train)
+    write_jsonl(val, args.validation)
+    write_json(report, args.report)
+
+
+if __name__ == "__main__":
+    run_cli(main)

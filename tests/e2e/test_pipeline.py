@@ -1,0 +1,96 @@
+"""One real Snakemake run of a tiny twin at reduced size: every stage runs (GGUF conversion, data, LoRA SFT, DPO,
+merges, lm-eval + HumanEval on final and base models, eval.json, leaderboard)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from menagerie.report import validate_eval
+
+REPO = Path(__file__).resolve().parents[2]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+OVERLAY = """
+suites:
+  tiny-e2e:
+    - {name: heldout_exact, harness: lm-eval, lm_eval_task: menagerie_exact, dataset: tiny-eval, limit: 24,
+       max_new_tokens: 24}
+    - {name: humaneval_pass1, harness: humaneval, chat_format: false, limit: 2, max_new_tokens: 32, metric: pass@1}
+recipes:
+  tiny-e2e:
+    extends: tiny-tulu2-dpo
+    data:
+      sft: {sources: [{dataset: tiny-sft, count: 48}, {dataset: tiny-units-sft, count: 16}], validation: 8}
+      dpo: {sources: [{dataset: tiny-prefs, count: 16}]}
+    stages:
+      sft: {max_steps: 3, global_batch_size: 4, micro_batch_size: 4, max_seq_length: 64}
+      dpo: {max_steps: 2, global_batch_size: 4, micro_batch_size: 4, max_seq_length: 64}
+    eval: {suites: [tiny-e2e]}
+"""
+
+
+def project_copy(tmp: Path) -> Path:
+    """The workflow files in a scratch directory (results/ and resources/ of the checkout stay untouched)."""
+    work = tmp / "project"
+    work.mkdir()
+    for name in ("Snakefile", "config.yaml", "uv.lock"):
+        shutil.copy(REPO / name, work / name)
+    for name in ("rules", "scripts", "tasks", "profiles"):
+        shutil.copytree(REPO / name, work / name)
+    # reuse the downloaded wheel across runs (it is checked against its sha256 either way)
+    downloads = REPO / ".cache" / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    (work / "resources").mkdir()
+    (work / "resources" / "downloads").symlink_to(downloads)
+    return work
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_tiny_twin_end_to_end(tmp_path):
+    work = project_copy(tmp_path)
+    (work / "e2e.yaml").write_text(OVERLAY)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [str(SNAKEMAKE), "--cores", "2", "--configfile", "e2e.yaml", "--config", "recipe=tiny-e2e"]
+    run = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=1400)
+    logs = "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in sorted((work / "logs").rglob("*.log")))
+    assert run.returncode == 0, run.stderr[-4000:] + logs
+
+    results = work / "results" / "tiny-e2e"
+    entry = json.loads((results / "eval.json").read_text())
+    validate_eval(entry)
+    assert entry["recipe"] == "tiny-e2e" and entry["model"]["final"] == "results/tiny-e2e/dpo_merged"
+    for name in ("heldout_exact", "humaneval_pass1"):
+        task = entry["tasks"][name]
+        assert task["status"] == "ok" and task["n"] == {"heldout_exact": 24, "humaneval_pass1": 2}[name]
+        assert task["base"]["status"] == "ok"
+    assert entry["tasks"]["heldout_exact"]["stderr"] is not None
+    assert set(entry["provenance"]["wall_time_s"]) >= {"sft", "dpo", "merge.sft", "merge.dpo", "evaluate.final"}
+    assert entry["provenance"]["data_sha256"]
+
+    # every model directory is a loadable HF model (weights + tokenizer + card); adapters are peft adapters
+    for stage in ("sft", "dpo"):
+        assert (results / stage / "adapter_config.json").exists()
+        assert (results / stage / "loss_curve.png").exists()
+    for model_dir in (results / "sft_merged", results / "dpo_merged", work / "resources/models/smollm2-135m"):
+        assert (model_dir / "model.safetensors").exists() and (model_dir / "README.md").exists()
+        assert (model_dir / "tokenizer.json").exists()
+    chat_template = json.loads((results / "dpo_merged" / "tokenizer_config.json").read_text()).get("chat_template") \
+        or (results / "dpo_merged" / "chat_template.jinja").read_text()
+    assert "<|assistant|>" in chat_template
+
+    board = json.loads((work / "results" / "leaderboard.json").read_text())
+    assert [row["recipe"] for row in board["rows"]] == ["tiny-e2e"]
+    assert "tiny-e2e" in (work / "results" / "leaderboard.md").read_text()
+    leftovers = [p for p in (work / "results").rglob(".*tmp-*")]
+    assert not leftovers, leftovers
+
+    # a second run has nothing to do: outputs are complete and up to date
+    again = subprocess.run([*cmd, "-n"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

@@ -1,0 +1,219 @@
+"""Snakemake end to end, in a throwaway copy of the workflow: the DAG of every published recipe (dry run), a
+malformed user config, and a real run that stops at its first missing download. Offline; nothing is written to
+the repository checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "tasks", "profiles")
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+if not SNAKEMAKE.exists():
+    SNAKEMAKE = ROOT / ".venv" / "bin" / "snakemake"
+
+TIMEOUT = 300
+
+# recipe -> (base model, rules run for the recipe itself, training stages, merge target model or None)
+SFT = {"mixture", "train", "evaluate", "report"}
+ADAPTER = SFT | {"merge"}
+MERGE_ONLY = {"merge", "evaluate", "report"}
+PUBLISHED = {
+    "tulu2-7b": ("llama-2-7b", SFT, ["sft"], None),
+    "tulu2-13b": ("llama-2-13b", SFT, ["sft"], None),
+    "tulu2-70b": ("llama-2-70b", SFT, ["sft"], None),
+    "tulu2-dpo-7b": ("llama-2-7b", SFT, ["sft", "dpo"], None),
+    "tulu2-dpo-13b": ("llama-2-13b", SFT, ["sft", "dpo"], None),
+    "tulu2-dpo-70b": ("llama-2-70b", SFT, ["sft", "dpo"], None),
+    "tulu2-qlora-7b": ("llama-2-7b", ADAPTER, ["sft"], None),
+    "tulu2-qlora-13b": ("llama-2-13b", ADAPTER, ["sft"], None),
+    "tulu2-qlora-70b": ("llama-2-70b", ADAPTER, ["sft"], None),
+    "codetulu2-7b": ("codellama-7b", SFT, ["sft"], None),
+    "codetulu2-13b": ("codellama-13b", SFT, ["sft"], None),
+    "codetulu2-34b": ("codellama-34b", SFT, ["sft"], None),
+    "platypus2-13b": ("llama-2-13b", ADAPTER, ["sft"], None),
+    "platypus2-70b": ("llama-2-70b", ADAPTER, ["sft"], None),
+    "camel-platypus2-13b": ("llama-2-13b", MERGE_ONLY, [], "qcammel-13"),
+    "stable-platypus2-13b": ("llama-2-13b", MERGE_ONLY, [], "stablebeluga-13b"),
+    "openorca-platypus2-13b": ("llama-2-13b", MERGE_ONLY, [], "openorcaxopenchat-preview2-13b"),
+    "birbal-7b": ("mistral-7b", ADAPTER, ["sft"], None),
+    "birbal-7b-400k": ("mistral-7b", ADAPTER, ["sft"], None),
+    "birbal-7b-700k": ("mistral-7b", ADAPTER, ["sft"], None),
+}
+assert len(PUBLISHED) == 20
+
+
+def copy_workflow(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(source, dest / name)
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, hf_home: Path | None = None,
+              timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "HF_HOME": str(hf_home or workdir / "hf-home")}
+    return subprocess.run([str(SNAKEMAKE), *args], cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def parse_jobs(output: str) -> list[dict]:
+    """Job blocks of Snakemake's (dry-)run log: [{'rule': ..., 'output': ..., 'wildcards': {...}}, ...]."""
+    jobs: list[dict] = []
+    current: dict | None = None
+    for line in output.splitlines():
+        start = re.match(r"^(?:local)?rule (\w+):\s*$", line)
+        if start:
+            current = {"rule": start.group(1), "wildcards": {}}
+            jobs.append(current)
+            continue
+        if current is None:
+            continue
+        field = re.match(r"^    (\w+): (.*)$", line)
+        if not field:
+            if line.strip() and not line.startswith(" "):
+                current = None
+            continue
+        key, value = field.groups()
+        if key == "wildcards":
+            current["wildcards"] = dict(item.split("=", 1) for item in value.split(", "))
+        else:
+            current[key] = value
+    return jobs
+
+
+# ------------------------------------------------------------------------------------------- dry runs
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    workdir = copy_workflow(tmp_path_factory.mktemp("dryrun"))
+    targets = [f"results/{name}/eval.json" for name in PUBLISHED]
+    result = snakemake(workdir, "-n", "--cores", "1", *targets)
+    return result, parse_jobs(result.stdout + "\n" + result.stderr)
+
+
+def test_dry_run_of_every_published_recipe_succeeds(dry_run):
+    result, jobs = dry_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert jobs, result.stdout[-3000:]
+    # one report and one final + one base evaluation per recipe, nothing twice
+    reports = sorted(j["wildcards"]["recipe"] for j in jobs if j["rule"] == "report")
+    assert reports == sorted(PUBLISHED)
+    outputs = [j.get("output") for j in jobs]
+    assert len(outputs) == len(set(outputs))
+    # every job Snakemake counted was parsed
+    total = re.search(r"^total\s+(\d+)\s*$", result.stdout, re.MULTILINE)
+    assert total and int(total.group(1)) == len(jobs)
+
+
+@pytest.mark.parametrize("recipe", sorted(PUBLISHED))
+def test_dry_run_jobs_per_recipe(dry_run, recipe):
+    result, jobs = dry_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    base, rules, stages, merge_into = PUBLISHED[recipe]
+    own = [j for j in jobs if j["wildcards"].get("recipe") == recipe]
+    assert {j["rule"] for j in own} == rules
+
+    report = [j for j in own if j["rule"] == "report"]
+    assert len(report) == 1 and report[0]["output"] == f"results/{recipe}/eval.json"
+    evaluations = {j["wildcards"]["which"] for j in own if j["rule"] == "evaluate"}
+    assert evaluations == {"final", "base"}
+    base_eval = next(j for j in own if j["rule"] == "evaluate" and j["wildcards"]["which"] == "base")
+    assert base_eval["input"] == f"resources/models/{base}"
+
+    trains = sorted(j["wildcards"]["stage"] for j in own if j["rule"] == "train")
+    assert trains == sorted(stages)
+    mixtures = sorted(j["wildcards"]["part"] for j in own if j["rule"] == "mixture")
+    assert mixtures == sorted(stages)
+
+    model_outputs = {j["output"] for j in jobs if j["rule"] == "model"}
+    assert f"resources/models/{base}" in model_outputs
+    final_eval = next(j for j in own if j["rule"] == "evaluate" and j["wildcards"]["which"] == "final")
+    if "merge" in rules:
+        merges = [j for j in own if j["rule"] == "merge"]
+        assert [j["wildcards"]["stage"] for j in merges] == ["sft"]
+        assert merges[0]["output"] == f"results/{recipe}/sft_merged"
+        assert final_eval["input"] == f"results/{recipe}/sft_merged"
+    else:
+        assert final_eval["input"] == f"results/{recipe}/{stages[-1]}"
+    if merge_into:
+        # Platypus merges: the platypus2-13b adapter into another Llama-2-13B fine-tune
+        assert f"resources/models/{merge_into}" in model_outputs
+        merge = next(j for j in own if j["rule"] == "merge")
+        assert merge["input"].split(", ") in (
+            ["results/platypus2-13b/sft", f"resources/models/{merge_into}"],
+            [f"resources/models/{merge_into}", "results/platypus2-13b/sft"])
+        assert any(j["rule"] == "train" and j["wildcards"] == {"recipe": "platypus2-13b", "stage": "sft"}
+                   for j in jobs)
+    if stages == ["sft", "dpo"]:
+        dpo = next(j for j in own if j["rule"] == "train" and j["wildcards"]["stage"] == "dpo")
+        assert f"results/{recipe}/sft" in dpo["input"].split(", ")
+
+
+def test_malformed_user_config_is_one_sentence(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    (workdir / "my.yaml").write_text(
+        "recipes:\n"
+        "  my-recipe:\n"
+        "    extends: tulu2-7b\n"
+        "    stages: {sft: {lerning_rate: 1}}\n")
+    # targets before --configfile, which takes several values
+    result = snakemake(workdir, "results/my-recipe/eval.json", "-n", "--cores", "1", "--configfile", "my.yaml",
+                       timeout=120)
+    assert result.returncode != 0
+    assert "error: recipe 'my-recipe'" in result.stderr
+    assert "unknown key 'lerning_rate'" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1
+    assert "stages.sft" in error_lines[0]
+
+
+# ------------------------------------------------------------------------------------------- a real run
+
+
+def test_real_recipe_stops_at_its_missing_downloads(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    hf_home = tmp_path / "empty-hf-home"      # guaranteed empty cache: nothing can be found offline
+    hf_home.mkdir()
+    result = snakemake(workdir, "--cores", "1", "--keep-going", "results/tulu2-7b/eval.json", hf_home=hf_home)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+
+    model_errors = [line for line in result.stderr.splitlines()
+                    if line.startswith("error:") and "meta-llama/Llama-2-7b-hf" in line]
+    data_errors = [line for line in result.stderr.splitlines()
+                   if line.startswith("error:") and "allenai/tulu-v2-sft-mixture" in line]
+    assert model_errors and data_errors, output[-4000:]
+    # one sentence each: what is missing and how to provide it
+    assert "model 'llama-2-7b'" in model_errors[0]
+    assert "download" in model_errors[0] and "source: local" in model_errors[0]
+    assert "dataset 'tulu-v2-sft-mixture'" in data_errors[0]
+    assert "download" in data_errors[0] and "source: local" in data_errors[0]
+    assert "Traceback" not in (workdir / "logs/model/llama-2-7b.log").read_text()
+    assert "Traceback" not in (workdir / "logs/dataset/tulu-v2-sft-mixture.log").read_text()
+
+    # nothing downstream ran, and nothing partial was left behind
+    assert not (workdir / "resources/models/llama-2-7b").exists()
+    assert not (workdir / "resources/datasets/tulu-v2-sft-mixture.jsonl").exists()
+    leftovers = [p for d in ("resources/models", "resources/datasets") if (workdir / d).exists()
+                 for p in (workdir / d).iterdir()]
+    assert leftovers == []
+    assert not (workdir / "results").exists() or not any((workdir / "results").rglob("*"))
