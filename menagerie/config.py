@@ -266,6 +266,12 @@ def _check_references(config: dict) -> None:
                 raise ConfigError(f"{where}: key 'stages.{stage}.quantization.bits' must be 4 for method qlora")
             if settings["method"] in ("lora", "qlora") and "lora" not in settings:
                 raise ConfigError(f"{where}: key 'stages.{stage}.lora' is required for method {settings['method']}")
+            if settings["keep_best"]:
+                if not settings["eval_steps"]:
+                    raise ConfigError(f"{where}: key 'stages.{stage}.eval_steps' is required when keep_best is true")
+                if (settings["save_steps"] or settings["eval_steps"]) % settings["eval_steps"]:
+                    raise ConfigError(f"{where}: key 'stages.{stage}.save_steps' ({settings['save_steps']}) must be "
+                                      f"a multiple of eval_steps ({settings['eval_steps']}) when keep_best is true")
             if stage == "dpo" and "beta" not in settings:
                 raise ConfigError(f"{where}: key 'stages.dpo.beta' is required for DPO")
         merge = stages.get("merge")

@@ -17,19 +17,7 @@ import yaml
 from menagerie.config import deep_merge, load_config, load_yaml, recipe_hash, resolve_recipe, validate_config
 from menagerie.errors import ConfigError, MenagerieError
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG_PATH = ROOT / "config.yaml"
-
-PUBLISHED_RECIPES = [
-    "tulu2-7b", "tulu2-13b", "tulu2-70b",
-    "tulu2-dpo-7b", "tulu2-dpo-13b", "tulu2-dpo-70b",
-    "tulu2-qlora-7b", "tulu2-qlora-13b", "tulu2-qlora-70b",
-    "codetulu2-7b", "codetulu2-13b", "codetulu2-34b",
-    "platypus2-13b", "platypus2-70b",
-    "camel-platypus2-13b", "stable-platypus2-13b", "openorca-platypus2-13b",
-    "birbal-7b", "birbal-7b-400k", "birbal-7b-700k",
-]
-TINY_TWINS = {"tiny-tulu2-dpo": "tulu2-dpo-7b", "tiny-platypus2": "platypus2-13b", "tiny-birbal": "birbal-7b"}
+from recipes import CONFIG_PATH, PUBLISHED_RECIPES, ROOT, TINY_TWINS  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -775,3 +763,17 @@ def test_overlay_that_is_not_a_mapping_is_named(tmp_path):
     overlay.write_text("- recipes\n- models\n")
     with pytest.raises(ConfigError, match=re.escape(f"config file {overlay} must hold a mapping") + ".*list"):
         load_config(CONFIG_PATH, overlay)
+
+
+def test_keep_best_requires_eval_steps(raw):
+    raw = copy.deepcopy(raw)
+    raw["recipes"]["birbal-7b"]["stages"]["sft"]["eval_steps"] = None
+    with pytest.raises(ConfigError, match=r"recipe 'birbal-7b': key 'stages.sft.eval_steps' is required when keep_best"):
+        validate_config(raw)
+
+
+def test_keep_best_requires_save_steps_multiple_of_eval_steps(raw):
+    raw = copy.deepcopy(raw)
+    raw["recipes"]["birbal-7b"]["stages"]["sft"]["save_steps"] = 100
+    with pytest.raises(ConfigError, match=r"recipe 'birbal-7b': key 'stages.sft.save_steps' \(100\) must be a multiple"):
+        validate_config(raw)

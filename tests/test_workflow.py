@@ -11,19 +11,8 @@ import pytest
 from menagerie.config import deep_merge, load_config, load_yaml, validate_config
 from menagerie.workflow import RecipePaths, dataset_file, model_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG_PATH = ROOT / "config.yaml"
-
-PUBLISHED_RECIPES = [
-    "tulu2-7b", "tulu2-13b", "tulu2-70b",
-    "tulu2-dpo-7b", "tulu2-dpo-13b", "tulu2-dpo-70b",
-    "tulu2-qlora-7b", "tulu2-qlora-13b", "tulu2-qlora-70b",
-    "codetulu2-7b", "codetulu2-13b", "codetulu2-34b",
-    "platypus2-13b", "platypus2-70b",
-    "camel-platypus2-13b", "stable-platypus2-13b", "openorca-platypus2-13b",
-    "birbal-7b", "birbal-7b-400k", "birbal-7b-700k",
-]
-TINY_TWINS = ["tiny-tulu2-dpo", "tiny-platypus2", "tiny-birbal"]
+from recipes import CONFIG_PATH, PUBLISHED_RECIPES, ROOT, TINY_TWINS  # noqa: E402
+TINY_TWIN_NAMES = list(TINY_TWINS)
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +164,7 @@ def test_tiny_birbal(paths):
                                                         "into": "resources/models/smollm2-135m"}
 
 
-@pytest.mark.parametrize("name", TINY_TWINS)
+@pytest.mark.parametrize("name", TINY_TWIN_NAMES)
 def test_tiny_twins_evaluate_on_tiny_eval(paths, name):
     assert paths.eval_datasets(name) == {"tiny-eval": "resources/datasets/tiny-eval.jsonl"}
 
@@ -189,7 +178,7 @@ def test_published_recipes_need_no_local_eval_data(paths, name):
 # ------------------------------------------------------------------------------------------- every recipe
 
 
-@pytest.mark.parametrize("name", PUBLISHED_RECIPES + TINY_TWINS)
+@pytest.mark.parametrize("name", PUBLISHED_RECIPES + TINY_TWIN_NAMES)
 def test_every_recipe_has_a_consistent_dag(paths, name):
     final = paths.final_model(name)
     assert final.startswith(f"results/{name}/")

@@ -33,9 +33,10 @@ def run_dpo(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, v
     args = DPOConfig(**common.trainer_arguments(stage, batch, work_dir, has_validation=bool(val)),
                      beta=stage["beta"], max_length=stage["max_seq_length"])
     model = common.load_training_model(model_dir, stage)
+    budget = common.budget_callback(stage["budget_gpu_hours"], stage["resources"]["gpus"])
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(train),
                          eval_dataset=Dataset.from_list(val) if val else None, processing_class=tokenizer,
-                         peft_config=common.lora_config(stage))
+                         peft_config=common.lora_config(stage), callbacks=[budget])
     resume = common.last_checkpoint(work_dir)
     inputs = {"model": model_dir, "train": train_file, **({"validation": val_file} if val_file else {})}
     with atomic_directory(out_dir) as tmp, stage_record("dpo", tmp, recipe=recipe_name, method=stage["method"],
@@ -53,4 +54,6 @@ def run_dpo(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, v
             record["metrics"]["final_reward_accuracy"] = rewards[-1]["rewards/accuracies"]
             record["metrics"]["final_reward_margin"] = rewards[-1].get("rewards/margins")
         record["rows"] = {"train": len(train), "validation": len(val)}
+        record["stopped_for_budget"] = budget.stopped_for_budget
+        record["gpu_hours"] = round(budget.used_gpu_hours(), 4) if stage["resources"]["gpus"] else 0.0
     return record
