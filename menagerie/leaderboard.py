@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from menagerie.report import validate_eval
@@ -30,7 +31,8 @@ def _fmt(value, digits: int = 1) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def render_markdown(rows: list[dict]) -> str:
+def render_markdown(rows: list[dict], base_dir: Path | None = None) -> str:
+    """The leaderboard as markdown; links are relative to `base_dir` (where the .md file lives)."""
     tasks = sorted({t for r in rows for t in r["tasks"]})
     head = ["recipe", "average", "base avg", "paper avg", *tasks]
     lines = ["# menagerie leaderboard", "",
@@ -38,7 +40,8 @@ def render_markdown(rows: list[dict]) -> str:
              "score; skipped tasks show why in eval.json.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [f"[{r['recipe']}]({r['eval_json']})", _fmt(r["average"]), _fmt(r["base_average"]),
+        link = os.path.relpath(r["eval_json"], base_dir) if base_dir else r["eval_json"]
+        cells = [f"[{r['recipe']}]({link})", _fmt(r["average"]), _fmt(r["base_average"]),
                  _fmt(r["published_average"])]
         for t in tasks:
             task = r["tasks"].get(t)
@@ -64,5 +67,5 @@ def write_leaderboard(eval_files: list[Path], json_out: Path, md_out: Path) -> l
     with atomic_file(json_out) as handle:
         json.dump({"schema_version": 1, "rows": rows}, handle, indent=2, sort_keys=True)
     with atomic_file(md_out) as handle:
-        handle.write(render_markdown(rows))
+        handle.write(render_markdown(rows, md_out.parent))
     return rows

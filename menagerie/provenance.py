@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
+import psutil
+
 from menagerie.io import sha256_file
 
 TRACKED_PACKAGES = ("menagerie", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "lm-eval",
@@ -89,12 +91,16 @@ def file_hashes(paths: dict[str, str | Path]) -> dict[str, str]:
 def stage_record(stage: str, out_path: Path, **fields):
     """Time a stage and write `provenance.json` (or `out_path` itself when it ends in .json) when it succeeds.
 
+    `wall_time_s` is the stage process's whole life so far; `block_time_s` the timed block (training, saving).
+
     The yielded dict may be filled by the stage (e.g. derived batch sizes, metrics).
     """
     record = {"stage": stage, **fields, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     start = time.time()
     yield record
-    record["wall_time_s"] = round(time.time() - start, 2)
+    record["block_time_s"] = round(time.time() - start, 2)
+    # the whole stage process, imports and model loading included (what a user waits for)
+    record["wall_time_s"] = round(time.time() - psutil.Process().create_time(), 2)
     record["environment"] = environment()
     target = out_path if out_path.suffix == ".json" else out_path / "provenance.json"
     target.parent.mkdir(parents=True, exist_ok=True)
