@@ -25,7 +25,7 @@ export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
 export UV_PYTHON_DOWNLOADS := never
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help env run test test-fast dryrun lock clean
+.PHONY: help env run test test-fast dryrun lock clean slurm-test envs containers containers-pin verify
 help:
 	@echo "make run [RECIPE=tiny-tulu2-dpo|tiny-platypus2|tiny-birbal]  build results/<recipe>/eval.json"
 	@echo "make test                                                   run the test suite (pytest)"
@@ -60,3 +60,21 @@ test-fast: env
 
 clean:
 	rm -rf results logs .snakemake resources/config
+
+# --- HPC: SLURM, containers, conda envs, verification (README "Running on a SLURM cluster")
+slurm-test: env   ## a real single-node SLURM cluster (root + apt packages slurm-wlm slurmdbd munge mariadb-server)
+	$(PY) -m pytest -m slurm -q -rs tests/test_slurm.py $(PYTEST_ARGS)
+
+envs: env   ## containers/requirements-<stage>.txt and envs/<stage>.yaml from uv.lock
+	$(PY) scripts/export_envs.py
+
+CONTAINER_STAGES := train eval
+containers: envs
+	@command -v apptainer >/dev/null || { echo "make containers: apptainer is not installed here; build on a machine with apptainer >= 1.1 and copy containers/*.sif (or push them and set config.yaml containers: to oras://...@sha256:<digest>)" >&2; exit 2; }
+	for s in $(CONTAINER_STAGES); do apptainer build --force --build-arg GIT_COMMIT=$$(git rev-parse HEAD) --build-arg LOCK_SHA256=$$(sha256sum uv.lock | cut -d' ' -f1) containers/$$s.sif containers/$$s.def; done
+
+containers-pin:   ## re-resolve the base image digest of containers/*.def (needs registry access and crane, skopeo or docker)
+	$(PY) scripts/pin_base_image.py containers/*.def
+
+verify: env   ## recompute a built recipe's hashes against its provenance
+	$(PY) scripts/verify.py results/$(RECIPE)

@@ -118,7 +118,10 @@ def fill_defaults(value: Any, schema: dict, root: dict) -> Any:
         default = sub.get("default", sub_resolved.get("default"))  # a default beside a $ref wins
         if key not in value and (default is not None or "default" in sub_resolved):
             value[key] = copy.deepcopy(default)
-        if key in value:
+        if key in value and isinstance(value[key], list) and "items" in sub_resolved:
+            for item in value[key]:
+                fill_defaults(item, sub_resolved["items"], root)
+        elif key in value:
             fill_defaults(value[key], sub, root)
     extra = schema.get("additionalProperties")
     if isinstance(extra, dict):
@@ -276,8 +279,22 @@ def _check_references(config: dict) -> None:
                 raise ConfigError(f"{where}: key 'stages.dpo.beta' is required for DPO")
         merge = stages.get("merge")
         if merge:
-            if merge["into"] is not None and merge["into"] not in models:
-                raise ConfigError(f"{where}: key 'stages.merge.into' names unknown model '{merge['into']}'")
+            into = merge["into"]
+            if into is not None and into.startswith(RECIPE_REF_PREFIX):
+                if into[len(RECIPE_REF_PREFIX):] not in recipes or into[len(RECIPE_REF_PREFIX):] == name:
+                    raise ConfigError(f"{where}: key 'stages.merge.into' names unknown recipe "
+                                      f"'{into[len(RECIPE_REF_PREFIX):]}'")
+            elif into is not None and into not in models:
+                raise ConfigError(f"{where}: key 'stages.merge.into' names unknown model '{into}'")
+            combine = merge.get("combine") or {}
+            for i, extra in enumerate(combine.get("adapters", [])):
+                trained = (recipes.get(extra["recipe"]) or {}).get("stages", {}).get(extra["stage"]) or {}
+                if not trained or trained.get("method") == "full":
+                    raise ConfigError(f"{where}: key 'stages.merge.combine.adapters.{i}' names no LoRA/QLoRA stage "
+                                      f"'{extra['stage']}' of recipe '{extra['recipe']}'")
+            if combine.get("method") in ("ties", "dare_linear", "dare_ties") and combine.get("density") is None:
+                raise ConfigError(f"{where}: key 'stages.merge.combine.density' is required for method "
+                                  f"{combine['method']}")
             if merge["adapter_from"] is not None and merge["adapter_from"] not in recipes:
                 raise ConfigError(f"{where}: key 'stages.merge.adapter_from' names unknown recipe "
                                   f"'{merge['adapter_from']}'")

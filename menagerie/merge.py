@@ -38,23 +38,59 @@ def load_target(target_dir: Path, dtype: str, dequantize_from: dict | None):
     return model.dequantize().to(getattr(torch, dtype))
 
 
+WEIGHTED = "weighted"
+
+
+def _check_adapter(adapter_dir: Path) -> None:
+    if not (Path(adapter_dir) / "adapter_config.json").exists():
+        raise MenagerieError(f"{adapter_dir} holds no adapter_config.json: only LoRA/QLoRA stages can be merged")
+
+
+def weighted_adapter_model(base, combine: dict):
+    """`base` wrapped with every adapter of `combine` and their weighted combination (peft add_weighted_adapter)
+    active as adapter "weighted". combine: {method, density, majority_sign_method, adapters: [(dir, weight)]}."""
+    from peft import PeftModel
+
+    adapters = combine["adapters"]
+    for path, _ in adapters:
+        _check_adapter(Path(path))
+    names = [f"a{i}" for i in range(len(adapters))]
+    model = PeftModel.from_pretrained(base, str(adapters[0][0]), adapter_name=names[0])
+    for name, (path, _) in zip(names[1:], adapters[1:]):
+        model.load_adapter(str(path), adapter_name=name)
+    kwargs = {"density": combine["density"]} if combine.get("density") is not None else {}
+    if combine["method"] in ("ties", "dare_ties"):
+        kwargs["majority_sign_method"] = combine.get("majority_sign_method") or "total"
+    model.add_weighted_adapter(names, [float(w) for _, w in adapters], WEIGHTED,
+                               combination_type=combine["method"], **kwargs)
+    model.set_adapter(WEIGHTED)
+    return model
+
+
 def merge_adapter(adapter_dir: Path, target_dir: Path, out_dir: Path, dtype: str, label: str,
-                  dequantize_from: dict | None = None) -> dict:
+                  dequantize_from: dict | None = None, combine: dict | None = None) -> dict:
+    """Fold `adapter_dir` (or, with `combine`, the weighted combination of several adapters) into `target_dir`."""
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    if not (adapter_dir / "adapter_config.json").exists():
-        raise MenagerieError(f"{adapter_dir} holds no adapter_config.json: only LoRA/QLoRA stages can be merged")
+    _check_adapter(adapter_dir)
     adapter_cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
     base = load_target(target_dir, dtype, dequantize_from)
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    if combine:
+        merged = weighted_adapter_model(base, combine).merge_and_unload(adapter_names=[WEIGHTED])
+    else:
+        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     # the adapter directory carries the recipe's chat template; the target's tokenizer is otherwise identical
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
     with atomic_directory(out_dir) as tmp, stage_record(
             "merge", tmp, adapter=str(adapter_dir), target=str(target_dir), dtype=dtype,
             dequantized_from=dequantize_from,
             adapter_trained_on=adapter_cfg.get("base_model_name_or_path"),
-            input_sha256=file_hashes({"adapter": adapter_dir / "adapter_model.safetensors"})) as record:
+            combination=_combination_record(combine),
+            input_sha256=file_hashes({"adapter": adapter_dir / "adapter_model.safetensors",
+                                      **{f"adapter_{i}": Path(path) / "adapter_model.safetensors"
+                                         for i, (path, _) in enumerate((combine or {}).get("adapters", [])[1:], 1)}
+                                      })) as record:
         merged.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         for extra in ("trainer_log.json", "loss_curve.png"):
@@ -64,6 +100,15 @@ def merge_adapter(adapter_dir: Path, target_dir: Path, out_dir: Path, dtype: str
             f"LoRA adapter `{adapter_dir}` (r={adapter_cfg.get('r')}, alpha={adapter_cfg.get('lora_alpha')}, "
             f"targets {adapter_cfg.get('target_modules')}) merged into `{target_dir}` in {dtype} with peft "
             f"merge_and_unload.",
-            f"The adapter was trained on `{adapter_cfg.get('base_model_name_or_path')}`."]))
+            f"The adapter was trained on `{adapter_cfg.get('base_model_name_or_path')}`.",
+            *([f"Weighted merge ({combine['method']}, density {combine.get('density')}) of: " + ", ".join(
+                f"`{path}` x {weight}" for path, weight in combine["adapters"])] if combine else [])]))
         record["parameters"] = sum(p.numel() for p in merged.parameters())
     return record
+
+
+def _combination_record(combine: dict | None) -> dict | None:
+    if not combine:
+        return None
+    return {"method": combine["method"], "density": combine.get("density"),
+            "adapters": [{"path": str(path), "weight": weight} for path, weight in combine["adapters"]]}

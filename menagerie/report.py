@@ -40,6 +40,16 @@ def compare(final: dict, base: dict | None) -> dict | None:
     return {"delta": delta, "z": delta / se if se > 0 else None}
 
 
+def _contamination_summary(stage_files: dict[str, Path]) -> dict | None:
+    """Summary of results/<recipe>/data/contamination.json (beside the data reports), with its sha256s."""
+    data_reports = [Path(p) for name, p in stage_files.items() if name.startswith("data.")]
+    path = data_reports[0].parent / "contamination.json" if data_reports else None
+    if path is None or not path.exists():
+        return None
+    report = json.loads(path.read_text())
+    return {**report["summary"], "sha256": report.get("sha256", {})}
+
+
 def build_eval_entry(config: dict, recipe_name: str, final: dict, base: dict | None, stage_files: dict[str, Path],
                      final_model: str) -> dict:
     recipe = config["recipes"][recipe_name]
@@ -67,6 +77,10 @@ def build_eval_entry(config: dict, recipe_name: str, final: dict, base: dict | N
             data_sha[f"{name}:{key}"] = digest
         for key, digest in (rec.get("sha256") or {}).items():   # mixture reports
             data_sha[f"{name}:{key}"] = digest
+    contamination = _contamination_summary(stage_files)
+    if contamination:
+        for key, digest in contamination.pop("sha256", {}).items():   # the rows training actually read
+            data_sha[f"data.decontaminated:{key}"] = digest
     env = environment()
     seeds = {"eval": recipe["eval"]["seed"]}
     seeds.update({f"{s}": recipe["stages"][s]["seed"] for s in ("sft", "dpo") if recipe["stages"].get(s)})
@@ -87,6 +101,7 @@ def build_eval_entry(config: dict, recipe_name: str, final: dict, base: dict | N
             "eval_settings": {k: final[k] for k in ("backend", "dtype", "batch_size", "chat_format",
                                                     "chat_template_sha256", "seed")},
             "stages": {n: {k: v for k, v in r.items() if k not in ("environment",)} for n, r in stages.items()},
+            "contamination": contamination,
         },
     }
     if published and "average" in published["metrics"] and entry["average"] is not None:

@@ -69,8 +69,30 @@ class RecipePaths:
         else:
             adapter, default_target = self.stage_dir(name, stage), self.stage_input(name, stage)
             last = stage == self.training_stages(name)[-1]
-        target = model_dir(merge["into"]) if last and merge.get("into") else default_target
-        return {"adapter": adapter, "into": target}
+        target = self.merge_target(merge["into"]) if last and merge.get("into") else default_target
+        inputs = {"adapter": adapter, "into": target}
+        if last and merge.get("combine"):
+            inputs["combine_with"] = [self.stage_dir(a["recipe"], a["stage"]) for a in merge["combine"]["adapters"]]
+        return inputs
+
+    def merge_target(self, into: str) -> str:
+        """`merge.into`: a prepared model, or (recipe:<name>) another recipe's final model."""
+        if into.startswith(RECIPE_REF_PREFIX):
+            return self.final_model(into[len(RECIPE_REF_PREFIX):])
+        return model_dir(into)
+
+    def merge_combination(self, name: str, stage: str) -> dict | None:
+        """The weighted multi-adapter merge of `results/<name>/<stage>_merged`: peft method, density and every
+        (adapter directory, weight), the merge's own adapter first; None for a plain single-adapter merge."""
+        merge = self.recipe(name)["stages"].get("merge") or {}
+        inputs = self.merge_inputs(name, stage)
+        if not merge.get("combine") or "combine_with" not in inputs:
+            return None
+        combine = merge["combine"]
+        adapters = [(inputs["adapter"], combine["weight"])]
+        adapters += [(path, a["weight"]) for path, a in zip(inputs["combine_with"], combine["adapters"])]
+        return {"method": combine["method"], "density": combine["density"],
+                "majority_sign_method": combine["majority_sign_method"], "adapters": adapters}
 
     def merge_dtype(self, name: str, stage: str) -> str:
         merge = self.recipe(name)["stages"].get("merge")
@@ -99,6 +121,16 @@ class RecipePaths:
         suites = self.recipe(name)["eval"]["suites"]
         return {t["dataset"]: dataset_file(t["dataset"]) for s in suites for t in self.config["suites"][s]
                 if t.get("dataset")}
+
+    def decontaminated_dir(self, name: str) -> str:
+        """The contamination stage's filtered training rows: <dir>/<part>.jsonl per training stage."""
+        return f"results/{name}/data/decontaminated"
+
+    def contamination_inputs(self, name: str) -> dict[str, str]:
+        """Mixture train files (keys = parts) and eval datasets (keys `eval:<name>`) the gate reads."""
+        inputs = {stage: f"results/{name}/data/{stage}.jsonl" for stage in self.training_stages(name)}
+        inputs.update({f"eval:{k}": v for k, v in self.eval_datasets(name).items()})
+        return inputs
 
     def mixture_datasets(self, name: str, part: str) -> dict[str, str]:
         return {i["dataset"]: dataset_file(i["dataset"]) for i in self.recipe(name)["data"][part]["sources"]}

@@ -17,7 +17,21 @@ except ConfigError as exc:
 
 PATHS = RecipePaths(CONFIG)
 DEFAULT_RESOURCES = fill_defaults({}, config_schema()["$defs"]["resources"], config_schema())
-PYTHON = sys.executable  # the environment Snakemake runs in; containers replace it (profiles/)
+CONTAINERS = CONFIG.get("containers") or {}  # stage -> Apptainer image; rules' `container:` (only with --sdm apptainer)
+
+
+def _uses_apptainer():
+    try:
+        from snakemake.settings.types import DeploymentMethod
+
+        return DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
+    except (AttributeError, ImportError):
+        return False
+
+
+# The environment Snakemake runs in; inside an image its own python, with the checkout importable (the image holds
+# the locked environment only, the code is the bound working directory).
+PYTHON = "env PYTHONPATH=. python" if _uses_apptainer() else sys.executable
 
 # The resolved config is dumped once, content-addressed: stage scripts read it through {RESOLVED_CONFIG} in their
 # shell command. It is deliberately not a param (its path changes with every config edit, so every rule would rerun
@@ -70,19 +84,24 @@ def stage_resources(section):
 
 
 def resource_getter(section, key):
+    """One SLURM-mapped resource of a stage. Memory and runtime grow with the retry attempt (profiles/slurm sets
+    `retries`), so a job killed for OOM or time limit is resubmitted with 2x, then 3x the request. gpu_model is ""
+    (no `--gpus=<model>:N`) unless the stage requests GPUs and names a model."""
     lookup = stage_resources(section)
     convert = {
-        "gpu": lambda r: r["gpus"],
-        "gpu_model": lambda r: r["gpu_model"] or "",
-        "mem_mb": lambda r: int(r["mem_gb"] * 1024),
-        "runtime": lambda r: r["runtime_min"],
-        "cpus_per_gpu": lambda r: r["cpus_per_gpu"] if r["gpus"] else 0,
+        "gpu": lambda r, attempt: r["gpus"],
+        "gpu_model": lambda r, attempt: (r["gpu_model"] or "") if r["gpus"] else "",
+        "mem_mb": lambda r, attempt: int(r["mem_gb"] * 1024) * attempt,
+        "runtime": lambda r, attempt: r["runtime_min"] * attempt,
+        "cpus_per_gpu": lambda r, attempt: r["cpus_per_gpu"] if r["gpus"] else 0,
     }[key]
-    return lambda wildcards, attempt=1: convert(lookup(wildcards))
+    return lambda wildcards, attempt=1: convert(lookup(wildcards), attempt)
 
 
 
 
-def run_stage(command):
-    """Shell command running a stage script with its output in {log}; failures surface the last log line."""
-    return f"{PYTHON} {command} > {{log}} 2>&1 || {{{{ tail -n 1 {{log}} >&2; exit 1; }}}}"
+def run_stage(command, launcher=None):
+    """Shell command running a stage script with its output in {log}; failures surface the last log line.
+
+    `launcher` replaces the plain interpreter (the train rule passes {params.launch}: torchrun for gpus > 1)."""
+    return f"{launcher or PYTHON} {command} > {{log}} 2>&1 || {{{{ tail -n 1 {{log}} >&2; exit 1; }}}}"

@@ -18,9 +18,28 @@ rule dataset:
         entry_hash=entry_hash_param("datasets", "dataset"),
     log:
         "logs/dataset/{dataset}.log",
+    container: CONTAINERS.get("train")
     shell:
         run_stage("scripts/prepare_data.py materialize --config {RESOLVED_CONFIG} --dataset {wildcards.dataset} "
                   "--out {output.rows}")
+
+
+rule contamination:
+    # training rows vs the test items of the recipe's eval tasks (n-gram + MiniLM cosine); drop / warn / fail
+    input:
+        lambda w: list(PATHS.contamination_inputs(w.recipe).values()),
+    output:
+        report="results/{recipe}/data/contamination.json",
+        clean=directory("results/{recipe}/data/decontaminated"),
+    params:
+        recipe_hash=recipe_hash_param,
+        inputs=lambda w: " ".join(f"{k}={v}" for k, v in PATHS.contamination_inputs(w.recipe).items()),
+    log:
+        "logs/{recipe}/contamination.log",
+    threads: workflow.cores
+    shell:
+        run_stage("scripts/prepare_data.py contamination --config {RESOLVED_CONFIG} --recipe {wildcards.recipe} "
+                  "--inputs {params.inputs} --report {output.report} --out-dir {output.clean}")
 
 
 rule mixture:
@@ -37,6 +56,7 @@ rule mixture:
         part="sft|dpo",
     log:
         "logs/{recipe}/data_{part}.log",
+    container: CONTAINERS.get("train")
     shell:
         run_stage("scripts/prepare_data.py mixture --config {RESOLVED_CONFIG} --recipe {wildcards.recipe} "
                   "--part {wildcards.part} --raw {params.raw} --train {output.train} "

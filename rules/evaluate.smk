@@ -18,6 +18,7 @@ rule evaluate:
         work="results/{recipe}/eval/{which}/work",
     log:
         "logs/{recipe}/evaluate_{which}.log",
+    container: CONTAINERS.get("eval")
     threads: workflow.cores
     resources:
         gpu=resource_getter("eval", "gpu"),
@@ -50,6 +51,7 @@ rule report:
         stages=lambda w: " ".join(f"{k}={v}" for k, v in PATHS.stage_records(w.recipe).items()),
     log:
         "logs/{recipe}/report.log",
+    container: CONTAINERS.get("train")
     shell:
         run_stage("scripts/evaluate.py report --config {RESOLVED_CONFIG} --recipe {wildcards.recipe} "
                   "--final {input.final} {params.base} --final-model {params.final_model} "

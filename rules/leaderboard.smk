@@ -16,5 +16,6 @@ rule leaderboard:
         md="results/leaderboard.md",
     log:
         "logs/leaderboard.log",
+    container: CONTAINERS.get("train")
     shell:
         run_stage("scripts/evaluate.py leaderboard --json {output.json} --md {output.md} {input}")

@@ -11,6 +11,7 @@ rule merge:
         recipe_hash=recipe_hash_param,
     log:
         "logs/{recipe}/{stage}_merge.log",
+    container: CONTAINERS.get("train")
     threads: workflow.cores
     resources:
         gpu=resource_getter("merge", "gpu"),

@@ -8,8 +8,9 @@ rule model:
         entry_hash=entry_hash_param("models", "model"),
     log:
         "logs/model/{model}.log",
+    container: CONTAINERS.get("train")
     resources:
-        mem_mb=8192,
-        runtime=60,
+        mem_mb=lambda w, attempt: 8192 * attempt,
+        runtime=lambda w, attempt: 60 * attempt,
     shell:
         run_stage("scripts/model.py --config {RESOLVED_CONFIG} --model {wildcards.model} --out {output.model}")

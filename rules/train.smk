@@ -1,18 +1,22 @@
 # SFT and DPO. Checkpoints go to results/<recipe>/.work/<stage> (kept across failures, for resume).
+from menagerie.train import launch as train_launch
 
 
 rule train:
     input:
         model=lambda w: PATHS.stage_input(w.recipe, w.stage),
-        train="results/{recipe}/data/{stage}.jsonl",
+        train="results/{recipe}/data/decontaminated",   # the contamination gate's output (rules/data.smk)
         validation="results/{recipe}/data/{stage}_val.jsonl",
     output:
         model=directory("results/{recipe}/{stage}"),
     params:
         recipe_hash=recipe_hash_param,
         work="results/{recipe}/.work/{stage}",
+        # one process per GPU (torchrun) inside this one job; MENAGERIE_NPROC overrides the count
+        launch=lambda w: train_launch.shell_prefix(stage_resources(lambda w: w.stage)(w), PYTHON),
     log:
         "logs/{recipe}/{stage}.log",
+    container: CONTAINERS.get("train")
     threads: workflow.cores
     resources:
         gpu=resource_getter(lambda w: w.stage, "gpu"),
@@ -22,5 +26,5 @@ rule train:
         runtime=resource_getter(lambda w: w.stage, "runtime"),
     shell:
         run_stage("scripts/train.py {wildcards.stage} --config {RESOLVED_CONFIG} --recipe {wildcards.recipe} "
-                  "--model {input.model} --train {input.train} --validation {input.validation} "
-                  "--out {output.model} --work {params.work}")
+                  "--model {input.model} --train {input.train}/{wildcards.stage}.jsonl --validation {input.validation} "
+                  "--out {output.model} --work {params.work}", launcher="{params.launch}")

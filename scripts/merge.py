@@ -27,10 +27,12 @@ def main(argv=None) -> None:
     parser.add_argument("--recipe")
     parser.add_argument("--stage", choices=["sft", "dpo"])
     args = parser.parse_args(argv)
-    dequantize = None
+    dequantize = combine = None
     if args.config and args.recipe and args.stage:
-        dequantize = RecipePaths(load_resolved_config(args.config)).merge_dequantize(args.recipe, args.stage)
-    merge_adapter(args.adapter, args.into, args.out, args.dtype, args.label, dequantize)
+        paths = RecipePaths(load_resolved_config(args.config))
+        dequantize = paths.merge_dequantize(args.recipe, args.stage)
+        combine = paths.merge_combination(args.recipe, args.stage)
+    merge_adapter(args.adapter, args.into, args.out, args.dtype, args.label, dequantize, combine)
 
 
 if __name__ == "__main__":

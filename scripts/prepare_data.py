@@ -3,6 +3,8 @@
   prepare_data.py materialize --config CONFIG.json --dataset NAME --out PATH
   prepare_data.py mixture --config CONFIG.json --recipe NAME --part sft|dpo --raw NAME=PATH [...]
                           --train OUT --validation OUT --report OUT
+  prepare_data.py contamination --config CONFIG.json --recipe NAME --inputs PART=PATH eval:DATASET=PATH [...]
+                                --report contamination.json --out-dir DIR   (writes DIR/<part>.jsonl)
 
 CONFIG.json is the fully resolved config the workflow dumps. User errors print `error: ...` and exit 1.
 """
@@ -50,6 +52,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     mix.add_argument("--raw", nargs="+", default=[], metavar="NAME=PATH")
     for flag in ("--train", "--validation", "--report"):
         mix.add_argument(flag, required=True, type=Path)
+    gate = sub.add_parser("contamination", help="check training rows against eval test items, filter them")
+    gate.add_argument("--config", required=True)
+    gate.add_argument("--recipe", required=True)
+    gate.add_argument("--inputs", nargs="+", default=[], metavar="PART=PATH")
+    gate.add_argument("--report", required=True, type=Path)
+    gate.add_argument("--out-dir", required=True, type=Path)
     args = parser.parse_args(argv)
 
     config = load_resolved_config(args.config)
@@ -61,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     recipe = config.get("recipes", {}).get(args.recipe)
     if recipe is None:
         raise ConfigError(f"recipe '{args.recipe}' is not defined in the config")
+    if args.command == "contamination":
+        contamination(config, args)
+        return
     mixture = recipe.get("data", {}).get(args.part)
     if mixture is None:
         raise ConfigError(f"recipe '{args.recipe}': key 'data.{args.part}' is not defined")
@@ -68,6 +79,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     report["recipe"] = args.recipe
     write_jsonl(train, args.train)
     write_jsonl(val, args.validation)
+    write_json(report, args.report)
+
+
+def contamination(config: dict, args: argparse.Namespace) -> None:
+    """The gate: read the mixtures and eval items, write the report and the kept rows per part."""
+    from menagerie.data.gate import eval_items, load_part, run_gate
+    from menagerie.io import jsonl_sha256
+
+    inputs = parse_raw(args.inputs)
+    evals = {k.removeprefix("eval:"): str(v) for k, v in inputs.items() if k.startswith("eval:")}
+    parts = {k: load_part(v) for k, v in inputs.items() if not k.startswith("eval:")}
+    items, unchecked = eval_items(config, args.recipe, evals)
+    kept, report = run_gate(args.recipe, config["recipes"][args.recipe]["contamination"], parts, items, unchecked)
+    for part, summary in report["summary"]["parts"].items():
+        print(f"contamination {args.recipe} {part}: {summary}")
+    report["sha256"] = {part: jsonl_sha256(rows) for part, rows in kept.items()}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for part, rows in kept.items():
+        write_jsonl(rows, args.out_dir / f"{part}.jsonl")
     write_json(report, args.report)
 
 

@@ -85,3 +85,4 @@ def make_tiny_tokenizer():
 def tiny_tokenizer():
     """A real (tiny, locally trained) byte-level BPE tokenizer that prepends <s> like Llama-2. Do not mutate it."""
     return build_tiny_tokenizer(add_bos=True)
+

@@ -16,3 +16,5 @@ PUBLISHED_RECIPES = [
 ]
 # tiny twin -> the published recipe it extends
 TINY_TWINS = {"tiny-tulu2-dpo": "tulu2-dpo-7b", "tiny-platypus2": "platypus2-13b", "tiny-birbal": "birbal-7b"}
+# tiny recipes built from other tiny twins' outputs (Platypus-style merges) -> the twin they extend
+TINY_MERGES = {"tiny-platypus2-merged": "tiny-platypus2"}

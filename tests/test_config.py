@@ -17,7 +17,7 @@ import yaml
 from menagerie.config import deep_merge, load_config, load_yaml, recipe_hash, resolve_recipe, validate_config
 from menagerie.errors import ConfigError, MenagerieError
 
-from recipes import CONFIG_PATH, PUBLISHED_RECIPES, ROOT, TINY_TWINS  # noqa: E402
+from recipes import CONFIG_PATH, PUBLISHED_RECIPES, ROOT, TINY_MERGES, TINY_TWINS  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def test_tiny_twin_extends_its_published_parent(config, raw, twin, parent):
 
 
 def test_exactly_the_published_recipes_and_twins(config):
-    assert set(config["recipes"]) == set(PUBLISHED_RECIPES) | set(TINY_TWINS)
+    assert set(config["recipes"]) == set(PUBLISHED_RECIPES) | set(TINY_TWINS) | set(TINY_MERGES)
 
 
 def test_validate_config_does_not_mutate_its_input(raw):
@@ -293,7 +293,7 @@ def test_qlora_recipes_dequantize_before_merging(config):
 # 3. tiny twins override only what they should
 
 ALLOWED_TOP = {"model", "description", "tiny", "extends", "published", "eval"}
-ALLOWED_DATA = {"sources", "validation"}                               # data sizes
+ALLOWED_DATA = {"sources", "validation", "curation"}   # data sizes; near-dedup off on generated templates
 ALLOWED_STAGE = {
     "method", "lora", "quantization", "resources",                     # CPU stand-ins for full/QLoRA on a GPU
     "learning_rate", "precision", "max_seq_length",                    # lr / precision / length
@@ -698,7 +698,7 @@ def test_overlay_adds_a_recipe_that_merges_and_validates(tmp_path):
     overlay.write_text(OVERLAY)
     config = load_config(CONFIG_PATH, overlay)
     assert config["recipe"] == "my-tiny"
-    assert set(config["recipes"]) == set(PUBLISHED_RECIPES) | set(TINY_TWINS) | {"my-tiny"}
+    assert set(config["recipes"]) == set(PUBLISHED_RECIPES) | set(TINY_TWINS) | set(TINY_MERGES) | {"my-tiny"}
     assert config["datasets"]["my-local"] == {"source": "local", "path": "/tmp/x.jsonl",
                                               "schema": "open_platypus", "split": "train", "seed": 1234}
     mine, parent = config["recipes"]["my-tiny"], config["recipes"]["tiny-platypus2"]

@@ -25,7 +25,7 @@ if not SNAKEMAKE.exists():
 TIMEOUT = 300
 
 # recipe -> (base model, rules run for the recipe itself, training stages, merge target model or None)
-SFT = {"mixture", "train", "evaluate", "report"}
+SFT = {"mixture", "contamination", "train", "evaluate", "report"}
 ADAPTER = SFT | {"merge"}
 MERGE_ONLY = {"merge", "evaluate", "report"}
 PUBLISHED = {

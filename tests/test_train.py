@@ -24,6 +24,7 @@ from menagerie import formats  # noqa: E402
 from menagerie.config import load_config  # noqa: E402
 from menagerie.errors import ConfigError, MenagerieError, MissingInputError  # noqa: E402
 from menagerie.merge import merge_adapter  # noqa: E402
+from tiny_models import build_tiny_llama  # noqa: E402
 from menagerie.train import common  # noqa: E402
 from menagerie.train.dpo import run_dpo  # noqa: E402
 from menagerie.train.sft import run_sft, tokenize_rows  # noqa: E402
@@ -61,19 +62,7 @@ def _single_process():
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory, make_tiny_tokenizer) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = make_tiny_tokenizer(add_bos=True)
-    config = LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         intermediate_size=128, vocab_size=len(tokenizer), max_position_embeddings=256,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    out = tmp_path_factory.mktemp("models") / "tiny-llama"
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    return out
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama", make_tiny_tokenizer(add_bos=True))
 
 
 def _sft_rows(n: int, offset: int = 0) -> list[dict]:

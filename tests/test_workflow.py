@@ -210,3 +210,13 @@ def test_recipe_built_on_another_recipe(config):
     assert paths.merge_inputs("my-dpo", "dpo") == {"adapter": "results/my-dpo/dpo",
                                                    "into": "results/tiny-platypus2/sft_merged"}
     assert paths.final_model("my-dpo") == "results/my-dpo/dpo_merged"
+
+
+def test_merge_into_another_recipes_final_model(paths):
+    """`merge.into: recipe:<name>` folds the adapter into that recipe's final model (tiny Platypus-style merge)."""
+    name = "tiny-platypus2-merged"
+    assert paths.merge_inputs(name, "sft") == {"adapter": "results/tiny-platypus2/sft",
+                                               "into": "results/tiny-tulu2-dpo/dpo_merged"}
+    assert paths.final_model(name) == "results/tiny-platypus2-merged/sft_merged"
+    assert paths.merge_target("recipe:tiny-birbal") == "results/tiny-birbal/sft_merged"
+    assert paths.merge_target("smollm2-135m") == "resources/models/smollm2-135m"

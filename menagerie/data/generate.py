@@ -4,7 +4,7 @@ Problems are integer arithmetic (2-digit addition and subtraction, 1-digit x 2-d
 and unit conversions. Each problem has a canonical key (e.g. "add:23:58", "unit:m-cm:7"); a problem
 is *held out* iff sha256(key) % 5 == 0. Training generators emit only problems that are not held out
 and `mixed_eval` emits only held-out ones, so evaluation questions never appear in training data,
-whatever the phrasing. Output depends only on (generator, count, seed, schema).
+whatever the phrasing (keys of commutative operations order their operands). Output depends only on (generator, count, seed, schema).
 """
 
 from __future__ import annotations
@@ -47,9 +47,13 @@ class Problem:
     conversion: Conversion | None = None
 
 
+def _hash(key: str) -> int:
+    return int(hashlib.sha256(key.encode()).hexdigest(), 16)
+
+
 def is_held_out(key: str) -> bool:
     """True when the problem with canonical `key` is reserved for evaluation."""
-    return int(hashlib.sha256(key.encode()).hexdigest(), 16) % HELD_OUT_MODULUS == 0
+    return _hash(key) % HELD_OUT_MODULUS == 0
 
 
 @lru_cache(maxsize=None)
@@ -57,7 +61,10 @@ def _pool(kind: str, held_out: bool) -> tuple[Problem, ...]:
     """All problems of one kind ('add', 'sub', 'mul' or a conversion code) on one side of the split."""
     two_digit = range(10, 100)
     if kind == "add":
-        space = [Problem(f"add:{a}:{b}", "add", a, b, a + b) for a in two_digit for b in two_digit]
+        # addition commutes: one problem per unordered pair, keyed with ordered operands, so "a + b" and "b + a"
+        # can never land on different sides of the split; the written order still varies (from the key's hash)
+        space = [Problem(key, "add", *((a, b) if _hash(key) % 2 else (b, a)), a + b)
+                 for a in two_digit for b in two_digit if a <= b for key in [f"add:{a}:{b}"]]
     elif kind == "sub":
         space = [Problem(f"sub:{a}:{b}", "sub", a, b, a - b) for a in two_digit for b in two_digit if a > b]
     elif kind == "mul":

@@ -71,6 +71,11 @@ def build_mixture(mixture: dict, datasets_cfg: dict, raw_paths: dict[str, Path],
         combined.extend(picked)
         sources.append({"dataset": name, "requested": requested, "obtained": len(picked),
                         "input_sha256": sha256_file(path)})
+    curation = None
+    if mixture.get("curation"):   # Platypus: exact + near-duplicate removal before the split
+        from menagerie.data.curation import curate
+
+        combined, curation = curate(combined, mixture["curation"])
     random.Random(seed).shuffle(combined)
     if not combined:
         raise ConfigError(f"data.{kind}: the mixture's sources provide no rows")
@@ -88,5 +93,6 @@ def build_mixture(mixture: dict, datasets_cfg: dict, raw_paths: dict[str, Path],
         "validation_rows": len(val),
         "sha256": {"train": jsonl_sha256(train), "validation": jsonl_sha256(val)},
         "chars": {"mean": round(sum(lengths) / len(lengths), 1), "max": max(lengths)},
+        **({"curation": curation} if curation else {}),
     }
     return train, val, report

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+from menagerie.atomic import atomic_directory
 from menagerie.errors import ConfigError, MissingInputError
 
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -14,6 +18,26 @@ TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun launch (or the only process): the one that writes the stage's outputs."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextmanager
+def stage_output(out_dir: Path):
+    """Where a stage writes its artifacts: the atomic output directory on rank 0, a throwaway one on other ranks.
+
+    Every rank runs the training loop; only rank 0's artifacts (and provenance) become the stage's output, so the
+    processes of a multi-GPU launch never race to replace the same directory.
+    """
+    if is_main_process():
+        with atomic_directory(out_dir) as tmp:
+            yield tmp
+    else:
+        with tempfile.TemporaryDirectory(prefix=f"rank{os.environ.get('RANK')}-") as tmp:
+            yield Path(tmp)
 
 
 def derive_batch(global_batch: int, micro_batch: int, processes: int) -> dict:
@@ -101,23 +125,55 @@ def trainer_arguments(stage: dict, batch: dict, work_dir: Path, has_validation: 
     return args
 
 
+BUDGET_FILE = "menagerie_budget.json"
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
 def last_checkpoint(work_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest *complete* checkpoint under work_dir, or None.
 
-    return get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
+    Trainer writes trainer_state.json last when it saves a checkpoint, so a directory without it was cut off by a
+    kill mid-save; resuming from it would fail, so the previous checkpoint is used instead.
+    """
+    work_dir = Path(work_dir)
+    if not work_dir.is_dir():
+        return None
+    complete = [(int(m.group(1)), d) for d in work_dir.iterdir()
+                if (m := CHECKPOINT_RE.match(d.name)) and (d / "trainer_state.json").is_file()]
+    return str(max(complete)[1]) if complete else None
 
 
-def budget_callback(budget_gpu_hours: float | None, gpus: int):
-    """Stop training when the recipe's compute budget is spent (the best checkpoint so far is kept)."""
+def used_gpu_hours_at(checkpoint: str | Path | None) -> float:
+    """GPU-hours the run had spent when `checkpoint` was saved (0 for a fresh run or an older checkpoint)."""
+    if not checkpoint:
+        return 0.0
+    path = Path(checkpoint) / BUDGET_FILE
+    return float(json.loads(path.read_text())["used_gpu_hours"]) if path.is_file() else 0.0
+
+
+def budget_callback(budget_gpu_hours: float | None, gpus: int, resume_from: str | Path | None = None):
+    """Stop training when the recipe's compute budget is spent (the best checkpoint so far is kept).
+
+    The clock survives restarts: every checkpoint records the GPU-hours used so far (menagerie_budget.json) and a
+    resumed run continues from the figure in the checkpoint it resumes from.
+    """
     from transformers import TrainerCallback
 
     class BudgetCallback(TrainerCallback):
         def __init__(self):
             self.start = time.time()
+            self.previous_gpu_hours = used_gpu_hours_at(resume_from)
             self.stopped_for_budget = False
 
         def used_gpu_hours(self) -> float:
-            return (time.time() - self.start) / 3600 * max(gpus, 1)
+            return self.previous_gpu_hours + (time.time() - self.start) / 3600 * max(gpus, 1)
+
+        def on_save(self, args, state, control, **kwargs):
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if checkpoint.is_dir() and state.is_world_process_zero:
+                (checkpoint / BUDGET_FILE).write_text(json.dumps(
+                    {"used_gpu_hours": self.used_gpu_hours(), "global_step": state.global_step}) + "\n")
+            return control
 
         def on_step_end(self, args, state, control, **kwargs):
             if budget_gpu_hours is not None and self.used_gpu_hours() >= budget_gpu_hours:
@@ -132,7 +188,8 @@ def budget_callback(budget_gpu_hours: float | None, gpus: int):
     return BudgetCallback()
 
 
-def plot_loss_curve(log_history: list[dict], path: Path, title: str) -> None:
+def plot_loss_curve(log_history: list[dict], path: Path, title: str) -> dict[str, int]:
+    """Train loss per logged step and validation loss per evaluation, one PNG; returns the points per curve."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,6 +209,7 @@ def plot_loss_curve(log_history: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return {"train": len(train), "validation": len(val)}
 
 
 def save_artifacts(trainer, tokenizer, out_dir: Path, chat_template: str | None, card: list[str], title: str) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from menagerie import formats
-from menagerie.atomic import atomic_directory
 from menagerie.provenance import file_hashes, stage_record
 from menagerie.train import common
 from menagerie.train.sft import load_tokenizer, read_jsonl
@@ -33,13 +32,13 @@ def run_dpo(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, v
     args = DPOConfig(**common.trainer_arguments(stage, batch, work_dir, has_validation=bool(val)),
                      beta=stage["beta"], max_length=stage["max_seq_length"])
     model = common.load_training_model(model_dir, stage)
-    budget = common.budget_callback(stage["budget_gpu_hours"], stage["resources"]["gpus"])
+    resume = common.last_checkpoint(work_dir)
+    budget = common.budget_callback(stage["budget_gpu_hours"], stage["resources"]["gpus"], resume)
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(train),
                          eval_dataset=Dataset.from_list(val) if val else None, processing_class=tokenizer,
                          peft_config=common.lora_config(stage), callbacks=[budget])
-    resume = common.last_checkpoint(work_dir)
     inputs = {"model": model_dir, "train": train_file, **({"validation": val_file} if val_file else {})}
-    with atomic_directory(out_dir) as tmp, stage_record("dpo", tmp, recipe=recipe_name, method=stage["method"],
+    with common.stage_output(out_dir) as tmp, stage_record("dpo", tmp, recipe=recipe_name, method=stage["method"],
                                                            beta=stage["beta"], batch=batch,
                                                            input_sha256=file_hashes(inputs),
                                                            resumed_from=resume) as record:

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from menagerie import formats
-from menagerie.atomic import atomic_directory
 from menagerie.errors import MenagerieError
 from menagerie.provenance import file_hashes, stage_record
 from menagerie.train import common
@@ -56,13 +55,13 @@ def run_sft(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, v
                      max_length=stage["max_seq_length"], packing=stage["packing"],
                      neftune_noise_alpha=stage["neftune_noise_alpha"], dataset_num_proc=None)
     model = common.load_training_model(model_dir, stage)
-    budget = common.budget_callback(stage["budget_gpu_hours"], stage["resources"]["gpus"])
+    resume = common.last_checkpoint(work_dir)
+    budget = common.budget_callback(stage["budget_gpu_hours"], stage["resources"]["gpus"], resume)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
                          eval_dataset=Dataset.from_list(val) if val else None, processing_class=tokenizer,
                          peft_config=common.lora_config(stage), callbacks=[budget])
-    resume = common.last_checkpoint(work_dir)
     inputs = {"model": model_dir, "train": train_file, **({"validation": val_file} if val_file else {})}
-    with atomic_directory(out_dir) as tmp, stage_record("sft", tmp, recipe=recipe_name, method=stage["method"],
+    with common.stage_output(out_dir) as tmp, stage_record("sft", tmp, recipe=recipe_name, method=stage["method"],
                                                            batch=batch, input_sha256=file_hashes(inputs),
                                                            resumed_from=resume) as record:
         trainer.train(resume_from_checkpoint=resume)

@@ -1,0 +1,167 @@
+"""Overhead of a menagerie SFT stage over a minimal plain trl script, on the same model, data and settings.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/sft_overhead.py [--steps 12] [--recipe tiny-tulu2-dpo]
+
+Uses resources/models/smollm2-135m when it exists (else a tiny random Llama), the recipe's SFT stage (LoRA, batch,
+sequence length, optimizer...) and one set of tokenized rows for both runs. Seconds per optimizer step are the median
+of the step-to-step intervals after `--warmup` steps; prints both and the ratio (target <= 1.05). The two runs share
+the machine in turn, so run it when nothing else is running (it prints the 1-minute load average as a warning sign).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def step_timer():
+    """A TrainerCallback recording the wall time at the end of every optimizer step."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.times: list[float] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.times.append(time.perf_counter())
+
+    return StepTimer()
+
+
+def seconds_per_step(times: list[float], warmup: int) -> float:
+    intervals = [b - a for a, b in zip(times, times[1:])][max(warmup - 1, 0):]
+    return statistics.median(intervals)
+
+
+def rows(n: int) -> list[dict]:
+    return [{"id": f"r{i}", "source": "bench", "messages": [
+        {"role": "user", "content": f"What is the sum of {i % 97} and {(7 * i) % 89}? Explain step by step."},
+        {"role": "assistant", "content": f"Adding {i % 97} and {(7 * i) % 89} gives {i % 97 + (7 * i) % 89}. " * 3}]}
+        for i in range(n)]
+
+
+def tiny_random_model(out: Path) -> Path:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer_dir = REPO / "resources" / "models" / "smollm2-135m"
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir)) if tokenizer_dir.exists() else None
+    if tokenizer is None:
+        raise SystemExit("no tokenizer available: build resources/models/smollm2-135m first (make run)")
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=256, vocab_size=len(tokenizer), max_position_embeddings=512)
+    LlamaForCausalLM(config).save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+def run_menagerie(recipe_name, recipe, model_dir, train_file, work: Path) -> list[float]:
+    """run_sft exactly as the workflow calls it, with a step timer added to its trainer."""
+    import trl
+
+    from menagerie.train.sft import run_sft
+
+    timer = step_timer()
+    original = trl.SFTTrainer
+
+    class TimedSFTTrainer(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(timer)
+
+    trl.SFTTrainer = TimedSFTTrainer
+    try:
+        run_sft(recipe_name, recipe, model_dir, train_file, None, work / "out", work / "ckpt")
+    finally:
+        trl.SFTTrainer = original
+    return timer.times
+
+
+def run_plain(stage, model_dir, examples, work: Path) -> list[float]:
+    """The minimal script a user would write: SFTTrainer + LoraConfig with the same settings, nothing else."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    set_seed(stage["seed"])
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    lora = stage["lora"]
+    args = SFTConfig(output_dir=str(work), per_device_train_batch_size=stage["micro_batch_size"],
+                     gradient_accumulation_steps=stage["global_batch_size"] // stage["micro_batch_size"],
+                     learning_rate=stage["learning_rate"], max_steps=stage["max_steps"], logging_steps=1,
+                     lr_scheduler_type=stage["lr_scheduler"], report_to=[], save_strategy="no", seed=stage["seed"],
+                     max_length=stage["max_seq_length"], packing=stage["packing"], use_cpu=True,
+                     optim="adamw_torch", disable_tqdm=True)
+    timer = step_timer()
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
+                         processing_class=tokenizer, callbacks=[timer],
+                         peft_config=LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                                                target_modules=lora["target_modules"], task_type="CAUSAL_LM"))
+    trainer.train()
+    return timer.times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="tiny-tulu2-dpo")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rows", type=int, default=512)
+    parser.add_argument("--order", choices=["plain-first", "menagerie-first"], default="plain-first")
+    args = parser.parse_args()
+
+    import torch
+
+    from menagerie.config import load_config
+    from menagerie.train.sft import load_tokenizer, tokenize_rows
+
+    config = load_config(REPO / "config.yaml")
+    recipe = config["recipes"][args.recipe]
+    stage = recipe["stages"]["sft"]
+    stage.update(max_steps=args.steps, save_steps=10 ** 6, eval_steps=None, keep_best=False, warmup_steps=0,
+                 warmup_ratio=0.0, budget_gpu_hours=None, optimizer="adamw_torch")
+    with tempfile.TemporaryDirectory(prefix="sft-overhead-") as tmp:
+        tmp = Path(tmp)
+        model_dir = REPO / "resources" / "models" / "smollm2-135m"
+        model_kind = "smollm2-135m"
+        if not (model_dir / "config.json").exists():
+            model_dir, model_kind = tiny_random_model(tmp / "tiny"), "tiny random Llama"
+        train_file = tmp / "train.jsonl"
+        train_file.write_text("".join(json.dumps(r) + "\n" for r in rows(args.rows)))
+        examples = tokenize_rows(rows(args.rows), load_tokenizer(model_dir), stage, recipe["chat_format"])
+        runs = {}
+        order = ["plain", "menagerie"] if args.order == "plain-first" else ["menagerie", "plain"]
+        for which in order:
+            if which == "plain":
+                runs[which] = run_plain(stage, model_dir, examples, tmp / "plain")
+            else:
+                runs[which] = run_menagerie(args.recipe, recipe, model_dir, train_file, tmp / "menagerie")
+    per_step = {k: seconds_per_step(v, args.warmup) for k, v in runs.items()}
+    ratio = per_step["menagerie"] / per_step["plain"]
+    result = {"model": model_kind, "recipe": args.recipe, "steps": args.steps, "warmup": args.warmup,
+              "global_batch": stage["global_batch_size"], "micro_batch": stage["micro_batch_size"],
+              "max_seq_length": stage["max_seq_length"], "torch_threads": torch.get_num_threads(),
+              "load_avg_1min": round(os.getloadavg()[0], 2),
+              "plain_s_per_step": round(per_step["plain"], 4), "menagerie_s_per_step": round(per_step["menagerie"], 4),
+              "ratio": round(ratio, 4), "target": 1.05, "within_target": ratio <= 1.05}
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""HPC helpers: a throw-away SLURM cluster for tests (cluster.py)."""
