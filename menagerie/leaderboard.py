@@ -61,11 +61,11 @@ def render_markdown(rows: list[dict], base_dir: Path | None = None) -> str:
 
 
 def write_leaderboard(eval_files: list[Path], json_out: Path, md_out: Path) -> list[dict]:
-    from menagerie.atomic import atomic_file
+    from menagerie.io import atomic_open
 
     rows = leaderboard_rows(eval_files)
-    with atomic_file(json_out) as handle:
+    with atomic_open(json_out) as handle:
         json.dump({"schema_version": 1, "rows": rows}, handle, indent=2, sort_keys=True)
-    with atomic_file(md_out) as handle:
+    with atomic_open(md_out) as handle:
         handle.write(render_markdown(rows, md_out.parent))
     return rows

