@@ -178,3 +178,11 @@ def test_platypus_recipes_encode_curation():
         assert config["recipes"][name]["data"]["sft"]["curation"] == {"exact_dedup": True, "near_dup_cosine": 0.8}
     assert config["recipes"]["tiny-platypus2"]["data"]["sft"]["curation"] == {"exact_dedup": True,
                                                                               "near_dup_cosine": None}
+
+
+def test_guard_counts_repeated_numbers():
+    """'54 + 17' must not match '54 + 54' (the embedding scored them 0.89; the guard once compared sets)."""
+    from menagerie.data.contamination import guard_words
+
+    assert not passes_guard(guard_terms("What is 54 + 54?"), guard_words("What is 54 + 17?"))
+    assert passes_guard(guard_terms("What is 54 + 54?"), guard_words("Compute 54 plus 54."))

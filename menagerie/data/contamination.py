@@ -59,10 +59,21 @@ def _operations(tokens: set[str]) -> set[str]:
     return {name for name, vocab in OPERATIONS.items() if tokens & vocab}
 
 
+def guard_words(text: str) -> set[str]:
+    """The words of `text`, repeats counted: the second "54" is "54#2", so "54 + 54" needs two 54s to match."""
+    seen: dict[str, int] = {}
+    out = set()
+    for word in words(text):
+        seen[word] = seen.get(word, 0) + 1
+        out.add(word if seen[word] == 1 else f"{word}#{seen[word]}")
+    return out
+
+
 def guard_terms(text: str) -> tuple[frozenset[str], frozenset[str]]:
     """(numbers and units, named entities) of an eval item: what a copy or paraphrase must keep."""
     tokens = words(text)
-    numbers = frozenset(w for w in tokens if w.isdigit() or w in UNITS) | {f"op:{o}" for o in _operations(set(tokens))}
+    numbers = frozenset(w for w in guard_words(text) if w.split("#")[0].isdigit() or w.split("#")[0] in UNITS)
+    numbers |= {f"op:{o}" for o in _operations(set(tokens))}
     entities = set()
     for match in _CAPITALISED.finditer(text):
         before = text[:match.start()].rstrip()
@@ -164,7 +175,7 @@ def ngram_matches(train_texts: Sequence[str], eval_texts: Sequence[str], n: int 
     terms = [guard_terms(t) for t in eval_texts] if guard else None
     out = []
     for row, item, score in NgramIndex(eval_texts, n).query(train_texts):
-        if terms is None or passes_guard(terms[item], set(words(train_texts[row]))):
+        if terms is None or passes_guard(terms[item], guard_words(train_texts[row])):
             out.append((row, item, score))
     return out
 
@@ -187,7 +198,7 @@ def embedding_matches(train_prompts: Sequence[str], eval_texts: Sequence[str], t
         sims = train_vec[start:start + CHUNK_ROWS] @ keys_t
         for r in np.nonzero(sims.max(axis=1) >= threshold)[0].tolist():
             top = np.argpartition(-sims[r], k - 1)[:k]
-            row_words = set(words(train_prompts[start + r])) if guard else None
+            row_words = guard_words(train_prompts[start + r]) if guard else None
             for item in top[np.argsort(-sims[r, top])].tolist():
                 if sims[r, item] < threshold:
                     break
