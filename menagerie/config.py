@@ -302,9 +302,6 @@ def _check_references(config: dict) -> None:
                 stages.get(s) and stages[s]["method"] != "full" for s in ("sft", "dpo")
             ):
                 raise ConfigError(f"{where}: key 'stages.merge' needs a LoRA/QLoRA stage or 'adapter_from'")
-        if recipe.get("published"):
-            task_keys = {t.get("published_key") for s in recipe["eval"]["suites"] for t in suites[s]}
-            task_keys |= {t["name"] for s in recipe["eval"]["suites"] for t in suites[s]}
 
 
 def validate_config(raw: dict) -> dict:
