@@ -13,6 +13,7 @@ from menagerie.io import atomic_directory
 from menagerie.errors import MenagerieError, MissingInputError
 from menagerie.models import model_card
 from menagerie.provenance import file_hashes, stage_record
+from menagerie.train.common import has_cuda
 
 
 def load_target(target_dir: Path, dtype: str, dequantize_from: dict | None):
@@ -26,7 +27,7 @@ def load_target(target_dir: Path, dtype: str, dequantize_from: dict | None):
 
     if not dequantize_from:
         return AutoModelForCausalLM.from_pretrained(str(target_dir), dtype=getattr(torch, dtype))
-    if not torch.cuda.is_available():
+    if not has_cuda():
         raise MissingInputError("merging a QLoRA adapter dequantizes the 4-bit base with bitsandbytes, which needs a "
                                 "CUDA GPU and none is visible; run the merge on a GPU node")
     from transformers import BitsAndBytesConfig

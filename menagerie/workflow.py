@@ -141,8 +141,7 @@ class RecipePaths:
         for stage in self.training_stages(name):
             records[f"data.{stage}"] = f"results/{name}/data/{stage}_report.json"
             records[stage] = f"{self.stage_dir(name, stage)}/provenance.json"
-            if self.is_adapter(name, stage) and (stage != self.training_stages(name)[-1]
-                                                  or self.final_model(name) == self.merged_dir(name, stage)):
+            if self.is_adapter(name, stage):   # every adapter stage is merged (stage_model)
                 records[f"merge.{stage}"] = f"{self.merged_dir(name, stage)}/provenance.json"
         if self.adapter_source(name):
             records["merge.sft"] = f"{self.merged_dir(name, 'sft')}/provenance.json"

@@ -11,6 +11,8 @@ import yaml
 
 from menagerie import formats
 from menagerie.errors import MenagerieError, MissingInputError
+from menagerie.provenance import package_versions
+from menagerie.train.common import has_cuda
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
 
@@ -50,14 +52,8 @@ def load_lm(model_dir: Path, chat_format: str, backend: str, dtype: str, batch_s
         tokenizer.chat_template = template
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return HFLM(pretrained=str(model_dir), tokenizer=tokenizer, dtype=dtype, batch_size=batch_size, device="cpu"
-                if not _cuda() else "cuda")
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    return HFLM(pretrained=str(model_dir), tokenizer=tokenizer, dtype=dtype, batch_size=batch_size,
+                device="cuda" if has_cuda() else "cpu")
 
 
 def run_lm_eval_task(lm, task: dict, data_file: Path | None, seed: int) -> tuple[dict, dict]:
@@ -92,12 +88,7 @@ def run_lm_eval_task(lm, task: dict, data_file: Path | None, seed: int) -> tuple
              "filter": filt or None, "value": results[name][metric_key] * task["scale"],
              "stderr": stderr * task["scale"] if isinstance(stderr, (int, float)) else None, "n": n,
              "num_fewshot": task["num_fewshot"], "limit": task["limit"], "task_sha256": spec_sha256(spec),
-             "lm_eval_version": out.get("lm_eval_version") or _lm_eval_version()}
+             "lm_eval_version": out.get("lm_eval_version") or package_versions().get("lm-eval")}
     native = {k: out[k] for k in ("results", "configs", "versions", "n-shot", "n-samples", "config") if k in out}
     return entry, json.loads(json.dumps(native, default=str))
 
-
-def _lm_eval_version() -> str:
-    from importlib import metadata
-
-    return metadata.version("lm-eval")
