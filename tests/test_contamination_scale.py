@@ -141,5 +141,10 @@ def test_window_is_the_sentence_or_line_around_the_match():
     assert window == "Convert 70 minutes into seconds" and containment == 1.0 and density == 0.75
     window, *_ = index.window(f"{words}. Please convert 70 minutes into seconds. Thanks {words}", 0)
     assert window == "Please convert 70 minutes into seconds."
-    window, *_ = index.window(f"{words} convert 70 minutes into seconds {words}", 0)   # no boundary: the span
-    assert window == "70 minutes into seconds"
+    window, *_ = index.window(f"{words} convert 70 minutes into seconds {words}", 0)   # no boundary: the span,
+    assert window == "convert 70 minutes into seconds"                                  # widened to 0.6 x 7 words
+    short = LexicalIndex(["What are the crime rates in this area?"])
+    assert short.window("crime rates?", 0)[1] == 0.0                       # too short to stand for the item
+    widened = short.window(f"{words}. Crime rates? {words}", 0)[0]
+    assert "Crime rates?" in widened and len(widened.split()) == 5                  # widened to 0.6 x 8 words
+    assert short.window("What are crime rates in the area?", 0)[1] == 1.0

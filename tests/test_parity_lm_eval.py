@@ -168,13 +168,24 @@ def menagerie_run(lm, which: str) -> tuple[dict, dict]:
     return entry, {**native["results"], "_calls": recorder.calls}
 
 
+class CliResults(dict):
+    """The CLI's results per task key, each run on first use (a test needing only some tasks runs only those)."""
+
+    def __init__(self, model_dir: Path, root: Path):
+        super().__init__()
+        self.model_dir, self.root = model_dir, root
+        self.names = cli_yamls(root / "tasks")
+
+    def __missing__(self, key: str) -> dict:
+        shots = {"arc": 25, "mmlu": 5, "gsm8k": 5}[key]
+        self[key] = run_cli(self.model_dir, self.names[key], shots, LIMITS[key], self.root / "tasks",
+                            self.root / f"out_{key}")
+        return self[key]
+
+
 @pytest.fixture(scope="module")
-def cli_results(smollm2_dir, tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("lm_eval_cli")
-    names = cli_yamls(root / "tasks")
-    shots = {"arc": 25, "mmlu": 5, "gsm8k": 5}
-    return {key: run_cli(smollm2_dir, names[key], shots[key], LIMITS[key], root / "tasks", root / f"out_{key}")
-            for key in names}
+def cli_results(smollm2_dir, tmp_path_factory) -> CliResults:
+    return CliResults(smollm2_dir, tmp_path_factory.mktemp("lm_eval_cli"))
 
 
 @pytest.fixture(scope="module")

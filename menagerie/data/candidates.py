@@ -17,7 +17,10 @@ paraphrase keeps most of an eval item's content words, close together; so does a
    words every item shares weigh little); the sentence around its tightest matched span is what gets embedded
    (a paraphrase is a question among other text). A prompt no longer than the window is embedded whole, as before.
    Items with fewer than ``MIN_WINDOW_TERMS`` distinct terms are not looked for inside long prompts: a 3-word phrase
-   holding both words of "Which winter is a family?" scored 0.86 cosine in the benchmark's ordinary text.
+   holding both words of "Which winter is a family?" scored 0.86 cosine in the benchmark's ordinary text. A window
+   (or a prompt) shorter than ``MIN_LENGTH_RATIO`` of the item's words is widened (or, a prompt, dropped): "crime
+   rates?" scored 0.83 against "What are the crime rates in this area?". The planted paraphrases are at least 0.7
+   of their item's length.
 
 The thresholds are set on the planted set (tests/contamination_planted.py): its weakest paraphrase holds 1/6 of its
 item's links and 0.5 of its term weight ("Who is the author of the book Pride and Prejudice?" for "Who wrote the
@@ -32,6 +35,7 @@ of ordinary text share a few items' words (bench/contamination.py measures it), 
 
 from __future__ import annotations
 
+import math
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
@@ -45,6 +49,7 @@ MIN_LINK_FRACTION = 0.15
 MIN_CONTAINMENT = 0.4
 WINDOW_MARGIN = 4        # extra words a window may reach past half the item length, for its sentence
 MIN_WINDOW_TERMS = 3     # items with fewer distinct terms are compared with whole (short) prompts only
+MIN_LENGTH_RATIO = 0.6   # a text compared with an item has at least this share of its words
 CHUNK_ROWS = 4096
 _SKIP, _OTHER = -2, -1   # token codes: stopword/symbol; content word no eval item has
 _SENTENCE_END = (".", "?", "!", '."', '?"', ".)", "?)", ":")
@@ -228,6 +233,9 @@ class LexicalIndex:
         n = int(self.lengths[item])
         size = 2 * n + 8
         weights = self.item_weights(item)
+        shortest = math.ceil(MIN_LENGTH_RATIO * n)
+        if len(pieces) < shortest:   # "crime rates?" is no paraphrase of "What are the crime rates in this area?"
+            return "", 0.0, [], 0.0
         if len(pieces) <= size:
             matched = sorted(t for t in weights if t in positions)
             distinct = len({t if t >= 0 else ("?", i) for i, t in found})
@@ -259,6 +267,11 @@ class LexicalIndex:
             hi += 1
         if hi < len(pieces) - 1 and hi not in ends:
             hi = span[1]
+        while hi - lo + 1 < shortest:   # too short to stand for the item: widen, boundaries or not
+            if lo > 0 and (span[0] - lo <= hi - span[1] or hi == len(pieces) - 1):
+                lo -= 1
+            else:
+                hi += 1
         inside = found[bisect_left(found_at, lo):bisect_right(found_at, hi)]
         matched = sorted({t for _, t in inside if t in weights})
         distinct = len({t if t >= 0 else ("?", i) for i, t in inside})
