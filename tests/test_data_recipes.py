@@ -12,7 +12,7 @@ from menagerie.config import validate_config
 from menagerie.data.loaders import LOADERS
 from menagerie.errors import ConfigError
 
-UNPINNED = {"quac", "cnn-dailymail"}   # no public pin found (README "Data"): the dataset stage asks for one
+UNPINNED = {"quac"}   # no public pin found (README "Data"): the dataset stage asks for one
 MATHINSTRUCT_KEEP = ["data/CoT/gsm_train.json", "data/CoT/aqua_rat.json", "data/CoT/MATH_train.json"]
 
 

@@ -7,20 +7,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from workflow_copy import SNAKEMAKE, copy_workflow
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "tasks", "profiles")
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-if not SNAKEMAKE.exists():
-    SNAKEMAKE = ROOT / ".venv" / "bin" / "snakemake"
 
 TIMEOUT = 300
 
@@ -51,17 +44,6 @@ PUBLISHED = {
     "birbal-7b-700k": ("mistral-7b", ADAPTER, ["sft"], None),
 }
 assert len(PUBLISHED) == 20
-
-
-def copy_workflow(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(source, dest / name)
-    return dest
 
 
 def snakemake(workdir: Path, *args: str, hf_home: Path | None = None,

@@ -189,6 +189,11 @@ def test_judged_tasks_score_and_record_their_judge_with_fake_judge(judged_setup,
     assert entry["tasks"]["truthfulqa"]["status"] == "skipped"
     assert entry["average"] == pytest.approx((100 * 2 / 3 + 100 * 2 / 3) / 2)
     assert entry["provenance"]["eval_settings"]["library_versions"]["lm-eval"] == "0.4.13"
+    # the stage record says where the time went: model load, each task's generation, each judge's scoring
+    # (truthfulqa was skipped before generating: no time of its own)
+    seconds = json.loads(out.with_suffix(".provenance.json").read_text())["seconds"]
+    assert set(seconds) == {"load_model", "alpaca_eval", "toxigen", "judge:alpaca_eval", "judge:toxigen"}
+    assert all(isinstance(v, float) and v >= 0 for v in seconds.values())
 
 
 def test_judge_that_fails_to_load_is_skipped_with_its_record_with_fake_judge(judged_setup, tmp_path):

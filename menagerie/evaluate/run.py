@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import time
 from pathlib import Path
 
 from menagerie import formats
@@ -43,11 +44,15 @@ def evaluate_model(config: dict, recipe_name: str, model_dir: Path, which: str, 
     native: dict[str, dict] = {}
     with stage_record("evaluate", out_file.with_suffix(".provenance.json"), recipe=recipe_name, which=which,
                       model=str(model_dir), input_sha256=file_hashes({k: v for k, v in data_files.items()})) as rec:
+        seconds: dict[str, float] = {}   # where the stage's time goes: import + engine start-up, each task
+        started = time.perf_counter()
         lm = harness.load_lm(model_dir, recipe["chat_format"], settings["backend"], settings["dtype"],
                              settings["batch_size"], seed=settings["seed"],
                              gpus=settings["resources"].get("gpus", 1))
+        seconds["load_model"] = round(time.perf_counter() - started, 2)
         pending: list[judged.Prepared] = []
         for task in suite_tasks(config, recipe):
+            started = time.perf_counter()
             if task["harness"] == "lm-eval":
                 data_file = data_files.get(task["dataset"]) if task.get("dataset") else None
                 tasks[task["name"]], native[task["name"]] = harness.run_lm_eval_task(lm, task, data_file,
@@ -63,22 +68,26 @@ def evaluate_model(config: dict, recipe_name: str, model_dir: Path, which: str, 
                     continue
                 judged.generate(lm, prepared)
                 pending.append(prepared)
+            seconds[task["name"]] = round(time.perf_counter() - started, 2)
         backend_settings = getattr(lm, "engine_settings", None)
         if pending:
             lm = None
             release_memory()
             for prepared in pending:
+                started = time.perf_counter()
                 try:
                     tasks[prepared.task["name"]] = judged.score(prepared, settings["seed"],
                                                                 loader=judge_loader or judged.load_judge)
                 except judged.Skipped as skip:
                     tasks[prepared.task["name"]] = skip.entry
+                seconds[f"judge:{prepared.task['name']}"] = round(time.perf_counter() - started, 2)
         result = {"recipe": recipe_name, "which": which, "model": str(model_dir), "backend": settings["backend"],
                   "backend_settings": backend_settings, "library_versions": harness.library_versions(),
                   "dtype": settings["dtype"], "batch_size": settings["batch_size"], "seed": settings["seed"],
                   "chat_format": recipe["chat_format"],
                   "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest(), "tasks": tasks}
         rec["tasks"] = {k: v.get("value", v["status"]) for k, v in tasks.items()}
+        rec["seconds"] = seconds
     (work_dir).mkdir(parents=True, exist_ok=True)
     with atomic_open(work_dir / "lm_eval_results.json") as handle:
         json.dump(native, handle, indent=1, sort_keys=True, default=str)

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from menagerie.report import validate_eval
+from workflow_copy import SNAKEMAKE, copy_workflow
 
-REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 OVERLAY = """
 suites:
   tiny-e2e:
@@ -35,26 +31,10 @@ recipes:
 """
 
 
-def project_copy(tmp: Path) -> Path:
-    """The workflow files in a scratch directory (results/ and resources/ of the checkout stay untouched)."""
-    work = tmp / "project"
-    work.mkdir()
-    for name in ("Snakefile", "config.yaml", "uv.lock"):
-        shutil.copy(REPO / name, work / name)
-    for name in ("rules", "scripts", "tasks", "profiles"):
-        shutil.copytree(REPO / name, work / name)
-    # reuse the downloaded wheel across runs (it is checked against its sha256 either way)
-    downloads = REPO / ".cache" / "downloads"
-    downloads.mkdir(parents=True, exist_ok=True)
-    (work / "resources").mkdir()
-    (work / "resources" / "downloads").symlink_to(downloads)
-    return work
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_tiny_twin_end_to_end(tmp_path):
-    work = project_copy(tmp_path)
+    work = copy_workflow(tmp_path / "project", share_downloads=True)
     (work / "e2e.yaml").write_text(OVERLAY)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [str(SNAKEMAKE), "--cores", "2", "--configfile", "e2e.yaml", "--config", "recipe=tiny-e2e"]
