@@ -77,7 +77,10 @@ def stage_resources(section):
     def lookup(wildcards):
         recipe = CONFIG["recipes"][wildcards.recipe]
         stage = section(wildcards) if callable(section) else section
-        settings = recipe["eval"] if stage == "eval" else (recipe["stages"].get(stage) or {})
+        if stage in ("eval", "contamination"):
+            settings = recipe[stage]
+        else:
+            settings = recipe["stages"].get(stage) or {}
         return settings.get("resources") or DEFAULT_RESOURCES
 
     return lookup

@@ -132,6 +132,12 @@ rule contamination:
     log:
         "logs/{recipe}/contamination.log",
     threads: workflow.cores
+    resources:
+        gpu=resource_getter("contamination", "gpu"),
+        gpu_model=resource_getter("contamination", "gpu_model"),
+        cpus_per_gpu=resource_getter("contamination", "cpus_per_gpu"),
+        mem_mb=resource_getter("contamination", "mem_mb"),
+        runtime=resource_getter("contamination", "runtime"),
     shell:
         run_stage("scripts/prepare_data.py contamination --config {RESOLVED_CONFIG} --recipe {wildcards.recipe} "
                   "--inputs {params.inputs} --report {output.report} --out-dir {output.clean}")

@@ -330,6 +330,8 @@ def _allowed(dotted: str) -> bool:
         return len(parts) >= 3 and parts[2] in ALLOWED_DATA
     if parts[0] == "stages":
         return len(parts) >= 3 and parts[2] in ALLOWED_STAGE
+    if parts[0] == "contamination":   # the gate's job runs on the CPU (its settings stay the parent's)
+        return len(parts) >= 2 and parts[1] == "resources"
     return False
 
 
