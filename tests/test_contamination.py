@@ -127,8 +127,12 @@ def test_recipes_get_default_gate():
 
     config = load_config("config.yaml")
     for name, recipe in config["recipes"].items():
-        assert recipe["contamination"] == {"methods": ["ngram", "embedding"], "ngram": 13, "cosine": 0.8,
-                                           "action": "drop", "guard": True, "embedding_budget": None}, name
+        gate = dict(recipe["contamination"])
+        resources = gate.pop("resources")
+        assert gate == {"methods": ["ngram", "embedding"], "ngram": 13, "cosine": 0.8,
+                        "action": "drop", "guard": True, "embedding_budget": None}, name
+        # the real recipes' gate job asks for a GPU (MiniLM over ~1.6M candidates of a Tulu-size mix); twins: CPU
+        assert resources["gpus"] == (0 if recipe.get("tiny") else 1), name
 
 
 def test_tiny_generated_data_passes_the_ngram_gate():
