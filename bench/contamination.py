@@ -215,19 +215,12 @@ class Phases:
 
 
 def run_ngram(rows: list[dict], eval_texts: list[str], planted: dict, phases: Phases) -> dict:
-    from menagerie.data.contamination import NgramIndex, guard_terms, guard_words, passes_guard
+    from menagerie.data.contamination import ngram_matches
     from menagerie.data.gate import row_texts
 
     with phases("texts"):
         texts = [row_texts(r)[0] for r in rows]
-    with phases("guard_terms"):
-        terms = [guard_terms(t) for t in eval_texts]
-    with phases("index"):
-        index = NgramIndex(eval_texts, 13)
-    with phases("query"):
-        hits = index.query(texts)
-    with phases("guard"):
-        found = [(r, i, s) for r, i, s in hits if passes_guard(terms[i], guard_words(texts[r]))]
+    found = ngram_matches(texts, eval_texts, 13, phase=phases)
     flagged = {r: i for r, i, _ in found}
     return {"flagged_rows": len(flagged),
             "planted_copies_caught": sum(flagged.get(r) == i for r, i in planted["copy"]),
@@ -237,7 +230,7 @@ def run_ngram(rows: list[dict], eval_texts: list[str], planted: dict, phases: Ph
 def run_embedding(rows: list[dict], eval_texts: list[str], planted: dict, phases: Phases, max_pairs: int) -> dict:
     import torch
 
-    import menagerie.data.contamination as contamination
+    from menagerie.data.contamination import lexical_candidates, score_candidates
     from menagerie.data.embeddings import encode
     from menagerie.data.gate import row_texts
 
@@ -245,21 +238,16 @@ def run_embedding(rows: list[dict], eval_texts: list[str], planted: dict, phases
     encode(["warm up"])   # model load outside the timings
     with phases("texts"):
         prompts = [row_texts(r)[1] for r in rows]
-    captured: dict = {}
-    original = contamination.lexical_candidates
-    contamination.lexical_candidates = lambda *a, **k: captured.setdefault("pairs", original(*a, **k))
     stats: dict = {}
-    found = contamination.embedding_matches(prompts, eval_texts, 0.8, True, stats=stats, max_pairs=max_pairs,
-                                            phase=phases)
-    contamination.lexical_candidates = original
-    kept = {(v[1], v[2]) for v in captured["pairs"]}
-    ranked = sorted(captured["pairs"])
-    position = {(v[1], v[2]): k for k, v in enumerate(ranked)}
+    candidates = lexical_candidates(prompts, eval_texts, stats=stats, phase=phases)
+    found = score_candidates(candidates, eval_texts, 0.8, max_pairs=max_pairs, stats=stats, phase=phases)
+    kept = {(v[1], v[2]) for v in candidates}
+    position = {(v[1], v[2]): k for k, v in enumerate(sorted(candidates))}
     flagged = {r: i for r, i, _ in found}
     embed_s = phases.rows["embed"]["s"]
     per_window = embed_s / max(stats["embedded_windows"] + stats["embedded_items"], 1)
-    all_windows = len({v[3] for v in captured["pairs"]})
-    all_items = len({v[2] for v in captured["pairs"]})
+    all_windows = len({v[3] for v in candidates})
+    all_items = len({v[2] for v in candidates})
     return {**stats, "rows": len(rows), "candidate_pairs_per_row": round(stats["candidate_pairs"] / len(rows), 2),
             "verified_pairs_per_row": round(stats["verified_pairs"] / len(rows), 3),
             "planted_in_candidates": {k: f"{sum(p in kept for p in planted[k])}/{len(planted[k])}"

@@ -42,7 +42,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from menagerie.data.contamination import OPERATIONS, _ranges, words
+from menagerie.data.contamination import OPERATIONS, _ranges, memoised, words
 
 DISTANCE = 3             # links join terms at most this many content words apart
 MIN_LINK_FRACTION = 0.15
@@ -140,20 +140,13 @@ class LexicalIndex:
             owners.append(owner[:-d][ok])
         return np.concatenate(keys), np.concatenate(owners)
 
+    def _code(self, token: str) -> int:
+        t = term(token)
+        return _SKIP if t is None else self.vocab.get(t, _OTHER)
+
     def _codes(self, tokens: list[str]) -> np.ndarray:
         """Per token: its term's vocabulary id, _OTHER for a content word no item has, _SKIP for stopwords."""
-        cache = self.cache
-        codes = list(map(cache.get, tokens))
-        if None in codes:
-            for i, value in enumerate(codes):
-                if value is None:
-                    token = tokens[i]
-                    value = cache.get(token)
-                    if value is None:
-                        t = term(token)
-                        value = cache[token] = _SKIP if t is None else self.vocab.get(t, _OTHER)
-                    codes[i] = value
-        return np.array(codes, dtype=np.int64)
+        return np.array(memoised(tokens, self.cache, self._code), dtype=np.int64)
 
     def candidates(self, texts: Sequence[str], min_fraction: float = MIN_LINK_FRACTION,
                    stats: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -237,9 +230,7 @@ class LexicalIndex:
         if len(pieces) < shortest:   # "crime rates?" is no paraphrase of "What are the crime rates in this area?"
             return "", 0.0, [], 0.0
         if len(pieces) <= size:
-            matched = sorted(t for t in weights if t in positions)
-            distinct = len({t if t >= 0 else ("?", i) for i, t in found})
-            return text, sum(weights[t] for t in matched), matched, len(matched) / max(distinct, 1)
+            return (text, *_measure(found, weights))
         if len(weights) < MIN_WINDOW_TERMS:   # a 2-word item inside a long text: any short phrase would do
             return "", 0.0, [], 0.0
         hits = sorted((index, t) for t in weights for index in positions.get(t, ()))
@@ -273,6 +264,12 @@ class LexicalIndex:
             else:
                 hi += 1
         inside = found[bisect_left(found_at, lo):bisect_right(found_at, hi)]
-        matched = sorted({t for _, t in inside if t in weights})
-        distinct = len({t if t >= 0 else ("?", i) for i, t in inside})
-        return " ".join(pieces[lo:hi + 1]), sum(weights[t] for t in matched), matched, len(matched) / max(distinct, 1)
+        return (" ".join(pieces[lo:hi + 1]), *_measure(inside, weights))
+
+
+def _measure(found: list[tuple[int, int]], weights: dict[int, float]) -> tuple[float, list[int], float]:
+    """(share of the item's term weight, the item's terms, density) of the content terms `found` in a text: density
+    is the share of its distinct content terms that are the item's (each unknown word counts as its own term)."""
+    matched = sorted({t for _, t in found if t in weights})
+    distinct = len({t if t >= 0 else ("?", i) for i, t in found})
+    return sum(weights[t] for t in matched), matched, len(matched) / max(distinct, 1)

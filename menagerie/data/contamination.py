@@ -94,17 +94,27 @@ def passes_guard(terms: tuple[frozenset[str], frozenset[str]], train_words: set[
     return (numbers - ops) <= train_words and entities <= train_words
 
 
-def _word_hashes(tokens: Sequence[str], cache: dict[str, int]) -> np.ndarray:
-    values = list(map(cache.get, tokens))   # one C-level pass; only unseen words take the Python branch
+def memoised(tokens: Sequence[str], cache: dict, compute: Callable[[str], int]) -> list[int]:
+    """`compute(token)` for every token, kept in `cache`: one C-level lookup pass over the tokens; only words not
+    seen before take the Python branch (the n-gram hashes here, the candidate terms in candidates.py)."""
+    values = list(map(cache.get, tokens))
     if None in values:
         for i, value in enumerate(values):
             if value is None:
                 token = tokens[i]
                 value = cache.get(token)
                 if value is None:
-                    value = cache[token] = (hash(token) * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & _MASK
+                    value = cache[token] = compute(token)
                 values[i] = value
-    return np.array(values, dtype=np.uint64)
+    return values
+
+
+def _word_hash(token: str) -> int:
+    return (hash(token) * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & _MASK
+
+
+def _word_hashes(tokens: Sequence[str], cache: dict[str, int]) -> np.ndarray:
+    return np.array(memoised(tokens, cache, _word_hash), dtype=np.uint64)
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -189,24 +199,30 @@ class NgramIndex:
         return found
 
 
+def _no_phases(name: str) -> AbstractContextManager:
+    return nullcontext()
+
+
 def ngram_matches(train_texts: Sequence[str], eval_texts: Sequence[str], n: int = 13,
-                  guard: bool = True, terms: Sequence | None = None) -> list[tuple[int, int, float]]:
+                  guard: bool = True, terms: Sequence | None = None,
+                  phase: Callable[[str], AbstractContextManager] = _no_phases) -> list[tuple[int, int, float]]:
     """(train index, eval index, score) for training texts that share an n-gram with an eval item.
 
-    `terms`: the eval items' ``guard_terms``, when the caller has them already."""
-    if guard and terms is None:
-        terms = [guard_terms(t) for t in eval_texts]
-    terms = terms if guard else None
-    out = []
-    for row, item, score in NgramIndex(eval_texts, n).query(train_texts):
-        if terms is None or passes_guard(terms[item], guard_words(train_texts[row])):
-            out.append((row, item, score))
-    return out
+    `terms`: the eval items' ``guard_terms``, when the caller has them already; `phase(name)` wraps each step."""
+    with phase("index"):
+        if guard and terms is None:
+            terms = [guard_terms(t) for t in eval_texts]
+        index = NgramIndex(eval_texts, n)
+    with phase("query"):
+        hits = index.query(train_texts)
+    with phase("guard"):
+        return [(row, item, score) for row, item, score in hits
+                if not guard or passes_guard(terms[item], guard_words(train_texts[row]))]
 
 
 def lexical_candidates(train_prompts: Sequence[str], eval_texts: Sequence[str], guard: bool = True,
                        terms: Sequence | None = None, stats: dict | None = None,
-                       phase: Callable[[str], AbstractContextManager] | None = None,
+                       phase: Callable[[str], AbstractContextManager] = _no_phases,
                        ) -> list[tuple[float, int, int, str]]:
     """The pairs the embedding method embeds: (-rank, train index, eval index, window text), best first per row.
 
@@ -219,7 +235,6 @@ def lexical_candidates(train_prompts: Sequence[str], eval_texts: Sequence[str], 
     from menagerie.data.candidates import MIN_CONTAINMENT, MIN_LINK_FRACTION, LexicalIndex
 
     stats = {} if stats is None else stats
-    phase = phase or (lambda name: nullcontext())
     with phase("index"):
         index = LexicalIndex(eval_texts)
         if guard and terms is None:
@@ -257,36 +272,43 @@ def lexical_candidates(train_prompts: Sequence[str], eval_texts: Sequence[str], 
 def embedding_matches(train_prompts: Sequence[str], eval_texts: Sequence[str], threshold: float = 0.8,
                       guard: bool = True, max_tokens: int = 128, terms: Sequence | None = None,
                       max_pairs: int | None = None, cache_dir: str | None = None, stats: dict | None = None,
-                      phase: Callable[[str], AbstractContextManager] | None = None) -> list[tuple[int, int, float]]:
-    """(train index, eval index, cosine) for prompts within `threshold` cosine of an eval item (MiniLM).
+                      phase: Callable[[str], AbstractContextManager] = _no_phases) -> list[tuple[int, int, float]]:
+    """(train index, eval index, cosine) for prompts within `threshold` cosine of an eval item (MiniLM): the
+    `lexical_candidates` of the prompts, scored by `score_candidates`."""
+    stats = {} if stats is None else stats
+    candidates = lexical_candidates(train_prompts, eval_texts, guard, terms, stats, phase)
+    return score_candidates(candidates, eval_texts, threshold, max_tokens, max_pairs, cache_dir, stats, phase)
 
-    Only `lexical_candidates` are embedded: each candidate's window once, each candidate item once (`cache_dir`:
-    item vectors kept by content hash across runs); a row's match is its best candidate at or above `threshold`.
+
+def score_candidates(candidates: list[tuple[float, int, int, str]], eval_texts: Sequence[str],
+                     threshold: float = 0.8, max_tokens: int = 128, max_pairs: int | None = None,
+                     cache_dir: str | None = None, stats: dict | None = None,
+                     phase: Callable[[str], AbstractContextManager] = _no_phases) -> list[tuple[int, int, float]]:
+    """Embed `lexical_candidates`' pairs: each candidate's window once, each candidate item once (`cache_dir`: item
+    vectors kept by content hash across runs); a row's match is its best candidate at or above `threshold`.
+
     With `max_pairs`, only that many candidates are embedded, best ranked first, and the rest are counted in
-    ``stats["unchecked_pairs"]``. `stats` receives the counts of every step; `phase(name)` wraps each step.
+    ``stats["unchecked_pairs"]``. `stats` receives the counts; `phase(name)` wraps each step.
     """
     from menagerie.data.embeddings import encode, encode_cached
 
     stats = {} if stats is None else stats
-    phase = phase or (lambda name: nullcontext())
-    verified = lexical_candidates(train_prompts, eval_texts, guard, terms, stats, phase)
-    if max_pairs is not None and len(verified) > max_pairs:
-        verified = sorted(verified)[:max_pairs]
-    stats["unchecked_pairs"] = stats["verified_pairs"] - len(verified)
+    checked = sorted(candidates)[:max_pairs] if max_pairs is not None else candidates
+    stats["unchecked_pairs"] = len(candidates) - len(checked)
     with phase("embed"):
-        windows = list(dict.fromkeys(v[3] for v in verified))
-        wanted = sorted({v[2] for v in verified})
+        windows = list(dict.fromkeys(v[3] for v in checked))
+        wanted = sorted({v[2] for v in checked})
         window_vec = encode(windows, max_tokens=max_tokens)
         cached: dict = {}
         item_vec = encode_cached([eval_texts[i] for i in wanted], max_tokens=max_tokens, cache_dir=cache_dir,
                                  stats=cached)
-        stats.update(embedded_pairs=len(verified), embedded_windows=len(windows), embedded_items=len(wanted),
+        stats.update(embedded_pairs=len(checked), embedded_windows=len(windows), embedded_items=len(wanted),
                      items_from_cache=cached.get("cache_hits", 0))
     with phase("score"):
         window_at = {w: k for k, w in enumerate(windows)}
         item_at = {i: k for k, i in enumerate(wanted)}
         best: dict[int, tuple[float, int]] = {}
-        for _, row, item, window in verified:
+        for _, row, item, window in checked:
             cosine = float(window_vec[window_at[window]] @ item_vec[item_at[item]])
             if cosine >= threshold and (row not in best or cosine > best[row][0]):
                 best[row] = (cosine, item)

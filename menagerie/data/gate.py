@@ -13,6 +13,7 @@ Action `drop` removes flagged rows, `warn` keeps them, `fail` raises one Contami
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from menagerie.data.contamination import embedding_matches, guard_terms, ngram_matches
@@ -27,8 +28,6 @@ EMBEDDING_COUNTS = ("skipped_items", "candidate_pairs", "verified_pairs", "rows_
 
 def embedding_cache_dir() -> str | None:
     """Eval-item vectors are cached across runs unless MENAGERIE_EMBEDDING_CACHE=off."""
-    import os
-
     from menagerie.data.embeddings import default_cache_dir
 
     return None if os.environ.get("MENAGERIE_EMBEDDING_CACHE") == "off" else str(default_cache_dir())
