@@ -13,10 +13,13 @@ Data (scale 1 = the target): 326,154 training rows (the Tulu V2 mix) and 50,000 
 * Planted, each on its own line inside a long row at a random place of the user turn: 100 verbatim copies of eval
   items, the 22 hand-written paraphrases and the 20 near misses of the planted test set. Every run reports what was
   caught, and where the paraphrases rank among the embedding method's candidates (what an ``embedding_budget``
-  must cover to check them).
+  must cover to check them). A planted row counts as caught (or, a near miss, as wrongly flagged) when it is
+  flagged against its own item; a flag against another item, from the generated text around it, counts among the
+  other rows flagged.
 
-Each (scale, method) runs in its own subprocess; every phase reports seconds and its own peak RSS (VmHWM, reset
-between phases), and the whole process its peak. The load average is printed: other jobs share the 2 cores.
+Each (scale, method) runs in its own subprocess, its row-wise work in ``--workers`` processes (default: the cores);
+every phase reports seconds, its own peak RSS (VmHWM, reset between phases) and the peak PSS of the process and its
+workers together, and the whole process its peak. The load average is printed: other jobs share the 2 cores.
 
   python bench/contamination.py                                  # 1/8, 1/4, 1/2 scale, both methods
   python bench/contamination.py --scales 1 --methods embedding
@@ -31,6 +34,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -172,14 +176,14 @@ def make_data(scale: float, corpus: Path | None, seed: int = 0) -> tuple[list[di
             rows.append({"id": f"r{lo + k}", "messages": [
                 {"role": "user", "content": " ".join(pieces[:cut])},
                 {"role": "assistant", "content": " ".join(pieces[cut:])}]})
-    planted: dict[str, list[tuple[int, int | None]]] = {"copy": [], "paraphrase": [], "near_miss": []}
+    planted: dict[str, list[tuple[int, int]]] = {"copy": [], "paraphrase": [], "near_miss": []}
     long_rows = np.nonzero(lengths >= 300)[0]
     chosen = rng.choice(long_rows, min(len(long_rows), COPIES + len(PARAPHRASES) + len(NEAR_MISSES)),
                         replace=False).tolist()
     copies = rng.choice(len(questions) or FULL_EVAL, COPIES, replace=False).tolist()
     jobs = [("copy", eval_texts[i], i) for i in copies]
     jobs += [("paraphrase", p, eval_texts.index(q)) for q, p in PARAPHRASES]
-    jobs += [("near_miss", m, None) for _, m in NEAR_MISSES]
+    jobs += [("near_miss", m, eval_texts.index(q)) for q, m in NEAR_MISSES]   # the item it nearly matches
     for row, (kind, text, item) in zip(chosen, jobs):   # on its own line, as a question in a prompt usually is
         user = rows[row]["messages"][0]
         pieces = user["content"].split(" ")
@@ -197,11 +201,38 @@ def _vm(field: str) -> float:
     return float("nan")
 
 
+def _tree_pss_gib() -> float:
+    """Proportional set size of this process and its worker processes together (shared pages counted once)."""
+    pids = [str(os.getpid())]
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            pids += (task / "children").read_text().split()
+        except OSError:
+            pass
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:   # a worker that just exited
+            pass
+    return total / 2**20
+
+
 class Phases:
-    """Seconds and peak RSS (VmHWM, reset at each phase start where the kernel allows it) per phase."""
+    """Seconds and peak memory per phase: this process's peak RSS (VmHWM, reset at each phase start where the kernel
+    allows it) and the peak PSS of this process and its workers together, sampled every 0.5 s."""
 
     def __init__(self):
         self.rows: dict[str, dict] = {}
+        self.tree_peak = 0.0
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while True:
+            self.tree_peak = max(self.tree_peak, _tree_pss_gib())
+            time.sleep(0.5)
 
     @contextmanager
     def __call__(self, name: str):
@@ -209,25 +240,29 @@ class Phases:
             Path("/proc/self/clear_refs").write_text("5")
         except OSError:
             pass
+        self.tree_peak = _tree_pss_gib()
         start = time.perf_counter()
         yield
-        self.rows[name] = {"s": round(time.perf_counter() - start, 1), "peak_gib": round(_vm("VmHWM"), 2)}
+        self.rows[name] = {"s": round(time.perf_counter() - start, 1), "peak_gib": round(_vm("VmHWM"), 2),
+                           "with_workers_pss_gib": round(max(self.tree_peak, _tree_pss_gib()), 2)}
 
 
-def run_ngram(rows: list[dict], eval_texts: list[str], planted: dict, phases: Phases) -> dict:
+def run_ngram(rows: list[dict], eval_texts: list[str], planted: dict, phases: Phases, workers: int) -> dict:
     from menagerie.data.contamination import ngram_matches
     from menagerie.data.gate import row_texts
 
     with phases("texts"):
         texts = [row_texts(r)[0] for r in rows]
-    found = ngram_matches(texts, eval_texts, 13, phase=phases)
+    found = ngram_matches(texts, eval_texts, 13, phase=phases, workers=workers)
     flagged = {r: i for r, i, _ in found}
     return {"flagged_rows": len(flagged),
             "planted_copies_caught": sum(flagged.get(r) == i for r, i in planted["copy"]),
-            "planted_near_misses_flagged": sum(r in flagged for r, _ in planted["near_miss"])}
+            "planted_near_misses_flagged": sum(flagged.get(r) == i for r, i in planted["near_miss"]),
+            "other_rows_flagged": len(set(flagged) - {r for k in planted for r, i in planted[k] if flagged.get(r) == i})}
 
 
-def run_embedding(rows: list[dict], eval_texts: list[str], planted: dict, phases: Phases, max_pairs: int) -> dict:
+def run_embedding(rows: list[dict], eval_texts: list[str], planted: dict, phases: Phases, max_pairs: int,
+                  workers: int) -> dict:
     import torch
 
     from menagerie.data.contamination import lexical_candidates, score_candidates
@@ -239,7 +274,7 @@ def run_embedding(rows: list[dict], eval_texts: list[str], planted: dict, phases
     with phases("texts"):
         prompts = [row_texts(r)[1] for r in rows]
     stats: dict = {}
-    candidates = lexical_candidates(prompts, eval_texts, stats=stats, phase=phases)
+    candidates = lexical_candidates(prompts, eval_texts, stats=stats, phase=phases, workers=workers)
     found = score_candidates(candidates, eval_texts, 0.8, max_pairs=max_pairs, stats=stats, phase=phases)
     kept = {(v[1], v[2]) for v in candidates}
     position = {(v[1], v[2]): k for k, v in enumerate(sorted(candidates))}
@@ -254,8 +289,9 @@ def run_embedding(rows: list[dict], eval_texts: list[str], planted: dict, phases
                                       for k in ("copy", "paraphrase")},
             "planted_paraphrase_ranks": sorted(position[p] for p in planted["paraphrase"] if p in position),
             "planted_paraphrases_flagged": sum(flagged.get(r) == i for r, i in planted["paraphrase"]),
-            "planted_near_misses_flagged": sum(r in flagged for r, _ in planted["near_miss"]),
-            "other_rows_flagged": len(set(flagged) - {r for k in planted for r, _ in planted[k]}),
+            "planted_near_misses_flagged": sum(flagged.get(r) == i for r, i in planted["near_miss"]),
+            "other_rows_flagged": len(set(flagged) - {r for k in planted for r, i in planted[k]
+                                                      if flagged.get(r) == i}),
             "embed_s_per_text": round(per_window, 3),
             "embed_all_candidates_s_extrapolated": round(per_window * (all_windows + all_items))}
 
@@ -267,14 +303,16 @@ def child(args: argparse.Namespace) -> None:
     data_s = round(time.perf_counter() - start, 1)
     words = sum(len(m["content"].split()) for r in rows for m in r["messages"])
     if args.method == "ngram":
-        result = run_ngram(rows, eval_texts, planted, phases)
+        result = run_ngram(rows, eval_texts, planted, phases, args.workers)
     else:
-        result = run_embedding(rows, eval_texts, planted, phases, args.embed_pairs)
+        result = run_embedding(rows, eval_texts, planted, phases, args.embed_pairs, args.workers)
     gate_s = round(sum(p["s"] for p in phases.rows.values()), 1)
-    print(json.dumps({"method": args.method, "scale": args.scale, "train_rows": len(rows),
+    print(json.dumps({"method": args.method, "scale": args.scale, "workers": args.workers, "train_rows": len(rows),
                       "words_per_row": round(words / len(rows)), "eval_items": len(eval_texts), "data_s": data_s,
                       "gate_s": gate_s, "phases": phases.rows, **result,
                       "process_peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+                      "worker_peak_rss_gib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20, 2),
+                      "peak_pss_with_workers_gib": max(p["with_workers_pss_gib"] for p in phases.rows.values()),
                       "loadavg": [round(x, 2) for x in os.getloadavg()]}))
 
 
@@ -285,6 +323,8 @@ def main() -> None:
     parser.add_argument("--embed-pairs", type=int, default=2000,
                         help="candidates actually embedded (best ranked); the rest are timed by extrapolation")
     parser.add_argument("--corpus", default=str(DEFAULT_CORPUS), help="real-text samples folder, or 'none' (Zipf)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes for the row-wise work (the gate job's threads); default: the cores")
     parser.add_argument("--method", choices=["ngram", "embedding"], help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -296,7 +336,7 @@ def main() -> None:
     for scale in args.scales:
         for method in args.methods:
             job = ["--method", method, "--scale", str(scale), "--embed-pairs", str(args.embed_pairs),
-                   "--corpus", args.corpus]
+                   "--corpus", args.corpus, "--workers", str(args.workers)]
             out = subprocess.run([sys.executable, __file__, *job], capture_output=True, text=True)
             lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
             print(lines[-1] if lines else f"FAILED {job}: {out.stderr[-2000:]}", flush=True)

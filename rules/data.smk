@@ -140,7 +140,8 @@ rule contamination:
         runtime=resource_getter("contamination", "runtime"),
     shell:
         run_stage("scripts/prepare_data.py contamination --config {RESOLVED_CONFIG} --recipe {wildcards.recipe} "
-                  "--inputs {params.inputs} --report {output.report} --out-dir {output.clean}")
+                  "--inputs {params.inputs} --report {output.report} --out-dir {output.clean} "
+                  "--workers {threads}")
 
 
 rule mixture:

@@ -60,7 +60,7 @@ def test_candidate_filter_rejects_unrelated_rows():
     eval_texts, _ = planted()
     prompts = [long_context("Explain how a hash table works.", k, 200) for k in range(50)]
     index = LexicalIndex(eval_texts)
-    rows, items, fractions = index.candidates(prompts)
+    rows, items, fractions, _ = index.candidates(prompts)
     assert len(rows) < 50 and (fractions >= 0.15).all()
     assert lexical_candidates(prompts, eval_texts) == []
 

@@ -123,11 +123,12 @@ class LexicalIndex:
         keys, owners = self._links(flat, owner)
         pairs = np.unique(np.stack([keys, owners], 1), axis=0) if len(keys) else np.zeros((0, 2), np.int64)
         self.link_keys, self.link_items = pairs[:, 0].copy(), pairs[:, 1].copy()
+        # each distinct key once: where its items start in link_items, and how many there are
+        self.key_set, self.key_start, self.key_items = np.unique(self.link_keys, return_index=True,
+                                                                 return_counts=True)
         self.links = np.bincount(self.link_items, minlength=n_items)
         self.skipped = int((self.links == 0).sum())   # fewer than two distinct terms: n-gram method only
-        self.row_df = np.zeros(size, dtype=np.int64)   # rows (of those queried) holding each term
         self.piece_terms: dict[str, tuple[int, ...]] = {}   # whitespace piece -> its term ids (occurrences)
-        self.rows_seen = 0
 
     def _links(self, codes: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(link key, owner) for every two distinct known terms at most `distance` content positions apart."""
@@ -149,12 +150,13 @@ class LexicalIndex:
         return np.array(memoised(tokens, self.cache, self._code), dtype=np.int64)
 
     def candidates(self, texts: Sequence[str], min_fraction: float = MIN_LINK_FRACTION,
-                   stats: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(row, item, fraction of the item's links in the row) for every pair at or above `min_fraction`."""
+                   stats: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(row, item, fraction of the item's links in the row) for every pair at or above `min_fraction`, and
+        per term how many of the texts hold it (the rows' document frequency, for ranking)."""
         out_r, out_i, out_f = [], [], []
         hits_total = 0
         n_items = len(self.lengths)
-        self.rows_seen += len(texts)
+        row_df = np.zeros(self.size, dtype=np.int64)
         for start in range(0, len(texts), CHUNK_ROWS):
             tokens = [words(t) for t in texts[start:start + CHUNK_ROWS]]
             flat = [w for row in tokens for w in row]
@@ -163,14 +165,16 @@ class LexicalIndex:
             codes = self._codes(flat)
             owner = np.repeat(np.arange(len(tokens), dtype=np.int64), [len(r) for r in tokens])
             known = codes >= 0
-            self.row_df += np.bincount(np.unique(owner[known] * self.size + codes[known]) % self.size,
-                                       minlength=self.size)
+            row_df += np.bincount(np.unique(owner[known] * self.size + codes[known]) % self.size,
+                                  minlength=self.size)
             content = codes != _SKIP
             keys, rows = self._links(codes[content], owner[content])
-            distinct = np.unique(rows * (self.size * self.size) + keys)
-            rows, keys = distinct // (self.size * self.size), distinct % (self.size * self.size)
-            lo = np.searchsorted(self.link_keys, keys, side="left")
-            n = np.searchsorted(self.link_keys, keys, side="right") - lo
+            at = np.searchsorted(self.key_set, keys).clip(max=len(self.key_set) - 1)
+            hit = self.key_set[at] == keys   # most of a row's links are no eval item's: drop them before dedup
+            rows, at = rows[hit], at[hit]
+            distinct = np.unique(rows * len(self.key_set) + at)   # a link twice in a row counts once
+            rows, at = distinct // len(self.key_set), distinct % len(self.key_set)
+            lo, n = self.key_start[at], self.key_items[at]
             hits_total += int(n.sum())
             pair = np.repeat(rows, n) * n_items + self.link_items[_ranges(lo, n)]
             pair, count = np.unique(pair, return_counts=True)
@@ -183,7 +187,7 @@ class LexicalIndex:
         if stats is not None:
             stats["link_hits"] = stats.get("link_hits", 0) + hits_total
         cat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
-        return cat(out_r, np.int64), cat(out_i, np.int64), cat(out_f, np.float64)
+        return cat(out_r, np.int64), cat(out_i, np.int64), cat(out_f, np.float64), row_df
 
     def item_weights(self, item: int) -> dict[int, float]:
         lo, hi = self.indptr[item], self.indptr[item + 1]

@@ -5,8 +5,9 @@ Two methods, each reporting (train row, eval item, score) pairs:
 * ``ngram`` — word n-grams (lowercased, punctuation stripped, ``1,000`` -> ``1000``). An eval item of m words
   contributes its min(n, m)-grams (GPT-3 style: an item shorter than n must appear whole); items under
   ``MIN_WORDS`` words are left to the embedding method. Eval n-grams are hashed (64-bit polynomial hashes over
-  per-word hashes) into one sorted array per length; training rows are hashed chunk by chunk with numpy and looked
-  up with ``searchsorted``: O(T log E) for T training and E eval n-grams, never pairwise. Score: the fraction of
+  per-word hashes) into one sorted array per length; training rows are hashed chunk by chunk with numpy, a bitmap of
+  the eval hashes' low bits drops most of their n-grams, and the rest are looked up with ``searchsorted``: O(T) plus
+  O(t log E) for T training n-grams, t of them past the bitmap and E eval n-grams, never pairwise. Score: the fraction of
   the eval item's n-grams present in the row. Checked text: the whole row (every message, input, chosen/rejected).
 * ``embedding`` — all-MiniLM-L6-v2 cosine between the row's prompt (user turns + input) and each eval item
   (Platypus's test-set exclusion, [PL] §2.2), computed for lexical candidates only (``lexical_candidates``,
@@ -14,6 +15,9 @@ Two methods, each reporting (train row, eval item, score) pairs:
   of the prompt, at most ``TOP_K`` per row. The candidate's window (the whole prompt when it is short, as before;
   the sentence around the match in a long one) is embedded, first 128 word pieces. A row's match is its best candidate
   at or above the threshold. Rows without candidates are never embedded.
+
+Both methods' row-wise work runs in `workers` forked processes over contiguous row ranges (menagerie/data/shards.py);
+the results do not depend on the number of workers.
 
 Guard (both methods, on by default): every number and unit word in the eval item, its operation class (add, sub, mul,
 div words or symbols), and every capitalised word that does not start
@@ -24,8 +28,10 @@ the same template with other numbers or names does not, and MiniLM alone cannot 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from typing import NamedTuple
 
 import numpy as np
 
@@ -60,38 +66,42 @@ UNITS = {"meter", "meters", "centimeter", "centimeters", "kilometer", "kilometer
 
 
 def _operations(tokens: set[str]) -> set[str]:
-    return {name for name, vocab in OPERATIONS.items() if tokens & vocab}
+    return {name for name, vocab in OPERATIONS.items() if not tokens.isdisjoint(vocab)}
+
+
+def _counted(word: str) -> bool:
+    """Words whose repeats the guard counts: numbers and units ("54 + 54" needs two 54s)."""
+    return word.isdigit() or word in UNITS
 
 
 def guard_words(text: str) -> set[str]:
-    """The words of `text`, repeats counted: the second "54" is "54#2", so "54 + 54" needs two 54s to match."""
-    seen: dict[str, int] = {}
-    out = set()
-    for word in words(text):
-        seen[word] = seen.get(word, 0) + 1
-        out.add(word if seen[word] == 1 else f"{word}#{seen[word]}")
+    """The words of `text`, repeats of numbers and units counted: the second "54" is "54#2"."""
+    counts = Counter(words(text))
+    out = set(counts)
+    for word, count in counts.items():
+        if count > 1 and _counted(word):
+            out.update(f"{word}#{k}" for k in range(2, count + 1))
     return out
 
 
-def guard_terms(text: str) -> tuple[frozenset[str], frozenset[str]]:
-    """(numbers and units, named entities) of an eval item: what a copy or paraphrase must keep."""
-    tokens = words(text)
-    numbers = frozenset(w for w in guard_words(text) if w.split("#")[0].isdigit() or w.split("#")[0] in UNITS)
-    numbers |= {f"op:{o}" for o in _operations(set(tokens))}
-    entities = set()
+class GuardTerms(NamedTuple):
+    """What a copy or paraphrase of an eval item must keep."""
+    words: frozenset[str]   # its numbers and units (repeats marked, see guard_words) and named entities, all of them
+    ops: frozenset[str]     # its operation classes (add, sub, mul, div): at least one of them
+
+
+def guard_terms(text: str) -> GuardTerms:
+    """The guard terms of an eval item (see the module doc)."""
+    kept = {w for w in guard_words(text) if _counted(w.split("#")[0])}
     for match in _CAPITALISED.finditer(text):
         before = text[:match.start()].rstrip()
         if before and before[-1] not in ".!?:;\"'>|([{" and not text[match.start() - 1:match.start()].isalnum():
-            entities.add(match.group().lower())
-    return numbers, frozenset(entities)
+            kept.add(match.group().lower())
+    return GuardTerms(frozenset(kept), frozenset(_operations(set(words(text)))))
 
 
-def passes_guard(terms: tuple[frozenset[str], frozenset[str]], train_words: set[str]) -> bool:
-    numbers, entities = terms
-    ops = {t for t in numbers if t.startswith("op:")}
-    if ops and not ({f"op:{o}" for o in _operations(train_words)} & ops):
-        return False
-    return (numbers - ops) <= train_words and entities <= train_words
+def passes_guard(terms: GuardTerms, train_words: set[str]) -> bool:
+    return terms.words <= train_words and (not terms.ops or bool(terms.ops & _operations(train_words)))
 
 
 def memoised(tokens: Sequence[str], cache: dict, compute: Callable[[str], int]) -> list[int]:
@@ -159,6 +169,14 @@ class NgramIndex:
             owners = np.concatenate([np.full(len(g), i, dtype=np.int64) for g, i in parts])
             order = np.argsort(keys, kind="stable")
             self.tables[length] = (keys[order], owners[order])
+        # per length, a bitmap of the keys' low bits: most of a row's n-grams are no item's and are dropped by one
+        # array lookup instead of a binary search (a few percent of false positives go on to the search)
+        self.filters = {}
+        for length, (keys, _) in self.tables.items():
+            bits = int(min(24, max(12, np.ceil(np.log2(len(keys) * 16)))))
+            bitmap = np.zeros(1 << bits, dtype=bool)
+            bitmap[keys & np.uint64((1 << bits) - 1)] = True
+            self.filters[length] = (bitmap, np.uint64((1 << bits) - 1))
 
     def query(self, texts: Sequence[str]) -> list[tuple[int, int, float]]:
         """(text index, best eval item, fraction of its n-grams found) for every text with a hit."""
@@ -176,13 +194,15 @@ class NgramIndex:
             pairs = []
             for length, grams in _rolling(hashes, lengths).items():
                 keys, owners = self.tables[length]
-                same_row = row_of[:len(grams)] == row_of[length - 1:]
-                pos = np.searchsorted(keys, grams).clip(max=len(keys) - 1)
-                hit = same_row & (keys[pos] == grams)
+                bitmap, mask = self.filters[length]
+                maybe = np.flatnonzero(bitmap[grams & mask])
+                maybe = maybe[row_of[maybe] == row_of[maybe + length - 1]]   # the n-gram lies inside one row
+                pos = np.searchsorted(keys, grams[maybe]).clip(max=len(keys) - 1)
+                hit = keys[pos] == grams[maybe]
                 if hit.any():   # an n-gram several items share (a template) counts for each of them
-                    matched, first = grams[hit], pos[hit]
+                    matched, first = grams[maybe[hit]], pos[hit]
                     count = np.searchsorted(keys, matched, side="right") - first
-                    pairs.append(np.stack([np.repeat(row_of[:len(grams)][hit], count),
+                    pairs.append(np.stack([np.repeat(row_of[maybe[hit]], count),
                                            owners[_ranges(first, count)],
                                            np.repeat(matched.view(np.int64), count)], 1))
             if not pairs:
@@ -205,16 +225,23 @@ def _no_phases(name: str) -> AbstractContextManager:
 
 def ngram_matches(train_texts: Sequence[str], eval_texts: Sequence[str], n: int = 13,
                   guard: bool = True, terms: Sequence | None = None,
-                  phase: Callable[[str], AbstractContextManager] = _no_phases) -> list[tuple[int, int, float]]:
+                  phase: Callable[[str], AbstractContextManager] = _no_phases,
+                  workers: int = 1) -> list[tuple[int, int, float]]:
     """(train index, eval index, score) for training texts that share an n-gram with an eval item.
 
-    `terms`: the eval items' ``guard_terms``, when the caller has them already; `phase(name)` wraps each step."""
+    `terms`: the eval items' ``guard_terms``, when the caller has them already; `phase(name)` wraps each step;
+    `workers`: processes for the lookups."""
+    from menagerie.data.shards import map_shards
+
     with phase("index"):
         if guard and terms is None:
             terms = [guard_terms(t) for t in eval_texts]
         index = NgramIndex(eval_texts, n)
     with phase("query"):
-        hits = index.query(train_texts)
+        def lookup(lo: int, hi: int) -> list[tuple[int, int, float]]:
+            return [(lo + row, item, score) for row, item, score in index.query(train_texts[lo:hi])]
+
+        hits = [hit for part in map_shards(lookup, len(train_texts), workers) for hit in part]
     with phase("guard"):
         return [(row, item, score) for row, item, score in hits
                 if not guard or passes_guard(terms[item], guard_words(train_texts[row]))]
@@ -222,7 +249,7 @@ def ngram_matches(train_texts: Sequence[str], eval_texts: Sequence[str], n: int 
 
 def lexical_candidates(train_prompts: Sequence[str], eval_texts: Sequence[str], guard: bool = True,
                        terms: Sequence | None = None, stats: dict | None = None,
-                       phase: Callable[[str], AbstractContextManager] = _no_phases,
+                       phase: Callable[[str], AbstractContextManager] = _no_phases, workers: int = 1,
                        ) -> list[tuple[float, int, int, str]]:
     """The pairs the embedding method embeds: (-rank, train index, eval index, window text), best first per row.
 
@@ -230,9 +257,12 @@ def lexical_candidates(train_prompts: Sequence[str], eval_texts: Sequence[str], 
     holds at least ``MIN_CONTAINMENT`` of the item's term weight and (with `guard`) the prompt and the window pass the
     guard; a row keeps its ``TOP_K`` best. Rank: window containment x window density (share of its content terms
     that are the item's) x the summed rarity (log inverse row frequency) of the item's terms in it, so a dense,
-    specific match ranks above common words scattered in a long text. See candidates.py.
+    specific match ranks above common words scattered in a long text. See candidates.py. Two passes over the rows,
+    each in `workers` processes: link candidates and term row frequencies, then (with the rarities of all rows)
+    the windows.
     """
-    from menagerie.data.candidates import MIN_CONTAINMENT, MIN_LINK_FRACTION, LexicalIndex
+    from menagerie.data.candidates import LexicalIndex
+    from menagerie.data.shards import map_shards
 
     stats = {} if stats is None else stats
     with phase("index"):
@@ -240,43 +270,67 @@ def lexical_candidates(train_prompts: Sequence[str], eval_texts: Sequence[str], 
         if guard and terms is None:
             terms = [guard_terms(t) for t in eval_texts]
     with phase("candidates"):
-        rows, items, _ = index.candidates(train_prompts, MIN_LINK_FRACTION, stats)
+        def propose(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+            counts: dict = {}
+            rows, items, _, row_df = index.candidates(train_prompts[lo:hi], stats=counts)
+            return lo + rows, items, row_df, counts.get("link_hits", 0)
+
+        parts = map_shards(propose, len(train_prompts), workers)
+        rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+        items = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+        row_df = sum((p[2] for p in parts), np.zeros(index.size, np.int64))
+        stats["link_hits"] = stats.get("link_hits", 0) + sum(p[3] for p in parts)
     with phase("verify"):
         order = np.lexsort((items, rows))
-        rows, items = rows[order].tolist(), items[order].tolist()
-        idf = np.log((index.rows_seen + 1) / (index.row_df + 1))   # how rare each term is in these rows
-        verified: list[tuple[float, int, int, str]] = []
-        per_row: list[tuple[float, int, int, str]] = []
-        row_words, occurrences, current = None, None, None
-        for row, item in zip(rows, items):
-            prompt = train_prompts[row]
-            if row != current:
-                verified += sorted(per_row)[:TOP_K]
-                per_row, current, occurrences = [], row, None
-                row_words = guard_words(prompt) if guard else None
-            if guard and not passes_guard(terms[item], row_words):
-                continue
-            occurrences = occurrences or index.occurrences(prompt)
-            window, containment, matched, density = index.window(prompt, item, occurrences)
-            if containment < MIN_CONTAINMENT - 1e-9:
-                continue
-            if guard and window is not prompt and not passes_guard(terms[item], guard_words(window)):
-                continue
-            per_row.append((-containment * density * float(idf[matched].sum()), row, item, window))
-        verified += sorted(per_row)[:TOP_K]
+        rows, items = rows[order], items[order]
+        idf = np.log((len(train_prompts) + 1) / (row_df + 1))   # how rare each term is in these rows
+
+        def check(lo: int, hi: int) -> list[tuple[float, int, int, str]]:
+            a, b = np.searchsorted(rows, [lo, hi])
+            return _verify(index, train_prompts, rows[a:b].tolist(), items[a:b].tolist(), idf,
+                           terms if guard else None)
+
+        verified = [v for part in map_shards(check, len(train_prompts), workers) for v in part]
         stats.update(skipped_items=index.skipped, candidate_pairs=len(rows), verified_pairs=len(verified),
                      rows_with_candidates=len({v[1] for v in verified}))
     return verified
 
 
+def _verify(index, prompts: Sequence[str], rows: list[int], items: list[int], idf: np.ndarray,
+            terms: Sequence | None) -> list[tuple[float, int, int, str]]:
+    """`lexical_candidates`' window check of (row, item) pairs sorted by row: each row's ``TOP_K`` best."""
+    from menagerie.data.candidates import MIN_CONTAINMENT
+
+    verified: list[tuple[float, int, int, str]] = []
+    per_row: list[tuple[float, int, int, str]] = []
+    row_words, occurrences, current = None, None, None
+    for row, item in zip(rows, items):
+        prompt = prompts[row]
+        if row != current:
+            verified += sorted(per_row)[:TOP_K]
+            per_row, current, occurrences = [], row, None
+            row_words = guard_words(prompt) if terms is not None else None
+        if terms is not None and not passes_guard(terms[item], row_words):
+            continue
+        occurrences = occurrences or index.occurrences(prompt)
+        window, containment, matched, density = index.window(prompt, item, occurrences)
+        if containment < MIN_CONTAINMENT - 1e-9:
+            continue
+        if terms is not None and window is not prompt and not passes_guard(terms[item], guard_words(window)):
+            continue
+        per_row.append((-containment * density * float(idf[matched].sum()), row, item, window))
+    return verified + sorted(per_row)[:TOP_K]
+
+
 def embedding_matches(train_prompts: Sequence[str], eval_texts: Sequence[str], threshold: float = 0.8,
                       guard: bool = True, max_tokens: int = 128, terms: Sequence | None = None,
                       max_pairs: int | None = None, cache_dir: str | None = None, stats: dict | None = None,
-                      phase: Callable[[str], AbstractContextManager] = _no_phases) -> list[tuple[int, int, float]]:
+                      phase: Callable[[str], AbstractContextManager] = _no_phases,
+                      workers: int = 1) -> list[tuple[int, int, float]]:
     """(train index, eval index, cosine) for prompts within `threshold` cosine of an eval item (MiniLM): the
-    `lexical_candidates` of the prompts, scored by `score_candidates`."""
+    `lexical_candidates` of the prompts (`workers` processes), scored by `score_candidates`."""
     stats = {} if stats is None else stats
-    candidates = lexical_candidates(train_prompts, eval_texts, guard, terms, stats, phase)
+    candidates = lexical_candidates(train_prompts, eval_texts, guard, terms, stats, phase, workers)
     return score_candidates(candidates, eval_texts, threshold, max_tokens, max_pairs, cache_dir, stats, phase)
 
 

@@ -76,20 +76,22 @@ def eval_items(config: dict, recipe_name: str, eval_files: dict[str, str]) -> tu
     return items, unchecked
 
 
-def find_pairs(rows: list[dict], items: list[dict], settings: dict, stats: dict | None = None) -> list[dict]:
+def find_pairs(rows: list[dict], items: list[dict], settings: dict, stats: dict | None = None,
+               workers: int = 1) -> list[dict]:
     """Flagged (row, item) pairs of one part, at most one per method and row; `stats` gets the embedding
-    method's candidate counts (see `embedding_matches`)."""
+    method's candidate counts (see `embedding_matches`); `workers`: processes for the row-wise work."""
     texts = [row_texts(r) for r in rows]
     eval_texts = [i["text"] for i in items]
     terms = [guard_terms(t) for t in eval_texts] if settings["guard"] else None
     found = []
     if "ngram" in settings["methods"]:
         found += [("ngram", *m) for m in ngram_matches([t[0] for t in texts], eval_texts, settings["ngram"],
-                                                       settings["guard"], terms=terms)]
+                                                       settings["guard"], terms=terms, workers=workers)]
     if "embedding" in settings["methods"]:
         found += [("embedding", *m) for m in embedding_matches(
             [t[1] for t in texts], eval_texts, settings["cosine"], settings["guard"], terms=terms,
-            max_pairs=settings.get("embedding_budget"), cache_dir=embedding_cache_dir(), stats=stats)]
+            max_pairs=settings.get("embedding_budget"), cache_dir=embedding_cache_dir(), stats=stats,
+            workers=workers)]
     return [{"row": row, "train_id": rows[row].get("id"), "method": method, "score": round(score, 4),
              "eval_task": items[item]["task"], "eval_id": items[item]["id"],
              "train_text": texts[row][0 if method == "ngram" else 1], "eval_text": items[item]["text"]}
@@ -97,12 +99,13 @@ def find_pairs(rows: list[dict], items: list[dict], settings: dict, stats: dict 
 
 
 def run_gate(recipe_name: str, settings: dict, parts: dict[str, list[dict]],
-             items: list[dict], unchecked: list[str]) -> tuple[dict[str, list[dict]], dict]:
-    """Filter every part per `settings` (the recipe's data.contamination); returns (kept rows per part, report)."""
+             items: list[dict], unchecked: list[str], workers: int = 1) -> tuple[dict[str, list[dict]], dict]:
+    """Filter every part per `settings` (the recipe's data.contamination); returns (kept rows per part, report).
+    `workers`: processes for the row-wise work, a runtime knob (the job's threads) that changes no result."""
     pairs, kept, summary_parts = {}, {}, {}
     for part, rows in parts.items():
         counts: dict = {}
-        found = find_pairs(rows, items, settings, counts) if items else []
+        found = find_pairs(rows, items, settings, counts, workers) if items else []
         flagged = {p["row"] for p in found}
         pairs[part] = found
         kept[part] = rows if settings["action"] == "warn" else [r for i, r in enumerate(rows) if i not in flagged]
