@@ -247,6 +247,15 @@ class Phases:
                            "with_workers_pss_gib": round(max(self.tree_peak, _tree_pss_gib()), 2)}
 
 
+def caught(flagged: dict[int, int], planted: dict, *kinds: str) -> dict:
+    """Planted rows of each kind flagged against their own item, and the other rows flagged (module doc)."""
+    names = {"copy": "planted_copies_caught", "paraphrase": "planted_paraphrases_flagged",
+             "near_miss": "planted_near_misses_flagged"}
+    own = {r for rows in planted.values() for r, i in rows if flagged.get(r) == i}
+    return {**{names[k]: sum(flagged.get(r) == i for r, i in planted[k]) for k in kinds},
+            "other_rows_flagged": len(set(flagged) - own)}
+
+
 def run_ngram(rows: list[dict], eval_texts: list[str], planted: dict, phases: Phases, workers: int) -> dict:
     from menagerie.data.contamination import ngram_matches
     from menagerie.data.gate import row_texts
@@ -256,9 +265,7 @@ def run_ngram(rows: list[dict], eval_texts: list[str], planted: dict, phases: Ph
     found = ngram_matches(texts, eval_texts, 13, phase=phases, workers=workers)
     flagged = {r: i for r, i, _ in found}
     return {"flagged_rows": len(flagged),
-            "planted_copies_caught": sum(flagged.get(r) == i for r, i in planted["copy"]),
-            "planted_near_misses_flagged": sum(flagged.get(r) == i for r, i in planted["near_miss"]),
-            "other_rows_flagged": len(set(flagged) - {r for k in planted for r, i in planted[k] if flagged.get(r) == i})}
+            **caught(flagged, planted, "copy", "near_miss")}
 
 
 def run_embedding(rows: list[dict], eval_texts: list[str], planted: dict, phases: Phases, max_pairs: int,
@@ -288,10 +295,7 @@ def run_embedding(rows: list[dict], eval_texts: list[str], planted: dict, phases
             "planted_in_candidates": {k: f"{sum(p in kept for p in planted[k])}/{len(planted[k])}"
                                       for k in ("copy", "paraphrase")},
             "planted_paraphrase_ranks": sorted(position[p] for p in planted["paraphrase"] if p in position),
-            "planted_paraphrases_flagged": sum(flagged.get(r) == i for r, i in planted["paraphrase"]),
-            "planted_near_misses_flagged": sum(flagged.get(r) == i for r, i in planted["near_miss"]),
-            "other_rows_flagged": len(set(flagged) - {r for k in planted for r, i in planted[k]
-                                                      if flagged.get(r) == i}),
+            **caught(flagged, planted, "paraphrase", "near_miss"),
             "embed_s_per_text": round(per_window, 3),
             "embed_all_candidates_s_extrapolated": round(per_window * (all_windows + all_items))}
 

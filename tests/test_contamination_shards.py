@@ -7,7 +7,7 @@ import os
 import pytest
 
 from contamination_planted import FILLER, long_context, planted
-from menagerie.data import shards
+from menagerie.data import embeddings, shards
 from menagerie.data.contamination import lexical_candidates, ngram_matches
 from menagerie.data.gate import row_texts
 
@@ -29,7 +29,11 @@ def test_map_shards_runs_in_other_processes_and_keeps_range_order():
 
 @pytest.fixture(scope="module")
 def rows_and_items():
-    """The planted rows inside long prose, among 4,500 shorter filler rows: enough rows for two workers."""
+    """The planted rows inside long prose, among 4,500 shorter filler rows: enough rows for two workers.
+
+    MiniLM runs first, as in the gate's second part (its workers fork after the first part's embeddings started
+    torch's threads)."""
+    embeddings.encode(["warm up"])
     eval_texts, planted_rows = planted()
     texts = [long_context(row_texts(r)[1], k) for k, r in enumerate(planted_rows)]
     texts += [long_context(FILLER[k % len(FILLER)], 1000 + k, 60) for k in range(4500)]
@@ -37,6 +41,7 @@ def rows_and_items():
     return [texts[k] for k in order], eval_texts
 
 
+@pytest.mark.timeout(300)
 def test_lexical_candidates_do_not_depend_on_workers(rows_and_items):
     texts, eval_texts = rows_and_items
     one, two = {}, {}
@@ -46,6 +51,7 @@ def test_lexical_candidates_do_not_depend_on_workers(rows_and_items):
     assert one == two
 
 
+@pytest.mark.timeout(300)
 def test_ngram_matches_do_not_depend_on_workers(rows_and_items):
     texts, eval_texts = rows_and_items
     serial = ngram_matches(texts, eval_texts, workers=1)

@@ -31,9 +31,12 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from menagerie.data.candidates import LexicalIndex
 
 MIN_WORDS = 3
 TOP_K = 8
@@ -296,7 +299,7 @@ def lexical_candidates(train_prompts: Sequence[str], eval_texts: Sequence[str], 
     return verified
 
 
-def _verify(index, prompts: Sequence[str], rows: list[int], items: list[int], idf: np.ndarray,
+def _verify(index: LexicalIndex, prompts: Sequence[str], rows: list[int], items: list[int], idf: np.ndarray,
             terms: Sequence | None) -> list[tuple[float, int, int, str]]:
     """`lexical_candidates`' window check of (row, item) pairs sorted by row: each row's ``TOP_K`` best."""
     from menagerie.data.candidates import MIN_CONTAINMENT
