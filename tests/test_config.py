@@ -472,7 +472,7 @@ def test_extends_synthetic_three_level_chain_with_null_and_defaults(raw):
     assert sft["warmup_ratio"] == 0                                            # deleted by mid, default refilled
     assert leaf["eval"] == {"suites": ["tiny"], "batch_size": 2, "backend": "vllm", "dtype": "bfloat16",
                             "seed": 1234, "compare_base": True,
-                            "resources": {"gpus": 0, "gpu_model": None, "cpus_per_gpu": 8, "mem_gb": 8,
+                            "resources": {"nodes": 1, "gpus": 0, "gpu_model": None, "cpus_per_gpu": 8, "mem_gb": 8,
                                           "runtime_min": 60}}   # an absent resources block gets every default
 
 
@@ -482,7 +482,7 @@ def test_defaults_are_filled_after_resolution(raw):
     config = validate_config(cfg)
     recipe = config["recipes"]["plain"]
     sft = recipe["stages"]["sft"]
-    assert sft["resources"] == {"gpus": 0, "gpu_model": None, "cpus_per_gpu": 8, "mem_gb": 4, "runtime_min": 60}
+    assert sft["resources"] == {"nodes": 1, "gpus": 0, "gpu_model": None, "cpus_per_gpu": 8, "mem_gb": 4, "runtime_min": 60}
     assert recipe["eval"]["backend"] == "vllm"
     assert recipe["eval"]["resources"]["gpus"] == 0
     assert recipe["tiny"] is False
