@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from menagerie.config import load_config  # noqa: E402
-from menagerie.train.common import plot_loss_curve  # noqa: E402
+from menagerie.train.artifacts import plot_loss_curve  # noqa: E402
 from recipes import CONFIG_PATH  # noqa: E402
 
 

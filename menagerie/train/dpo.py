@@ -6,7 +6,7 @@ from pathlib import Path
 
 from menagerie import formats
 from menagerie.provenance import file_hashes, stage_record
-from menagerie.train import common
+from menagerie.train import artifacts, common
 from menagerie.train.sft import load_tokenizer, read_jsonl
 
 
@@ -46,7 +46,7 @@ def run_dpo(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, v
         card = [f"DPO stage of recipe `{recipe_name}` ({stage['method']}, beta {stage['beta']}) on `{model_dir}`.",
                 f"{len(train)} preference pairs; reference model: the policy's starting weights "
                 f"({'adapter disabled' if stage['method'] != 'full' else 'a frozen copy'})."]
-        record["metrics"] = common.save_artifacts(trainer, tokenizer, tmp, formats.chat_template_jinja(
+        record["metrics"] = artifacts.save_artifacts(trainer, tokenizer, tmp, formats.chat_template_jinja(
             recipe["chat_format"]), card, f"{recipe_name} / dpo")
         rewards = [e for e in trainer.state.log_history if "rewards/accuracies" in e]
         if rewards:

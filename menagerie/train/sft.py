@@ -8,7 +8,7 @@ from pathlib import Path
 from menagerie import formats
 from menagerie.errors import MenagerieError
 from menagerie.provenance import file_hashes, stage_record
-from menagerie.train import common
+from menagerie.train import artifacts, common
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -69,7 +69,7 @@ def run_sft(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, v
                 f"Chat format: {recipe['chat_format']}; {len(train)} training rows, {len(val)} validation rows; "
                 f"global batch {batch['global_batch_size']} = {batch['micro_batch_size']} x "
                 f"{batch['gradient_accumulation_steps']} accumulation x {batch['processes']} process(es)."]
-        record["metrics"] = common.save_artifacts(trainer, tokenizer, tmp, formats.chat_template_jinja(
+        record["metrics"] = artifacts.save_artifacts(trainer, tokenizer, tmp, formats.chat_template_jinja(
             recipe["chat_format"]), card, f"{recipe_name} / sft")
         record["stopped_for_budget"] = budget.stopped_for_budget
         record["gpu_hours"] = round(budget.used_gpu_hours(), 4) if stage["resources"]["gpus"] else 0.0
