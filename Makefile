@@ -35,7 +35,7 @@ help:
 $(UV):
 	python3 -m pip install --quiet --disable-pip-version-check --target .tools/uv uv==$(UV_VERSION)
 
-# The environment is the uv lock, exactly (torch comes from the machine's CPU wheel: pyproject [tool.uv.sources]).
+# The environment is the uv lock, exactly (`cpu` extra: torch from the machine's CPU wheel, pyproject [tool.uv.sources]).
 $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --extra cpu --python "$$(command -v python3)"
 	touch $@

