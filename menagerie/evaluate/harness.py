@@ -292,19 +292,31 @@ def run_lm_eval_task(lm, task: dict, data_files: Path | dict | None, seed: int) 
     """Run one suite task; returns (our entry, lm-eval's native results for it)."""
     import lm_eval
 
+    from menagerie.evaluate import selection
+
     spec = task_spec(task, data_files)
     chat = bool(task["chat_format"])
     fewshot_format = task.get("fewshot_format") or "multiturn"
     multiturn = bool(chat and task["num_fewshot"] and fewshot_format == "multiturn")
     limit, samples = limit_args(task)
     folding = single_user_turn(lm) if chat and fewshot_format == "single_user_turn" else _nothing()
+    chosen = None
     try:
+        built = build(spec)
+        if selection.needs_preparing(task):
+            # the task objects are built here so the items and exemplars can be chosen (and passages cut) first
+            built, leaves = _built_objects(built)
+            chosen, selected = selection.prepare(task, leaves, getattr(lm, "tokenizer", None))
+            if chosen is not None:
+                limit, samples = None, chosen
         with folding:
             out = lm_eval.simple_evaluate(
-                model=lm, tasks=[build(spec)], task_manager=task_manager(), num_fewshot=task["num_fewshot"],
+                model=lm, tasks=[built], task_manager=task_manager(), num_fewshot=task["num_fewshot"],
                 limit=limit, samples=samples, apply_chat_template=chat, fewshot_as_multiturn=multiturn,
                 log_samples=False, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
                 fewshot_random_seed=seed, bootstrap_iters=1000)
+    except MenagerieError:
+        raise
     except Exception as exc:  # noqa: BLE001 - hub data offline: recorded as skipped, with the reason
         if data_files is not None:
             raise MenagerieError(f"lm-eval task {task['name']} on {data_files} failed: {exc}") from exc
@@ -334,6 +346,8 @@ def run_lm_eval_task(lm, task: dict, data_files: Path | dict | None, seed: int) 
              "configs_sha256": hashlib.sha256(json.dumps(out.get("configs", {}), sort_keys=True,
                                                          default=str).encode()).hexdigest(),
              "lm_eval_version": out.get("lm_eval_version") or _lm_eval_version()}
+    if selection.needs_preparing(task):
+        entry["selection"] = selected
     if subtasks:
         entry["subtasks"] = {sub: {**s, "value": s["value"] * task["scale"] if s["value"] is not None else None}
                              for sub, s in sorted(subtasks.items())}
@@ -345,6 +359,22 @@ def run_lm_eval_task(lm, task: dict, data_files: Path | dict | None, seed: int) 
                                   "higher_is_better", "n-samples", "config", "git_hash", "date", "lm_eval_version",
                                   "transformers_version") if k in out}
     return entry, json.loads(json.dumps(native, default=str))
+
+
+def _built_objects(built):
+    """(the Task or Group object lm-eval evaluates, {leaf task name: Task}) for a spec from build()."""
+    loaded = task_manager().load([built])
+    tops = [*loaded["groups"].values()] or [*loaded["tasks"].values()]
+    top = next((g for g in tops if getattr(g, "name", None) == _spec_name(built)), tops[0])
+    return top, loaded["tasks"]
+
+
+def _spec_name(spec) -> str | None:
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, dict):
+        return spec.get("group") or spec.get("task")
+    return getattr(spec, "name", None)
 
 
 @contextmanager
