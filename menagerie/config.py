@@ -241,6 +241,20 @@ def _check_references(config: dict) -> None:
                 if task.get(role) and task[role] not in (config.get("judges") or {}):
                     raise ConfigError(f"suite '{suite}': key '{i}.{role}' names unknown judge '{task[role]}' "
                                       f"(known: {', '.join(sorted(config.get('judges') or {})) or 'none'})")
+    for name, average in (config.get("averages") or {}).items():
+        where = f"averages.{name}"
+        if average["suite"] not in suites:
+            raise ConfigError(f"{where}: key 'suite' names unknown suite '{average['suite']}'")
+        by_name = {t["name"]: t for t in suites[average["suite"]]}
+        for i, part in enumerate(average["tasks"]):
+            task = by_name.get(part["task"])
+            if task is None:
+                raise ConfigError(f"{where}: key 'tasks.{i}.task' names '{part['task']}', not a task of suite "
+                                  f"'{average['suite']}' (tasks: {', '.join(by_name)})")
+            for key in ("metric", "num_fewshot"):
+                if key in part and part[key] != task.get(key):
+                    raise ConfigError(f"{where}: key 'tasks.{i}.{key}' is {part[key]!r} but suite task "
+                                      f"'{part['task']}' has {task.get(key)!r}")
     for name, entry in datasets.items():
         if entry.get("source") == "ni_sampling":   # Birbal's NI sampling: its tasks, model and bucket rules
             from menagerie.data.ni_sampling import check_settings

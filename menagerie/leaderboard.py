@@ -20,6 +20,9 @@ def leaderboard_rows(eval_files: list[Path]) -> list[dict]:
             "base_average": (entry["base"] or {}).get("average"),
             "published_average": ((entry["published"] or {}).get("metrics") or {}).get("average"),
             "published_source": (entry["published"] or {}).get("source"),
+            # Δpaper: the paper's average recomputed from our tasks (all of them ran) minus the paper's number
+            "published_average_delta": (entry["published"] or {}).get("average_delta"),
+            "average_as_published": (entry.get("average_as_published") or {}).get("value"),
             "tasks": {name: {k: t.get(k) for k in ("status", "suite", "metric", "value", "stderr", "n",
                                                     "delta_vs_base", "z_vs_base", "published",
                                                     "delta_vs_published", "reason")}

@@ -195,7 +195,7 @@ def summary_table(rows: list[dict], base_dir: Path | None) -> str:
         paper_cell = escape(_num(paper, 2))
         if row.get("published_source"):
             paper_cell += f'<span class="sub">{escape(row["published_source"])}</span>'
-        delta = average - paper if average is not None and paper is not None else None
+        delta = row.get("published_average_delta")     # on the paper's own average only (report.py)
         ran = sum(t.get("status") == "ok" for t in row["tasks"].values())
         average_cell = escape(_num(average))
         if ran < len(row["tasks"]):     # the average covers only the tasks that ran

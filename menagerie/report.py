@@ -40,6 +40,45 @@ def compare(final: dict, base: dict | None) -> dict | None:
     return {"delta": delta, "z": delta / se if se > 0 else None}
 
 
+def declared_average(config: dict, recipe: dict) -> tuple[str, dict] | None:
+    """(name, declaration) of the paper's average that applies to `recipe`: one over a suite the recipe evaluates,
+    whose `published_key` the recipe's published metrics hold (the first declared, if several)."""
+    metrics = (recipe.get("published") or {}).get("metrics") or {}
+    for name, average in (config.get("averages") or {}).items():
+        if average["suite"] in recipe["eval"]["suites"] and metrics.get(average["published_key"]) is not None:
+            return name, average
+    return None
+
+
+def average_as_published(name: str, average: dict, tasks: dict, base_tasks: dict | None,
+                         published_value: float) -> dict:
+    """The paper's average recomputed from our task results: each declared task's value (inverted where the paper
+    inverted it), their mean only when every one ran, and its delta to the paper's number; else which are missing."""
+    parts, missing = [], []
+    for part in average["tasks"]:
+        result = tasks.get(part["task"]) or {}
+        counted = _counted(result, part)
+        if counted is None:
+            missing.append({"task": part["task"], "reason": result.get("reason") or
+                            ("not evaluated" if not result else f"status {result.get('status')}")})
+        parts.append({"task": part["task"], "metric": result.get("metric") or part.get("metric"),
+                      "num_fewshot": result.get("num_fewshot", part.get("num_fewshot")),
+                      "invert": part.get("invert"), "value": result.get("value"), "counted": counted})
+    value = None if missing else _mean([p["counted"] for p in parts])
+    base_counted = [_counted((base_tasks or {}).get(p["task"]) or {}, p) for p in average["tasks"]]
+    base_value = _mean(base_counted) if base_tasks and None not in base_counted else None
+    return {"name": name, "source": average["source"], "suite": average["suite"],
+            "published_key": average["published_key"], "tasks": parts, "value": value,
+            "missing": missing, "base_value": base_value, "published": published_value,
+            "delta": value - published_value if value is not None else None}
+
+
+def _counted(result: dict, part: dict) -> float | None:
+    if result.get("status") != "ok" or not isinstance(result.get("value"), (int, float)):
+        return None
+    return part["invert"] - result["value"] if part.get("invert") is not None else result["value"]
+
+
 def _contamination_summary(stage_files: dict[str, Path]) -> dict | None:
     """Summary of results/<recipe>/data/contamination.json (beside the data reports), with its sha256s."""
     data_reports = [Path(p) for name, p in stage_files.items() if name.startswith("data.")]
@@ -91,7 +130,7 @@ def build_eval_entry(config: dict, recipe_name: str, final: dict, base: dict | N
         "schema_version": 1, "recipe": recipe_name, "description": recipe.get("description", ""),
         "paper": recipe.get("paper"), "tiny": recipe["tiny"],
         "model": {"base": recipe["model"], "final": final_model},
-        "tasks": tasks, "average": _mean(ok),
+        "tasks": tasks, "average": _mean(ok), "average_as_published": None,
         "base": {"average": _mean(base_ok), "tasks": base["tasks"]} if base else None,
         "published": ({**published, "average_delta": None} if published else None),
         "provenance": {
@@ -110,7 +149,11 @@ def build_eval_entry(config: dict, recipe_name: str, final: dict, base: dict | N
             "contamination": contamination,
         },
     }
-    if published and "average" in published["metrics"] and entry["average"] is not None:
-        entry["published"]["average_delta"] = entry["average"] - published["metrics"]["average"]
+    declared = declared_average(config, recipe)
+    if declared:   # Δpaper only on the paper's own average, never on our all-task mean
+        name, average = declared
+        entry["average_as_published"] = average_as_published(
+            name, average, final["tasks"], (base or {}).get("tasks"), published["metrics"][average["published_key"]])
+        entry["published"]["average_delta"] = entry["average_as_published"]["delta"]
     validate_eval(entry, f"results/{recipe_name}/eval.json")
     return entry
