@@ -86,21 +86,22 @@ def stage_resources(section):
     return lookup
 
 
-def resource_getter(section, key):
-    """One SLURM-mapped resource of a stage. Memory and runtime grow with the retry attempt (profiles/slurm sets
-    `retries`), so a job killed for OOM or time limit is resubmitted with 2x, then 3x the request. gpu_model is ""
-    (no `--gpus=<model>:N`) unless the stage requests GPUs and names a model."""
-    lookup = stage_resources(section)
-    convert = {
-        "gpu": lambda r, attempt: r["gpus"],
-        "gpu_model": lambda r, attempt: (r["gpu_model"] or "") if r["gpus"] else "",
-        "mem_mb": lambda r, attempt: int(r["mem_gb"] * 1024) * attempt,
-        "runtime": lambda r, attempt: r["runtime_min"] * attempt,
-        "cpus_per_gpu": lambda r, attempt: r["cpus_per_gpu"] if r["gpus"] else 0,
-    }[key]
-    return lambda wildcards, attempt=1: convert(lookup(wildcards), attempt)
+def stage_slurm(lookup):
+    """The SLURM resources of a stage's job (menagerie.resources: one task per node with all its GPUs), one callable
+    per key, for `resources: **stage_slurm(...)`. `lookup(wildcards)` returns the stage's `resources:` block."""
+    from menagerie.resources import SLURM_KEYS, slurm_resources
+
+    def getter(key):
+        return lambda wildcards, attempt=1: slurm_resources(lookup(wildcards), attempt)[key]
+
+    return {key: getter(key) for key in SLURM_KEYS}
 
 
+def stage_threads(lookup):
+    """Threads of a stage's job: the CPUs one node of a GPU job gets (gpus x cpus_per_gpu), else workflow.cores."""
+    from menagerie.resources import job_threads
+
+    return lambda wildcards: job_threads(lookup(wildcards), workflow.cores)
 
 
 def run_stage(command, launcher=None):

@@ -58,16 +58,9 @@ def ni_predict_inputs(wildcards):
     return inputs
 
 
-def ni_resource(name):
-    """SLURM resources of a predictions job, from its dataset's `ni.inference.resources` (grow with the attempt)."""
-
-    def get(wildcards, attempt=1):
-        r = CONFIG["datasets"][PATHS.ni_dataset_for_key(wildcards.key)]["ni"]["inference"]["resources"]
-        return {"gpu": r["gpus"], "gpu_model": (r["gpu_model"] or "") if r["gpus"] else "",
-                "mem_mb": int(r["mem_gb"] * 1024) * attempt, "runtime": r["runtime_min"] * attempt,
-                "cpus_per_gpu": r["cpus_per_gpu"] if r["gpus"] else 0}[name]
-
-    return get
+def ni_inference_resources(wildcards):
+    """The `ni.inference.resources` of a predictions job's dataset (SLURM maps them like a stage's)."""
+    return CONFIG["datasets"][PATHS.ni_dataset_for_key(wildcards.key)]["ni"]["inference"]["resources"]
 
 
 rule ni_predict:
@@ -83,13 +76,9 @@ rule ni_predict:
     log:
         "logs/ni/{key}.log",
     container: CONTAINERS.get("eval")
-    threads: workflow.cores
+    threads: stage_threads(ni_inference_resources)
     resources:
-        gpu=ni_resource("gpu"),
-        gpu_model=ni_resource("gpu_model"),
-        cpus_per_gpu=ni_resource("cpus_per_gpu"),
-        mem_mb=ni_resource("mem_mb"),
-        runtime=ni_resource("runtime"),
+        **stage_slurm(ni_inference_resources),
     shell:
         run_stage("scripts/ni_sample.py predict --config {RESOLVED_CONFIG} --dataset {params.dataset} "
                   "--tasks {input.tasks} --model {input.model} --out {output.predictions} "
@@ -131,13 +120,9 @@ rule contamination:
         inputs=lambda w: " ".join(f"{k}={v}" for k, v in PATHS.contamination_inputs(w.recipe).items()),
     log:
         "logs/{recipe}/contamination.log",
-    threads: workflow.cores
+    threads: stage_threads(stage_resources("contamination"))
     resources:
-        gpu=resource_getter("contamination", "gpu"),
-        gpu_model=resource_getter("contamination", "gpu_model"),
-        cpus_per_gpu=resource_getter("contamination", "cpus_per_gpu"),
-        mem_mb=resource_getter("contamination", "mem_mb"),
-        runtime=resource_getter("contamination", "runtime"),
+        **stage_slurm(stage_resources("contamination")),
     shell:
         run_stage("scripts/prepare_data.py contamination --config {RESOLVED_CONFIG} --recipe {wildcards.recipe} "
                   "--inputs {params.inputs} --report {output.report} --out-dir {output.clean} "

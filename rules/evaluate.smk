@@ -20,13 +20,9 @@ rule evaluate:
     log:
         "logs/{recipe}/evaluate_{which}.log",
     container: CONTAINERS.get("eval")
-    threads: workflow.cores
+    threads: stage_threads(stage_resources("eval"))
     resources:
-        gpu=resource_getter("eval", "gpu"),
-        gpu_model=resource_getter("eval", "gpu_model"),
-        cpus_per_gpu=resource_getter("eval", "cpus_per_gpu"),
-        mem_mb=resource_getter("eval", "mem_mb"),
-        runtime=resource_getter("eval", "runtime"),
+        **stage_slurm(stage_resources("eval")),
     shell:
         run_stage("scripts/evaluate.py model --config {RESOLVED_CONFIG} --recipe {wildcards.recipe} "
                   "--model {input.model} --which {wildcards.which} --data {params.data} --work {params.work} "

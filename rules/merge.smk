@@ -12,11 +12,9 @@ rule merge:
     log:
         "logs/{recipe}/{stage}_merge.log",
     container: CONTAINERS.get("train")
-    threads: workflow.cores
+    threads: stage_threads(stage_resources("merge"))
     resources:
-        gpu=resource_getter("merge", "gpu"),
-        mem_mb=resource_getter("merge", "mem_mb"),
-        runtime=resource_getter("merge", "runtime"),
+        **stage_slurm(stage_resources("merge")),
     shell:
         run_stage("scripts/merge.py --adapter {input.adapter} --into {input.into} --out {output.model} "
                   "--dtype {params.dtype} --label '{wildcards.recipe} ({wildcards.stage} merged)' "

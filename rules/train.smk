@@ -17,13 +17,9 @@ rule train:
     log:
         "logs/{recipe}/{stage}.log",
     container: CONTAINERS.get("train")
-    threads: workflow.cores
+    threads: stage_threads(stage_resources(lambda w: w.stage))
     resources:
-        gpu=resource_getter(lambda w: w.stage, "gpu"),
-        gpu_model=resource_getter(lambda w: w.stage, "gpu_model"),
-        cpus_per_gpu=resource_getter(lambda w: w.stage, "cpus_per_gpu"),
-        mem_mb=resource_getter(lambda w: w.stage, "mem_mb"),
-        runtime=resource_getter(lambda w: w.stage, "runtime"),
+        **stage_slurm(stage_resources(lambda w: w.stage)),
     shell:
         run_stage("scripts/train.py {wildcards.stage} --config {RESOLVED_CONFIG} --recipe {wildcards.recipe} "
                   "--model {input.model} --train {input.train}/{wildcards.stage}.jsonl --validation {input.validation} "

@@ -121,7 +121,7 @@ def test_dry_run_jobs_per_recipe(dry_run, recipe):
     assert base_eval["input"] == f"resources/models/{base}"
     if "contamination" in rules:   # the gate asks SLURM for the GPU its MiniLM check runs on
         gate = next(j for j in own if j["rule"] == "contamination")
-        assert "gpu=1," in gate["resources"] and "runtime=240," in gate["resources"], gate["resources"]
+        assert "gres=gpu:1," in gate["resources"] and "runtime=240," in gate["resources"], gate["resources"]
 
     trains = sorted(j["wildcards"]["stage"] for j in own if j["rule"] == "train")
     assert trains == sorted(stages)

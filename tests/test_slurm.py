@@ -2,10 +2,11 @@
 (menagerie.hpc.cluster), brought up under tmp_path and torn down at the end.
 
 One Snakemake run through `--profile profiles/slurm` builds the tiny twin's cheap stages (a generated dataset and an
-SFT mixture), a GPU stage whose resources come from the recipe via rules/common.smk's `resource_getter` (an overlay
-recipe asks `gpus: 1, gpu_model: fake` for SFT), and a job that always fails. sacct then shows each stage as its own
-job with the requested resources, and the failing job submitted 1 + `retries` times with memory and time growing per
-attempt. Needs root and the packages slurm-wlm, slurmdbd, munge, mariadb-server (.ci/run installs them): absent, the
+SFT mixture), a GPU stage whose resources come from the recipe through rules/common.smk's `stage_slurm` (an overlay
+recipe asks `gpus: 2, gpu_model: fake` for SFT) and whose command is started by the training launcher (torchrun with
+one process per GPU; gloo on CPU), and a job that always fails. sacct then shows each stage as its own job with the
+requested resources (the 2-GPU stage: one job, one step holding both GPUs, two processes that finish), and the
+failing job submitted 1 + `retries` times with memory and time growing per attempt. Needs root and the packages slurm-wlm, slurmdbd, munge, mariadb-server (.ci/run installs them): absent, the
 test skips locally and fails in CI (CI=true).
 """
 
@@ -28,19 +29,20 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = "slurm-test"
 SNAKEFILE = f"""
 include: "{REPO}/Snakefile"
+from menagerie.train import launch as train_launch
 
 
 rule gpu_probe:
+    # a 2-GPU stage as the train rule runs it: the recipe's resources, its launcher (one process per GPU)
     output:
         "probe/{{recipe}}.gpu.txt",
+    params:
+        launch=lambda w: train_launch.shell_prefix(stage_resources("sft")(w), PYTHON),
+    threads: stage_threads(stage_resources("sft"))
     resources:
-        gpu=resource_getter("sft", "gpu"),
-        gpu_model=resource_getter("sft", "gpu_model"),
-        cpus_per_gpu=resource_getter("sft", "cpus_per_gpu"),
-        mem_mb=resource_getter("sft", "mem_mb"),
-        runtime=resource_getter("sft", "runtime"),
+        **stage_slurm(stage_resources("sft")),
     shell:
-        "echo CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES > {{output}}"
+        "{{params.launch}} dist_probe.py {{output}}.rank && cat {{output}}.rank* > {{output}}"
 
 
 rule always_fails:
@@ -54,8 +56,23 @@ rule always_fails:
 OVERLAY = {"recipe": RECIPE, "recipes": {RECIPE: {
     "extends": "tiny-tulu2-dpo",
     "data": {"sft": {"sources": [{"dataset": "tiny-units-sft", "count": 200}], "validation": 16}},
-    "stages": {"sft": {"resources": {"gpus": 1, "gpu_model": "fake", "cpus_per_gpu": 1, "mem_gb": 0.5,
+    "stages": {"sft": {"resources": {"gpus": 2, "gpu_model": "fake", "cpus_per_gpu": 1, "mem_gb": 2,
                                      "runtime_min": 5}}}}}}
+# one process of the launched stage: a gloo all-reduce over the ranks, then what it saw of its allocation
+DIST_PROBE = """
+import os, sys
+import torch
+import torch.distributed as dist
+
+dist.init_process_group("gloo")
+total = torch.tensor([float(dist.get_rank() + 1)])
+dist.all_reduce(total)
+keys = ("CUDA_VISIBLE_DEVICES", "SLURM_GPUS_ON_NODE", "SLURM_JOB_ID")
+with open(f"{sys.argv[1]}{dist.get_rank()}", "w") as out:
+    out.write(" ".join([f"rank={dist.get_rank()}", f"world={dist.get_world_size()}", f"sum={total.item():g}",
+                        *(f"{k}={os.environ.get(k)}" for k in keys)]) + "\\n")
+dist.destroy_process_group()
+"""
 TARGETS = {"dataset": "resources/datasets/tiny-eval.jsonl", "mixture": f"results/{RECIPE}/data/sft.jsonl",
            "gpu_probe": f"probe/{RECIPE}.gpu.txt", "always_fails": "probe/fails.txt"}
 
@@ -78,9 +95,10 @@ def cluster(tmp_path_factory):
     assert c.leftover_processes() == [], "daemons left behind"
 
 
-def sacct_rows(cluster: SlurmCluster) -> list[dict]:
+def sacct_rows(cluster: SlurmCluster, steps: bool = False) -> list[dict]:
     fields = ["JobID", "JobName", "State", "ExitCode", "AllocTRES", "ReqMem", "Timelimit", "Comment"]
-    out = cluster.run("sacct", "-a", "-X", "-n", "-P", "-S", "now-1hour", "-o", ",".join(fields)).stdout
+    allocations = [] if steps else ["-X"]
+    out = cluster.run("sacct", "-a", *allocations, "-n", "-P", "-S", "now-1hour", "-o", ",".join(fields)).stdout
     return [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines() if line.strip()]
 
 
@@ -89,6 +107,7 @@ def test_profile_runs_stages_as_slurm_jobs(cluster, tmp_path):
     work.mkdir()
     (work / "Snakefile").write_text(SNAKEFILE)
     (work / "overlay.yaml").write_text(yaml.safe_dump(OVERLAY))
+    (work / "dist_probe.py").write_text(DIST_PROBE)
     for name in ("config.yaml", "scripts", "tasks"):
         (work / name).symlink_to(REPO / name)
     env = {**cluster.env, "MENAGERIE_SLURM_ACCOUNT": cluster.account, "MENAGERIE_SLURM_PARTITION": cluster.partition,
@@ -108,7 +127,14 @@ def test_profile_runs_stages_as_slurm_jobs(cluster, tmp_path):
     assert "always_fails" in log and "Error" in log, log
     for rule, target in TARGETS.items():
         assert (work / target).exists() == (rule != "always_fails"), f"{rule}: {target}\n{log[-3000:]}"
-    assert (work / TARGETS["gpu_probe"]).read_text().strip() in ("CUDA_VISIBLE_DEVICES=0", "CUDA_VISIBLE_DEVICES=1")
+    # the 2-GPU stage: its launcher started 2 processes that met (gloo all-reduce 1 + 2), each seeing both GPUs
+    ranks = sorted((work / TARGETS["gpu_probe"]).read_text().splitlines())
+    assert len(ranks) == 2, ranks
+    for rank, line in enumerate(ranks):
+        fields = dict(f.split("=", 1) for f in line.split())
+        assert (fields["rank"], fields["world"], fields["sum"]) == (str(rank), "2", "3"), line
+        assert fields["CUDA_VISIBLE_DEVICES"] == "0,1" and fields["SLURM_GPUS_ON_NODE"] == "2", line
+    assert len({dict(f.split("=", 1) for f in line.split())["SLURM_JOB_ID"] for line in ranks}) == 1, ranks
 
     rows = sacct_rows(cluster)
     summary = "\n".join("|".join(r.values()) for r in rows)
@@ -122,10 +148,15 @@ def test_profile_runs_stages_as_slurm_jobs(cluster, tmp_path):
         assert row["State"] == "COMPLETED", summary
     for row in datasets + mixtures:
         assert "gres/gpu" not in row["AllocTRES"], summary
-    # the GPU stage got one (typed) GPU and the recipe's memory (0.5 GB) and runtime (5 min)
+    # the GPU stage: one job with both (typed) GPUs, 2 x cpus_per_gpu CPUs, the recipe's memory (2 GB) and runtime
     gpu = gpu_jobs[0]
-    assert "gres/gpu=1" in gpu["AllocTRES"] and f"gres/gpu:fake=1" in gpu["AllocTRES"], summary
-    assert gpu["ReqMem"] == "512M" and gpu["Timelimit"] == "00:05:00", summary
+    assert "gres/gpu=2" in gpu["AllocTRES"] and "gres/gpu:fake=2" in gpu["AllocTRES"], summary
+    assert "cpu=2" in gpu["AllocTRES"].split(","), summary
+    assert gpu["ReqMem"] == "2G" and gpu["Timelimit"] == "00:05:00", summary
+    # ... and exactly one job step (the rule's command, run once), holding both GPUs
+    steps = [r for r in sacct_rows(cluster, steps=True) if r["JobID"].startswith(f"{gpu['JobID']}.")]
+    numbered = [r for r in steps if r["JobID"].split(".")[1].isdigit()]
+    assert len(numbered) == 1 and "gres/gpu=2" in numbered[0]["AllocTRES"], steps
     # the failing job: 1 + retries submissions, memory scaled per attempt
     assert [r["State"] for r in failing] == ["FAILED"] * 2, summary
     assert [r["ReqMem"] for r in failing] == ["100M", "200M"], summary
