@@ -176,7 +176,7 @@ def _error_location(path: list) -> tuple[str | None, str]:
     parts = [str(p) for p in path]
     if len(parts) >= 2 and parts[0] == "recipes":
         return f"recipe '{parts[1]}'", ".".join(parts[2:]) or "(the recipe itself)"
-    if len(parts) >= 2 and parts[0] in ("models", "datasets", "suites", "judges"):
+    if len(parts) >= 2 and parts[0] in ("models", "datasets", "suites", "judges", "gpu_models"):
         return f"{parts[0][:-1]} '{parts[1]}'", ".".join(parts[2:]) or "(the entry itself)"
     return "config", ".".join(parts) or "(top level)"
 
@@ -255,11 +255,17 @@ def _check_references(config: dict) -> None:
                 if key in part and part[key] != task.get(key):
                     raise ConfigError(f"{where}: key 'tasks.{i}.{key}' is {part[key]!r} but suite task "
                                       f"'{part['task']}' has {task.get(key)!r}")
+    from menagerie.plan import check_architecture, check_gpu_model
+
+    for name, entry in models.items():
+        check_architecture(name, entry)
     for name, entry in datasets.items():
         if entry.get("source") == "ni_sampling":   # Birbal's NI sampling: its tasks, model and bucket rules
             from menagerie.data.ni_sampling import check_settings
 
             check_settings(name, entry, datasets, models)
+            check_gpu_model(config, f"dataset '{name}'", "ni.inference.resources",
+                            entry["ni"]["inference"].get("resources"))
     order = _recipe_order(recipes)
     for name in sorted(recipes, key=order.__getitem__):   # parents first: an inherited mistake names its origin
         recipe = recipes[name]
@@ -280,6 +286,9 @@ def _check_references(config: dict) -> None:
                 raise ConfigError(f"{where}: key 'eval.suites' names unknown suite '{suite}' "
                                   f"(known: {', '.join(sorted(suites))})")
         stages = recipe["stages"]
+        for key, settings in (("contamination", recipe.get("contamination")), ("eval", recipe["eval"]),
+                              *((f"stages.{s}", stages.get(s)) for s in ("sft", "dpo", "merge"))):
+            check_gpu_model(config, where, f"{key}.resources", (settings or {}).get("resources"))
         if not any(stages.get(s) for s in ("sft", "dpo", "merge")):
             raise ConfigError(f"{where}: key 'stages' must define at least one of sft, dpo, merge")
         for stage in ("sft", "dpo"):

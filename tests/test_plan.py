@@ -1,0 +1,255 @@
+"""The memory/time planner (menagerie/plan.py) against measured and published numbers.
+
+Measured here: the tiny twin's weights, gradients and AdamW state counted from live tensors after a real optimizer
+step (exact), and the bytes autograd saves per decoder layer (saved_tensors_hooks) against the activation formula.
+Published: the ZeRO paper's 16 bytes/param for mixed-precision Adam (7.5B -> 120 GB; 1.9 GB fully sharded over 64),
+and the QLoRA paper's 65B fine-tune on one 48 GB GPU. Config: every architecture's declared parameter count equals
+its shapes', a bare `a100` is refused, a planted infeasible stage is refused with one sentence.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from menagerie.config import load_yaml, validate_config
+from menagerie.errors import ConfigError
+from menagerie.plan import (Architecture, activations, check_plan, choose_strategy, estimate_training, layer_elements,
+                            model_states, plan_recipe, recipe_architecture, trainable)
+
+from recipes import CONFIG_PATH, PUBLISHED_RECIPES  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def raw():
+    return load_yaml(CONFIG_PATH)
+
+
+@pytest.fixture(scope="module")
+def config(raw):
+    return validate_config(raw)
+
+
+def with_changes(raw: dict, **recipes) -> dict:
+    """The shipped config with recipe overrides merged in (recipe name -> partial recipe), validated."""
+    from menagerie.config import deep_merge
+
+    return validate_config(deep_merge(copy.deepcopy(raw), {"recipes": recipes}))
+
+
+# ------------------------------------------------------------------------------------------------ config data
+
+
+def test_every_architecture_matches_its_declared_parameter_count(config):
+    archs = {name: entry for name, entry in config["models"].items() if entry.get("architecture")}
+    assert set(archs) == set(config["models"]), "every base model needs its shapes for the planner"
+    for name, entry in archs.items():
+        arch = recipe_architecture({"models": config["models"], "recipes": {"r": {"model": name}}}, "r")
+        assert arch.counted == entry["architecture"]["parameters"], name
+
+
+def test_a_mistyped_shape_is_refused_with_one_sentence(raw):
+    bad = copy.deepcopy(raw)
+    bad["models"]["llama-2-7b"]["architecture"]["intermediate"] = 11000
+    with pytest.raises(ConfigError) as err:
+        validate_config(bad)
+    message = str(err.value)
+    assert "model 'llama-2-7b'" in message and "6,738,415,616" in message and "\n" not in message
+
+
+def test_a_bare_a100_is_refused_asking_for_its_memory(raw):
+    with pytest.raises(ConfigError) as err:
+        with_changes(raw, **{"tulu2-7b": {"stages": {"sft": {"resources": {"gpu_model": "a100"}}}}})
+    message = str(err.value)
+    assert "recipe 'tulu2-7b'" in message and "stages.sft.resources.gpu_model" in message
+    assert "a100-40gb or a100-80gb" in message and "\n" not in message
+
+
+def test_an_unknown_gpu_model_is_refused(raw):
+    with pytest.raises(ConfigError, match="names unknown GPU model 'tpu-v3'"):
+        with_changes(raw, **{"birbal-7b": {"eval": {"resources": {"gpu_model": "tpu-v3"}}}})
+
+
+# ------------------------------------------------------------------------------------------------ measured: tiny twin
+
+
+def _tiny_model(arch: Architecture, layers: int | None = None):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(
+        hidden_size=arch.hidden, intermediate_size=arch.intermediate, num_hidden_layers=layers or arch.layers,
+        num_attention_heads=arch.heads, num_key_value_heads=arch.kv_heads, vocab_size=arch.vocab,
+        tie_word_embeddings=arch.tied_embeddings, max_position_embeddings=arch.context))
+
+
+def _live_bytes(model, optimizer) -> dict[str, int]:
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
+    state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
+                if hasattr(t, "numel"))
+    return {"weights": weights, "gradients": grads, "optimizer": state}
+
+
+@pytest.mark.slow   # a real AdamW step on 135M parameters: ~10 s idle, over a minute on a loaded machine
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_tiny_twin_model_states_equal_live_tensors_after_a_real_adamw_step(config, method):
+    """SmolLM2-135M built from its config with random weights, one AdamW step in fp32 (the twins' CPU precision):
+    the bytes of the parameters, gradients and optimizer state are exactly the planner's."""
+    import torch
+
+    twin = copy.deepcopy(config["recipes"]["tiny-tulu2-dpo"]["stages"]["sft"])
+    twin["method"] = method
+    arch = recipe_architecture(config, "tiny-tulu2-dpo")
+    model = _tiny_model(arch)
+    if method == "lora":
+        from menagerie.train.common import lora_config
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config(twin))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    ids = torch.randint(0, arch.vocab, (1, 8))
+    model(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+
+    live = _live_bytes(model, optimizer)
+    planned = model_states(arch, twin, processes=1, strategy="ddp")
+    assert live == {k: int(planned[k]) for k in live}
+    assert set(planned) == set(live)   # one process: no DDP buckets
+
+
+@pytest.mark.parametrize("variant", ["full", "lora", "lora-dropout", "full-checkpointed"])
+def test_activation_formula_matches_the_bytes_autograd_saves_per_layer(config, variant):
+    """Bytes of the tensors autograd saves for backward (parameters excluded), two layers minus one, in fp32 on
+    CPU, against layer_elements() (SmolLM2's shapes, a short sequence)."""
+    import torch
+
+    arch = recipe_architecture(config, "tiny-tulu2-dpo")
+    settings = {"method": "lora" if "lora" in variant else "full", "precision": "fp32", "micro_batch_size": 2,
+                "max_seq_length": 64, "global_batch_size": 2,
+                "lora": {"r": 16, "dropout": 0.05 if "dropout" in variant else 0.0, "target_modules": "all-linear"},
+                "gradient_checkpointing": "checkpointed" in variant}
+    saved = []
+    for layers in (1, 2):
+        model = _tiny_model(arch, layers)
+        if settings["method"] == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=settings["lora"]["dropout"],
+                                                     target_modules="all-linear"))
+        if settings["gradient_checkpointing"]:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        storages = {}
+
+        def pack(t, storages=storages, params=params):
+            if t.untyped_storage().data_ptr() not in params:
+                storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        ids = torch.randint(0, arch.vocab, (2, 64))
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(input_ids=ids, labels=ids)
+        saved.append(sum(storages.values()))
+    per_layer = saved[1] - saved[0]
+    tokens = 2 * 64
+    if settings["gradient_checkpointing"]:
+        planned = activations(arch, settings)["checkpoints"] / arch.layers
+        assert per_layer == planned == tokens * 4 * arch.hidden
+    else:
+        planned = tokens * 4 * layer_elements(arch, settings)
+        assert abs(per_layer - planned) / per_layer < 0.02, (per_layer, planned)
+
+
+# ------------------------------------------------------------------------------------------------ published figures
+
+
+def _arch_7_5b() -> Architecture:
+    # the ZeRO paper's 7.5B model only fixes the parameter count; shapes serve the tensor count
+    return Architecture(layers=32, hidden=4096, intermediate=11008, heads=32, kv_heads=32, vocab=32000,
+                        parameters=7_500_000_000)
+
+
+def test_zero_paper_16_bytes_per_parameter_for_mixed_precision_adam():
+    """ZeRO (Rajbhandari et al. 2019) §3.1 / Figure 1: mixed-precision Adam holds 16 bytes/param, 120 GB for
+    7.5B; fully sharded over Nd = 64 (P_os+g+p) 1.9 GB."""
+    arch = _arch_7_5b()
+    stage = {"method": "full", "precision": "bf16", "optimizer": "adamw_torch"}
+    one = model_states(arch, stage, processes=1, strategy="ddp")
+    assert sum(one.values()) == pytest.approx(120e9, rel=1e-6)
+    sharded = model_states(arch, stage, processes=64, strategy="fsdp")
+    assert sum(sharded.values()) == pytest.approx(1.875e9, rel=1e-6)
+    assert round(sum(sharded.values()) / 1e9, 1) == 1.9
+
+
+def _qlora_65b_config(raw: dict, method: str) -> dict:
+    """LLaMA-65B (LLaMA paper Table 2 / its HF config: 80 layers, 8192 hidden, 22016 intermediate, 64 heads) with
+    the QLoRA paper's Guanaco-65B setting: NF4 + double quantization, bf16 compute, LoRA r 64 on all linear layers,
+    dropout 0.05, paged AdamW, batch 1 x 512 tokens, one 48 GB GPU."""
+    merged = copy.deepcopy(raw)
+    merged["models"]["llama-65b"] = {"source": "hub", "repo": "huggyllama/llama-65b", "architecture": {
+        "parameters": 65_285_660_672, "layers": 80, "hidden": 8192, "intermediate": 22016, "heads": 64,
+        "kv_heads": 64, "vocab": 32000, "context": 2048, "source": "LLaMA paper Table 2"}}
+    stage = {"method": method, "learning_rate": 1e-4, "global_batch_size": 16, "micro_batch_size": 1,
+             "max_seq_length": 512, "precision": "bf16", "gradient_checkpointing": True,
+             "resources": {"gpus": 1, "gpu_model": "a6000-48gb"}}
+    if method == "qlora":
+        stage.update(optimizer="paged_adamw_32bit", lora={"r": 64, "alpha": 16, "dropout": 0.05,
+                                                          "target_modules": "all-linear"},
+                     quantization={"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"})
+    merged["recipes"]["guanaco-65b"] = {"extends": "tulu2-7b", "model": "llama-65b", "stages": {"sft": stage}}
+    return validate_config(merged)
+
+
+def test_qlora_paper_65b_finetunes_on_one_48gb_gpu_and_full_65b_does_not(raw):
+    config = _qlora_65b_config(raw, "qlora")
+    qlora = estimate_training(config, "guanaco-65b", "sft")
+    assert qlora.fits, qlora.parts
+    # the 4-bit base: 0.5 byte/param + 0.127 bit/param of double-quantized constants (QLoRA §3) on the linear
+    # layers; embeddings, norms, LM head in fp32; fp32 adapters
+    linear = 80 * (4 * 8192**2 + 3 * 8192 * 22016)
+    adapters = trainable(recipe_architecture(config, "guanaco-65b"), config["recipes"]["guanaco-65b"]["stages"]["sft"])
+    nf4 = qlora.parts["weights"] - 4.0 * (65_285_660_672 - linear) - 4.0 * adapters[0]
+    assert nf4 == pytest.approx(linear * (4 + 0.127) / 8, rel=1e-3)
+    full = estimate_training(_qlora_65b_config(raw, "full"), "guanaco-65b", "sft")
+    assert not full.fits and full.total > 16 * 65e9
+
+
+# ------------------------------------------------------------------------------------------------ strategy, refusal
+
+
+def test_choose_strategy(raw, config):
+    assert choose_strategy(config, "tiny-tulu2-dpo", "sft") == "ddp"            # CPU
+    assert choose_strategy(config, "tulu2-qlora-7b", "sft") == "ddp"            # one GPU: nothing to shard
+    assert choose_strategy(config, "tulu2-7b", "sft") == "fsdp"                 # 7B x 16 B/param > 80 GiB replicated
+    assert not estimate_training(config, "tulu2-7b", "sft", "ddp").fits
+    forced = with_changes(raw, **{"tulu2-7b": {"stages": {"sft": {"strategy": "ddp"}}}})
+    assert choose_strategy(forced, "tulu2-7b", "sft") == "ddp"                  # the recipe's explicit choice wins
+
+
+def test_a_planted_infeasible_stage_is_refused_with_one_sentence(raw):
+    planted = with_changes(raw, **{"tulu2-70b": {"stages": {"sft": {
+        "strategy": "ddp", "resources": {"nodes": 1, "gpus": 1, "gpu_model": "a100-80gb"}}}}})
+    with pytest.raises(ConfigError) as err:
+        check_plan(planted, ["tulu2-70b"])
+    message = str(err.value)
+    assert message.startswith("recipe 'tulu2-70b': stage sft needs an estimated ")
+    assert "under ddp" in message and "1 x a100-80gb with 80.0 GiB each" in message and "\n" not in message
+    total = float(message.split("needs an estimated ")[1].split(" GiB")[0])
+    assert total > 16 * 68.9e9 / 2**30     # at least the 16 B/param model states of 69B parameters
+
+
+def test_a_quantized_stage_without_a_gpu_is_refused(raw):
+    planted = with_changes(raw, **{"tulu2-qlora-7b": {"stages": {"sft": {"resources": {"gpus": 0}}}}})
+    with pytest.raises(ConfigError, match="stage sft cannot run on CPU under ddp: 4-bit loading"):
+        check_plan(planted, ["tulu2-qlora-7b"])
+
+
+def test_plan_covers_every_stage_of_every_published_recipe(config):
+    for name in PUBLISHED_RECIPES:
+        stages = [e.stage for e in plan_recipe(config, name)]
+        recipe = config["recipes"][name]
+        expected = ["contamination"] + [s for s in ("sft", "dpo", "merge") if recipe["stages"].get(s)] + ["eval"]
+        assert stages == expected, name
