@@ -168,14 +168,14 @@ def gpu_spec(config: dict, name: str) -> dict:
 
 
 def check_gpu_model(config: dict, where: str, key: str, resources: dict) -> None:
-    """`gpu_model` must name an entry of gpu_models: (memory-qualified, e.g. a100-80gb, never a bare a100)."""
+    """`gpu_model` must name an entry of gpu_models: (memory-qualified, e.g. a100_80gb, never a bare a100)."""
     name = (resources or {}).get("gpu_model")
     if name is None:
         return
     table = config.get("gpu_models") or {}
     if name in table:
         return
-    family = [k for k in sorted(table) if k.startswith(f"{name}-")]
+    family = [k for k in sorted(table) if k.startswith(f"{name}_")]
     if family:
         raise ConfigError(f"{where}: key '{key}.gpu_model' is '{name}', which does not say how much memory the GPU "
                           f"has; name it with its memory: {' or '.join(family)}")

@@ -63,7 +63,7 @@ def test_a_bare_a100_is_refused_asking_for_its_memory(raw):
         with_changes(raw, **{"tulu2-7b": {"stages": {"sft": {"resources": {"gpu_model": "a100"}}}}})
     message = str(err.value)
     assert "recipe 'tulu2-7b'" in message and "stages.sft.resources.gpu_model" in message
-    assert "a100-40gb or a100-80gb" in message and "\n" not in message
+    assert "a100_40gb or a100_80gb" in message and "\n" not in message
 
 
 def test_an_unknown_gpu_model_is_refused(raw):
@@ -194,7 +194,7 @@ def _qlora_65b_config(raw: dict, method: str) -> dict:
         "kv_heads": 64, "vocab": 32000, "context": 2048, "source": "LLaMA paper Table 2"}}
     stage = {"method": method, "learning_rate": 1e-4, "global_batch_size": 16, "micro_batch_size": 1,
              "max_seq_length": 512, "precision": "bf16", "gradient_checkpointing": True,
-             "resources": {"gpus": 1, "gpu_model": "a6000-48gb"}}
+             "resources": {"gpus": 1, "gpu_model": "a6000_48gb"}}
     if method == "qlora":
         stage.update(optimizer="paged_adamw_32bit", lora={"r": 64, "alpha": 16, "dropout": 0.05,
                                                           "target_modules": "all-linear"},
@@ -231,12 +231,12 @@ def test_choose_strategy(raw, config):
 
 def test_a_planted_infeasible_stage_is_refused_with_one_sentence(raw):
     planted = with_changes(raw, **{"tulu2-70b": {"stages": {"sft": {
-        "strategy": "ddp", "resources": {"nodes": 1, "gpus": 1, "gpu_model": "a100-80gb"}}}}})
+        "strategy": "ddp", "resources": {"nodes": 1, "gpus": 1, "gpu_model": "a100_80gb"}}}}})
     with pytest.raises(ConfigError) as err:
         check_plan(planted, ["tulu2-70b"])
     message = str(err.value)
     assert message.startswith("recipe 'tulu2-70b': stage sft needs an estimated ")
-    assert "under ddp" in message and "1 x a100-80gb with 80.0 GiB each" in message and "\n" not in message
+    assert "under ddp" in message and "1 x a100_80gb with 80.0 GiB each" in message and "\n" not in message
     total = float(message.split("needs an estimated ")[1].split(" GiB")[0])
     assert total > 16 * 68.9e9 / 2**30     # at least the 16 B/param model states of 69B parameters
 
