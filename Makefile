@@ -25,11 +25,12 @@ export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
 export UV_PYTHON_DOWNLOADS := never
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help env run test test-fast dryrun lock clean slurm-test envs containers containers-pin verify
+.PHONY: help env run test test-fast plan dryrun lock clean slurm-test envs containers containers-pin verify
 help:
 	@echo "make run [RECIPE=tiny-tulu2-dpo|tiny-platypus2|tiny-birbal]  build results/<recipe>/eval.json"
 	@echo "make test                                                   run the test suite (pytest)"
 	@echo "make dryrun RECIPE=tulu2-dpo-7b                             print a real recipe's DAG"
+	@echo "make plan [RECIPE=tulu2-70b]                                memory and time per stage (all real recipes)"
 	@echo "make env | lock | clean"
 
 $(UV):
@@ -48,6 +49,9 @@ lock: | $(UV)
 run: env
 	$(VENV)/bin/snakemake --cores $(CORES) --config recipe=$(RECIPE) $(SNAKEMAKE_ARGS)
 	@echo "eval: results/$(RECIPE)/eval.json   leaderboard: results/leaderboard.md"
+
+plan: env   ## memory and time per stage (menagerie/plan.py); RECIPE=<name>, or every real recipe when unset
+	$(PY) scripts/plan.py $(if $(filter-out file default,$(origin RECIPE)),$(RECIPE))
 
 dryrun: env
 	$(VENV)/bin/snakemake -n --cores $(CORES) results/$(RECIPE)/eval.json $(SNAKEMAKE_ARGS)

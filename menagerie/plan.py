@@ -29,8 +29,8 @@ Mistral, SmolLM2) from their shapes in `models.<name>.architecture`:
 - overhead: 1.5 GiB per device (CUDA context, cuBLAS workspace, allocator slack).
 
 Under `fsdp` weights, gradients, optimizer state and the reference are divided by nodes x gpus; `ddp` replicates
-them. Expected training time = tokens x 6 x params (+ 2 x params for DPO's reference forward) / (nodes x gpus x
-peak bf16 FLOP/s x MFU), with the MFU assumed per method (ASSUMED_MFU) and tokens = rows x epochs x sequences per
+them. Expected training time = tokens x 6 x params (+ 2 x params for DPO's reference forward, + 2 x params for the forward
+that gradient checkpointing recomputes) / (nodes x gpus x peak bf16 FLOP/s x MFU), with the MFU assumed per method (ASSUMED_MFU) and tokens = rows x epochs x sequences per
 row x min(ASSUMED_MEAN_TOKENS, max_seq_length), capped by the stage's GPU-hour budget.
 """
 
@@ -206,6 +206,7 @@ class Estimate:
     runtime_min: int | None = None
     notes: list[str] = field(default_factory=list)
     problem: str | None = None     # a stage that cannot run as declared (besides not fitting)
+    capped: bool = False           # the time estimate is the stage's GPU-hour budget
 
     @property
     def total(self) -> float:
@@ -389,7 +390,7 @@ def training_time(config: dict, recipe: dict, stage: str, settings: dict, arch: 
         tokens = rows * settings["epochs"] * sequences * per_sequence
     if unknown:
         estimate.notes.append(f"{unknown} source(s) of data.{stage} give no row count and are not in the tokens")
-    flops = tokens * arch.n * (6 + (2 if stage == "dpo" else 0))
+    flops = tokens * arch.n * (6 + (2 if stage == "dpo" else 0) + (2 if checkpointing(settings) else 0))
     devices = _processes(resources)
     mfu = ASSUMED_MFU[mfu_key(settings)]
     peak = gpu_spec(config, resources["gpu_model"])["bf16_tflops"] * 1e12
@@ -398,6 +399,7 @@ def training_time(config: dict, recipe: dict, stage: str, settings: dict, arch: 
     if budget and hours > budget / devices:
         estimate.notes.append(f"stops at its {budget:g} GPU-hour budget (the full run would take {hours:.1f} h)")
         hours = budget / devices
+        estimate.capped = True
     estimate.hours, estimate.tokens, estimate.mfu = hours, tokens, mfu
 
 
@@ -524,10 +526,10 @@ def refusal(est: Estimate) -> str:
     strategy = f" under {est.strategy}" if est.strategy else ""
     if est.problem:
         return f"recipe '{est.recipe}': stage {est.stage} cannot run on {est.devices}{strategy}: {est.problem}"
+    declared = f"{est.devices} with {gib(est.capacity)} each" if est.gpus else f"no GPU ({est.capacity_label})"
     return (f"recipe '{est.recipe}': stage {est.stage} needs an estimated {gib(est.total)} per device{strategy} "
-            f"({', '.join(f'{k} {gib(v)}' for k, v in est.parts.items() if v)}) but declares {est.devices} "
-            f"with {gib(est.capacity)} each; declare more or larger GPUs, nodes or mem_gb (`make plan "
-            f"RECIPE={est.recipe}`)")
+            f"({', '.join(f'{k} {gib(v)}' for k, v in est.parts.items() if v >= GIB / 20)}) but declares "
+            f"{declared}; declare more or larger GPUs, nodes or mem_gb (`make plan RECIPE={est.recipe}`)")
 
 
 def check_plan(config: dict, recipes: list[str] | None = None) -> None:
@@ -548,9 +550,12 @@ def _hours(h: float | None) -> str:
 
 
 def recommended_runtime_min(est: Estimate) -> int | None:
-    """Minutes to declare for a training stage: the estimate x RUNTIME_MARGIN, rounded up to the hour."""
+    """Minutes to declare for a training stage: the estimate x RUNTIME_MARGIN, rounded up to the hour; a stage that
+    stops at its GPU-hour budget: the budget plus an hour (loading, the last evaluation and save)."""
     if est.hours is None:
         return None
+    if est.capped:
+        return int(math.ceil(est.hours) + 1) * 60
     return int(math.ceil(est.hours * RUNTIME_MARGIN)) * 60
 
 
@@ -587,7 +592,8 @@ def assumptions() -> str:
     mfu = ", ".join(f"{k} {v:.2f}" for k, v in ASSUMED_MFU.items())
     return (f"Sizes in GiB per device (weights include mixed precision's compute copy and LoRA adapters; activations "
             f"include gradient-checkpoint inputs and the loss head, for eval vLLM's KV cache of one full-context sequence; {OVERHEAD_BYTES / GIB:g} GiB overhead per GPU "
-            f"is in the total). Time = tokens x 6 x params (+2 x params for DPO's reference forward) / (GPUs x peak "
+            f"is in the total). Time = tokens x 6 x params (+2 x params for DPO's reference forward, +2 x params "
+            f"recomputed under gradient checkpointing) / (GPUs x peak "
             f"bf16 FLOP/s x MFU); assumed MFU: {mfu}; tokens = rows x epochs x sequences per row x "
             f"min({ASSUMED_MEAN_TOKENS}, max_seq_length) (assumed mean tokens per sequence), capped by a GPU-hour "
             f"budget.")

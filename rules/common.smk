@@ -7,10 +7,13 @@ from pathlib import Path
 
 from menagerie.config import config_schema, fill_defaults, validate_config
 from menagerie.errors import ConfigError
+from menagerie.plan import check_plan
 from menagerie.workflow import RecipePaths, dataset_file, model_dir
 
 try:
     CONFIG = validate_config(config)
+    # every stage of every recipe must fit its declared GPUs/host memory (menagerie/plan.py, `make plan`)
+    check_plan(CONFIG)
 except ConfigError as exc:
     sys.stderr.write(f"error: {exc}\n")
     sys.exit(1)

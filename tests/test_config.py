@@ -308,6 +308,7 @@ ALLOWED_STAGE = {
     "global_batch_size", "micro_batch_size",                           # batch
     "budget_gpu_hours", "optimizer",                                   # no GPU budget; no paged (bitsandbytes) optimizer
     "dtype", "dequantize_base",                                        # merge precision / no quantized base
+    "strategy", "gradient_checkpointing",                              # one CPU process: no sharding, no recompute
 }
 # what each twin must keep from its parent (the point of the recipe)
 MUST_KEEP = {

@@ -208,6 +208,23 @@ def test_malformed_user_config_is_one_sentence(tmp_path):
     assert "stages.sft" in error_lines[0]
 
 
+def test_dry_run_refuses_a_stage_that_cannot_fit(tmp_path):
+    """The planner's check at workflow start: tulu2-70b's full SFT planted on one 80 GB GPU under DDP."""
+    workdir = copy_workflow(tmp_path / "wf")
+    (workdir / "planted.yaml").write_text(
+        "recipes:\n"
+        "  tulu2-70b:\n"
+        "    stages: {sft: {strategy: ddp, resources: {nodes: 1, gpus: 1, gpu_model: a100_80gb}}}\n")
+    result = snakemake(workdir, "results/tulu2-70b/eval.json", "-n", "--cores", "1", "--configfile", "planted.yaml",
+                       timeout=120)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, result.stderr[-2000:]
+    assert error_lines[0].startswith("error: recipe 'tulu2-70b': stage sft needs an estimated ")
+    assert "under ddp" in error_lines[0] and "declares 1 x a100_80gb with 80.0 GiB each" in error_lines[0]
+
+
 # ------------------------------------------------------------------------------------------- a real run
 
 

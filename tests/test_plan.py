@@ -16,7 +16,8 @@ import pytest
 from menagerie.config import load_yaml, validate_config
 from menagerie.errors import ConfigError
 from menagerie.plan import (Architecture, activations, check_plan, choose_strategy, estimate_training, layer_elements,
-                            model_states, plan_recipe, recipe_architecture, trainable)
+                            model_states, plan_recipe, recipe_architecture, recommended_runtime_min, refusal,
+                            runtime_problem, trainable)
 
 from recipes import CONFIG_PATH, PUBLISHED_RECIPES  # noqa: E402
 
@@ -253,3 +254,24 @@ def test_plan_covers_every_stage_of_every_published_recipe(config):
         recipe = config["recipes"][name]
         expected = ["contamination"] + [s for s in ("sft", "dpo", "merge") if recipe["stages"].get(s)] + ["eval"]
         assert stages == expected, name
+
+
+@pytest.mark.parametrize("recipe", PUBLISHED_RECIPES)
+def test_every_published_recipe_passes_the_planner(config, recipe):
+    """Each stage fits its declared devices, GPU stages name their GPU, and a training stage declares the runtime
+    the planner recommends (its estimate x 1.5 rounded up to the hour; a budgeted stage its budget + 1 h)."""
+    for est in plan_recipe(config, recipe):
+        assert est.fits, refusal(est)
+        if est.kind != "contamination" and est.gpus:
+            assert est.gpu_model, f"{recipe} {est.stage}: a GPU stage names its gpu_model"
+        if est.hours is not None:
+            assert runtime_problem(est) is None
+            assert est.runtime_min == recommended_runtime_min(est), (recipe, est.stage, est.hours)
+
+
+def test_a_qlora_dequantize_merge_on_the_cpu_is_refused(raw):
+    planted = with_changes(raw, **{"tulu2-qlora-70b": {"stages": {"merge": {"resources": {
+        "gpus": 0, "gpu_model": None, "mem_gb": 512}}}}})
+    with pytest.raises(ConfigError, match="stage merge cannot run on CPU: the QLoRA dequantize-merge loads the "
+                                          "4-bit base with bitsandbytes on a CUDA GPU"):
+        check_plan(planted, ["tulu2-qlora-70b"])

@@ -53,7 +53,9 @@ rule always_fails:
     shell:
         "echo injected failure >&2; exit 3"
 """
-OVERLAY = {"recipe": RECIPE, "recipes": {RECIPE: {
+# the test cluster's GRES type "fake", in the planner's GPU table (every gpu_model names an entry there)
+OVERLAY = {"recipe": RECIPE, "gpu_models": {"fake": {"memory_gib": 16, "bf16_tflops": 1, "source": "test cluster"}},
+           "recipes": {RECIPE: {
     "extends": "tiny-tulu2-dpo",
     "data": {"sft": {"sources": [{"dataset": "tiny-units-sft", "count": 200}], "validation": 16}},
     "stages": {"sft": {"resources": {"gpus": 2, "gpu_model": "fake", "cpus_per_gpu": 1, "mem_gb": 2,
