@@ -275,3 +275,7 @@ def test_a_qlora_dequantize_merge_on_the_cpu_is_refused(raw):
     with pytest.raises(ConfigError, match="stage merge cannot run on CPU: the QLoRA dequantize-merge loads the "
                                           "4-bit base with bitsandbytes on a CUDA GPU"):
         check_plan(planted, ["tulu2-qlora-70b"])
+
+
+def test_the_shipped_config_passes_the_check_the_workflow_runs(config):
+    check_plan(config)   # every recipe, the tiny twins included (rules/common.smk runs this at workflow start)
