@@ -1,4 +1,4 @@
-"""Small file helpers shared by the stage scripts: atomic writers and content hashes.
+"""Small file helpers shared by the stage scripts: atomic writers, content hashes and the one JSON-lines reader.
 
 Every output is written to a temporary file in the destination directory and moved into place with
 `os.replace`, so a reader (or Snakemake after an interrupted job) never sees a partial file.
@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from menagerie.errors import MenagerieError
 
 _CHUNK = 1 << 20
 
@@ -99,3 +101,55 @@ def atomic_directory(path: str | Path):
     if path.exists() or path.is_symlink():
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _not_utf8(path: Path, line: int, exc: UnicodeDecodeError, chunk: bytes) -> MenagerieError:
+    column = exc.start + 1
+    return MenagerieError(f"{path} line {line}: not UTF-8 text (byte 0x{chunk[exc.start]:02x} at column {column}: "
+                          f"{exc.reason}); expected UTF-8, e.g. re-encode with `iconv -f latin1 -t utf-8`")
+
+
+def decode_utf8(data: bytes, path: str | Path) -> str:
+    """`data` as UTF-8 text; a decoding error names the file's 1-based line (and column), not a byte offset."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        end = data.find(b"\n", exc.start)
+        chunk = data[start:] if end < 0 else data[start:end]
+        local = UnicodeDecodeError(exc.encoding, chunk, exc.start - start, exc.end - start, exc.reason)
+        raise _not_utf8(Path(path), line, local, chunk) from None
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(1-based line number, object) for each non-blank line of a JSON-lines file.
+
+    Problems are one sentence naming the file and the line: a line that is not JSON (with the parser's full
+    message), a value that is not an object, a line that is not UTF-8 (with the column, not a byte offset).
+    """
+    path = Path(path)
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _not_utf8(path, number, exc, raw) from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise MenagerieError(f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                                     f"expected one JSON object per line") from None
+            if not isinstance(row, dict):
+                raise MenagerieError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
+            yield number, row
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The objects of a JSON-lines file, blank lines skipped (errors as in `iter_jsonl`)."""
+    return [row for _, row in iter_jsonl(path)]

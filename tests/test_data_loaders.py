@@ -49,13 +49,13 @@ def test_lima_alternates_user_and_assistant_and_drops_a_trailing_question() -> N
 
 @pytest.mark.parametrize("row,problem", [
     ({"conversations": ["only a question"]}, "field 'conversations' expected a list of at least 2 string(s)"),
-    ({"conversations": ["Q", 7]}, "field 'conversations' item 1 expected a string, got int"),
+    ({"conversations": ["Q", 7]}, "field 'conversations' item 2 expected a string, got int"),
     ({"source": "x"}, "missing field 'conversations' expected by schema lima"),
 ])
 def test_lima_bad_rows_name_file_row_and_key(row: dict, problem: str) -> None:
     with pytest.raises(MenagerieError) as info:
         normalize([LIMA[0], row], "lima", "lima", "data/lima.jsonl")
-    assert str(info.value).startswith("data/lima.jsonl row 1: ") and problem in str(info.value)
+    assert str(info.value).startswith("data/lima.jsonl row 2: ") and problem in str(info.value)
 
 
 # ------------------------------------------------------------------------------------ Natural Instructions
@@ -108,18 +108,18 @@ def test_natural_instructions_task_files_read_as_rows(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("change,problem", [
     ({"Instances": [{"id": "t-1", "input": "x", "output": ["y"]}, {"id": "t-2", "input": "x"}]},
-     "field 'Instances' item 1: missing key 'output'"),
+     "field 'Instances' item 2: missing key 'output'"),
     ({"Instances": [{"id": "t-1", "input": "x", "output": []}]},
-     "field 'Instances' item 0: key 'output' expected a non-empty list of strings"),
+     "field 'Instances' item 1: key 'output' expected a non-empty list of strings"),
     ({"Instances": []}, "field 'Instances' expected a non-empty list of instances"),
-    ({"Definition": [3]}, "field 'Definition' item 0 expected a string, got int"),
+    ({"Definition": [3]}, "field 'Definition' item 1 expected a string, got int"),
     ({"Positive Examples": [{"input": "x"}]},
-     "field 'Positive Examples' item 0 expected a mapping with string 'input' and 'output'"),
+     "field 'Positive Examples' item 1 expected a mapping with string 'input' and 'output'"),
 ])
 def test_natural_instructions_bad_tasks_name_file_row_and_key(change: dict, problem: str) -> None:
     with pytest.raises(MenagerieError) as info:
         normalize([TASK, {**TASK, **change}], "natural_instructions", "ni", "ni.json")
-    assert str(info.value) == f"ni.json row 1: {problem} (schema natural_instructions)"
+    assert str(info.value) == f"ni.json row 2: {problem} (dataset 'ni', schema natural_instructions)"
 
 
 # ------------------------------------------------------------------------------------------- MathInstruct
@@ -132,8 +132,8 @@ def test_mathinstruct_keeps_the_source_as_origin() -> None:
         {"id": "math_0", "source": "math", "origin": "data/CoT/gsm_train.json",
          "messages": [{"role": "user", "content": row["instruction"]},
                       {"role": "assistant", "content": row["output"]}]}]
-    with pytest.raises(MenagerieError, match=r"^m.json row 1: missing field 'output' expected by schema "
-                                             r"mathinstruct$"):
+    with pytest.raises(MenagerieError, match=r"^m.json row 2: missing field 'output' expected by schema "
+                                             r"mathinstruct \(dataset 'math'\)$"):
         normalize([row, {"instruction": "q", "source": "s"}], "mathinstruct", "math", "m.json")
 
 
@@ -172,7 +172,7 @@ def test_openbookqa_hub_and_allenai_layouts_give_the_same_row() -> None:
 def test_openbookqa_bad_rows_name_file_row_and_key(row: dict, problem: str) -> None:
     with pytest.raises(MenagerieError) as info:
         normalize([row], "openbookqa", "obqa", "obqa.parquet")
-    assert str(info.value).startswith("obqa.parquet row 0: ") and problem in str(info.value)
+    assert str(info.value).startswith("obqa.parquet row 1 (id 7-980): ") and problem in str(info.value)
 
 
 # --------------------------------------------------------------------------------------------------- QuAC
@@ -207,7 +207,7 @@ def test_quac_gives_one_row_per_turn_with_the_earlier_turns_in_context() -> None
 def test_quac_bad_dialogues_name_file_row_and_key(change: dict, problem: str) -> None:
     with pytest.raises(MenagerieError) as info:
         normalize([QUAC, {**QUAC, **change}], "quac", "quac", "quac.parquet")
-    assert str(info.value).startswith("quac.parquet row 1: ") and problem in str(info.value)
+    assert str(info.value).startswith("quac.parquet row 2 (id C_1_0): ") and problem in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------- CNN/DM
@@ -219,8 +219,8 @@ def test_cnn_dailymail_summarizes_the_article() -> None:
         {"id": "42c027e4", "source": "cnn", "context": "LONDON (CNN) -- A long article.",
          "messages": [{"role": "user", "content": CNN_DAILYMAIL_INSTRUCTION},
                       {"role": "assistant", "content": "Short summary ."}]}]
-    with pytest.raises(MenagerieError, match=r"^c row 0: missing field 'highlights' expected by schema "
-                                             r"cnn_dailymail$"):
+    with pytest.raises(MenagerieError, match=r"^c row 1 \(id x\): missing field 'highlights' expected by "
+                                             r"schema cnn_dailymail \(dataset 'cnn'\)$"):
         normalize([{"id": "x", "article": "a"}], "cnn_dailymail", "cnn", "c")
 
 
@@ -245,7 +245,7 @@ def test_birbal_qa_round_trips_through_the_birbal_format(question: str) -> None:
 def test_birbal_qa_malformed_prompts_name_file_row_and_key(question: str, problem: str) -> None:
     with pytest.raises(MenagerieError) as info:
         normalize([{"question": question, "answer": "a"}], "birbal_qa", "bb", "train_dataset.json")
-    assert str(info.value).startswith("train_dataset.json row 0: ") and problem in str(info.value)
+    assert str(info.value).startswith("train_dataset.json row 1: ") and problem in str(info.value)
 
 
 # ------------------------------------------------------------------------------------- real samples (opt-in)

@@ -95,17 +95,17 @@ def test_normalize_errors_name_origin_row_field_and_schema() -> None:
     rows = [TULU] * 3 + [{"id": "oops"}]
     with pytest.raises(MenagerieError) as info:
         normalize(rows, "tulu_messages", "x", "resources/datasets/x.jsonl")
-    assert str(info.value) == ("resources/datasets/x.jsonl row 3: missing field 'messages' expected by schema "
-                               "tulu_messages")
-    with pytest.raises(MenagerieError, match="row 0: field 'messages' message 0 has role 'tool', expected one of "
+    assert str(info.value) == ("resources/datasets/x.jsonl row 4 (id oops): missing field 'messages' expected by "
+                               "schema tulu_messages (dataset 'x')")
+    with pytest.raises(MenagerieError, match="row 1: field 'messages' message 1 has role 'tool', expected one of "
                                              "system, user, assistant"):
         normalize([{"messages": [{"role": "tool", "content": "x"}]}], "tulu_messages", "x", "o")
-    with pytest.raises(MenagerieError, match="o row 0: missing field 'output' expected by schema open_platypus"):
+    with pytest.raises(MenagerieError, match="o row 1: missing field 'output' expected by schema open_platypus"):
         normalize([{"instruction": "i", "input": ""}], "open_platypus", "x", "o")
     bad_pref = {"prompt": "p", "chosen": [{"role": "user", "content": "p"}], "rejected": "no"}
     with pytest.raises(MenagerieError, match="field 'chosen' expected to end with an assistant message"):
         normalize([bad_pref], "ultrafeedback", "x", "o")
-    with pytest.raises(MenagerieError, match="o row 0: missing field 'answer' expected by schema eval_exact"):
+    with pytest.raises(MenagerieError, match="o row 1: missing field 'answer' expected by schema eval_exact"):
         normalize([{"question": "q"}], "eval_exact", "x", "o")
     with pytest.raises(MenagerieError, match="unknown schema 'alpaca'"):
         normalize([], "alpaca", "x", "o")
@@ -131,7 +131,7 @@ def test_materialize_local_checks_rows_against_the_schema(tmp_path: Path) -> Non
     src.write_text(json.dumps({"data": [TULU]}), encoding="utf-8")
     materialize_dataset("mine", {"source": "local", "path": str(src), "schema": "tulu_messages"}, tmp_path / "o.jsonl")
     assert read_rows(tmp_path / "o.jsonl") == [TULU]
-    expected = rf"{re.escape(str(src))} row 0: missing field 'question' expected by schema eval_exact"
+    expected = rf"{re.escape(str(src))} line 1 \(id t1\): missing field 'question' expected by schema eval_exact"
     with pytest.raises(MenagerieError, match=expected):
         materialize_dataset("mine", {"source": "local", "path": str(src), "schema": "eval_exact"}, tmp_path / "p.jsonl")
     assert not (tmp_path / "p.jsonl").exists()

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from menagerie.data.contamination import embedding_matches, guard_terms, ngram_matches
-from menagerie.data.sources import normalize, read_rows
+from menagerie.data.sources import normalize, read_located, read_rows
 from menagerie.errors import MenagerieError
 
 
@@ -63,7 +63,8 @@ def eval_items(config: dict, recipe_name: str, eval_files: dict[str, str]) -> tu
                 name = task["dataset"]
                 schema = config["datasets"][name]["schema"]
                 rows = []
-                for row in normalize(read_rows(eval_files[name]), schema, name, eval_files[name]):
+                raw, locations = read_located(eval_files[name])
+                for row in normalize(raw, schema, name, eval_files[name], locations):
                     text = row["question"] if "question" in row else row_texts(row)[1]
                     rows.append({"id": row["id"], "text": text})
             else:

@@ -40,21 +40,33 @@ ROLES = ("system", "user", "assistant")
 CNN_DAILYMAIL_INSTRUCTION = "Summarize the following news article in a few sentences."
 
 
-class RawRow:
-    """Field access for one raw row that reports problems with origin, index and schema."""
+# fields that identify a raw row in an error message, in the order they are tried
+ID_FIELDS = ("id", "prompt_id", "dialogue_id", "task_name")
 
-    def __init__(self, row: Any, index: int, schema: str, origin: str) -> None:
-        self.row, self.index, self.schema, self.origin = row, index, schema, origin
+
+class RawRow:
+    """Field access for one raw row that reports problems with its location, id, dataset and schema.
+
+    `where` is the row's place ("<file> line N", 1-based, from sources.read_located); `index` (0-based) only
+    makes the fallback `<dataset>_<index>` ids. Item and message positions in errors count from 1 as well.
+    """
+
+    def __init__(self, row: Any, index: int, schema: str, where: str, dataset: str = "") -> None:
+        self.row, self.index, self.schema, self.where, self.dataset = row, index, schema, where, dataset
         if not isinstance(row, dict):
             self.fail(f"expected a mapping of fields, got {type(row).__name__}")
 
-    def fail(self, problem: str) -> NoReturn:
-        raise MenagerieError(f"{self.origin} row {self.index}: {problem} (schema {self.schema})")
+    def fail(self, problem: str, schema_named: bool = False) -> NoReturn:
+        ident = next((self.row[f] for f in ID_FIELDS if isinstance(self.row, dict)
+                      and isinstance(self.row.get(f), (str, int)) and self.row.get(f) != ""), None)
+        ident = f" (id {ident})" if ident is not None else ""
+        context = [f"dataset '{self.dataset}'"] if self.dataset else []
+        context += [] if schema_named else [f"schema {self.schema}"]
+        raise MenagerieError(f"{self.where}{ident}: {problem}" + (f" ({', '.join(context)})" if context else ""))
 
     def require(self, field: str) -> Any:
         if field not in self.row or self.row[field] is None:
-            raise MenagerieError(f"{self.origin} row {self.index}: missing field '{field}' expected by schema "
-                                 f"{self.schema}")
+            self.fail(f"missing field '{field}' expected by schema {self.schema}", schema_named=True)
         return self.row[field]
 
     def text(self, field: str) -> str:
@@ -86,7 +98,7 @@ class RawRow:
         items = self.parsed(field, list) if value is None else value
         if not isinstance(items, list) or len(items) < min_items:
             self.fail(f"field '{field}' expected a list of at least {min_items} string(s)")
-        for position, item in enumerate(items):
+        for position, item in enumerate(items, start=1):
             if not isinstance(item, str):
                 self.fail(f"field '{field}' item {position} expected a string, got {type(item).__name__}")
         return items
@@ -96,7 +108,7 @@ class RawRow:
         if not value:
             self.fail(f"field '{field}' expected a non-empty list of messages")
         out = []
-        for position, message in enumerate(value):
+        for position, message in enumerate(value, start=1):
             if not isinstance(message, dict) or not isinstance(message.get("content"), str):
                 self.fail(f"field '{field}' message {position} expected a mapping with 'role' and string 'content'")
             if message.get("role") not in ROLES:
@@ -195,7 +207,7 @@ def natural_instructions(r: RawRow, name: str) -> list[dict]:
     definition = r.require("Definition")
     definitions = r.strings("Definition", [definition] if isinstance(definition, str) else definition)
     examples = r.parsed("Positive Examples", list) if r.row.get("Positive Examples") is not None else []
-    for position, example in enumerate(examples):
+    for position, example in enumerate(examples, start=1):
         if not isinstance(example, dict) or not all(isinstance(example.get(k), str) for k in ("input", "output")):
             r.fail(f"field 'Positive Examples' item {position} expected a mapping with string 'input' and 'output'")
     instances = r.parsed("Instances", list)
@@ -204,7 +216,7 @@ def natural_instructions(r: RawRow, name: str) -> list[dict]:
     task = r.optional_text("task_name")
     rows = []
     for position, instance in enumerate(instances):
-        where = f"field 'Instances' item {position}"
+        where = f"field 'Instances' item {position + 1}"
         if not isinstance(instance, dict):
             r.fail(f"{where} expected a mapping with 'input' and 'output', got {type(instance).__name__}")
         for key in ("input", "output"):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from menagerie.data.filters import dedup_inputs, row_filters
-from menagerie.data.sources import PREFERENCE_SCHEMAS, SFT_SCHEMAS, normalize, read_rows
+from menagerie.data.sources import PREFERENCE_SCHEMAS, SFT_SCHEMAS, normalize, read_located
 from menagerie.errors import ConfigError
 from menagerie.io import jsonl_sha256, sha256_file
 
@@ -122,7 +122,8 @@ def build_mixture(mixture: dict, datasets_cfg: dict, raw_paths: dict[str, Path],
             raise ConfigError(f"{where}: no raw file was given for dataset '{name}'")
         if name not in loaded:
             path = Path(raw_paths[name])
-            loaded[name] = (normalize(read_rows(path), schema, name, str(path)), sha256_file(path))
+            raw, locations = read_located(path)
+            loaded[name] = (normalize(raw, schema, name, str(path), locations), sha256_file(path))
         rows, digest = loaded[name]
         indices = _select(rows, item)
         if _selection(item) and not indices:

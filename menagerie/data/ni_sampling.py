@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from menagerie.errors import ConfigError, MenagerieError, MissingInputError
+from menagerie.io import iter_jsonl, read_jsonl
 
 KINDS = ("exact_match", "generation")
 METRICS = {"exact_match": "exact_match_accuracy", "generation": "rouge_l_f1"}
@@ -117,14 +118,11 @@ def iter_tasks(path: str | Path) -> Iterator[dict]:
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"Natural Instructions task rows {path} do not exist (the dataset stage writes them)")
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                task = json.loads(line)
-                if not isinstance(task.get("task_name"), str):
-                    raise MenagerieError(f"{path} line {number}: a Natural Instructions task row needs its "
-                                         "`task_name` (the task file's name)")
-                yield task
+    for number, task in iter_jsonl(path):
+        if not isinstance(task.get("task_name"), str):
+            raise MenagerieError(f"{path} line {number}: a Natural Instructions task row needs its "
+                                 "`task_name` (the task file's name)")
+        yield task
 
 
 def definition(task: dict) -> str:
@@ -350,11 +348,8 @@ def row(task: dict, kind: str, instance: dict) -> dict:
 def read_predictions(path: str | Path) -> dict[str, dict[str, dict]]:
     """task -> instance id -> prediction row."""
     out: dict[str, dict[str, dict]] = {}
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                rec = json.loads(line)
-                out.setdefault(rec["task"], {})[str(rec["id"])] = rec
+    for rec in read_jsonl(path):
+        out.setdefault(rec["task"], {})[str(rec["id"])] = rec
     return out
 
 

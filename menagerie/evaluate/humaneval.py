@@ -11,6 +11,8 @@ import json
 import math
 from pathlib import Path
 
+from menagerie.io import read_jsonl
+
 STOP_SEQUENCES = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]   # [OI] eval/codex_humaneval/run_eval.py
 
 
@@ -73,10 +75,8 @@ def score(problems: list[dict], completions: list[list[str]], k: int, work_dir: 
     result = run_functional_correctness(sample_file, problem_file, k, timeout, n_workers=2,
                                         overall_timeout=60 + timeout * len(completions) * max(map(len, completions)))
     per_problem: dict[str, list[bool]] = {}
-    with open(f"{sample_file}_results.jsonl") as handle:
-        for line in handle:
-            row = json.loads(line)
-            per_problem.setdefault(row["task_id"], []).append(bool(row["passed"]))
+    for row in read_jsonl(f"{sample_file}_results.jsonl"):
+        per_problem.setdefault(row["task_id"], []).append(bool(row["passed"]))
     n = len(completions[0]) if completions else 0
     values = [pass_at_k(n, sum(v), k) for v in per_problem.values()]
     mean = sum(values) / len(values)

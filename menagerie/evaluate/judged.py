@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from menagerie.errors import MenagerieError
+from menagerie.io import read_jsonl
 
 KINDS = ("alpaca-eval", "toxigen", "truthfulqa-gen")
 JUDGE_ROLES = {"alpaca-eval": {"judge": "pairwise"}, "toxigen": {"judge": "classifier"},
@@ -207,7 +208,7 @@ def _read_local(path: Path) -> list[dict]:
     if path.suffix == ".json":
         data = json.loads(path.read_text())
         return data if isinstance(data, list) else data.get("data") or data.get("rows") or []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 def load_rows(task: dict) -> tuple[list[dict], str]:

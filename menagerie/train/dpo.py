@@ -7,7 +7,8 @@ from pathlib import Path
 from menagerie import formats
 from menagerie.provenance import file_hashes, stage_record
 from menagerie.train import artifacts, common
-from menagerie.train.sft import load_tokenizer, read_jsonl
+from menagerie.io import read_jsonl
+from menagerie.train.sft import load_tokenizer
 
 
 def preference_examples(rows: list[dict], tokenizer, chat_format: str) -> list[dict]:

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from menagerie import formats
 from menagerie.errors import MenagerieError
+from menagerie.io import read_jsonl
 from menagerie.provenance import file_hashes, stage_record
 from menagerie.train import artifacts, common
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def tokenize_rows(rows: list[dict], tokenizer, stage: dict, chat_format: str) -> list[dict]:
