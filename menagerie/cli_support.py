@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
 from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from menagerie.errors import ConfigError, MenagerieError
+
+
+def _terminate(signum, frame) -> NoReturn:
+    sys.exit(128 + signum)
 
 
 def run_cli(fn: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> NoReturn:
@@ -18,6 +24,10 @@ def run_cli(fn: Callable[[Sequence[str] | None], int | None], argv: Sequence[str
     printed to stderr as a single line `error: <message>` and the process exits 1. Any other
     exception is a bug and propagates with its traceback.
     """
+    # SIGTERM (Snakemake stopping a job, SLURM's scancel) unwinds like an exception, so temporary outputs
+    # (menagerie.io.atomic_directory / atomic_open) are removed instead of left behind
+    with contextlib.suppress(ValueError):   # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         result = fn(argv)
     except MenagerieError as exc:

@@ -85,11 +85,42 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_tmp_dirs(path: str | Path) -> list[Path]:
+    """Remove `.<name>.tmp-<pid>` siblings of `path` whose process is dead on this host (left by a kill -9);
+    returns what was removed. A directory of a live process (another run writing now) is kept."""
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    prefix = f".{path.name}.tmp-"
+    for sibling in path.parent.iterdir():
+        pid = sibling.name[len(prefix):] if sibling.name.startswith(prefix) else ""
+        if pid.isdigit() and sibling.is_dir() and not sibling.is_symlink() and not _pid_alive(int(pid)):
+            shutil.rmtree(sibling, ignore_errors=True)
+            removed.append(sibling)
+    return removed
+
+
 @contextmanager
 def atomic_directory(path: str | Path):
-    """Yield a fresh temporary directory next to `path`; on success it replaces `path`, on error it is removed."""
+    """Yield a fresh temporary directory next to `path`; on success it replaces `path`, on error it is removed.
+
+    The temporary directory is `.<name>.tmp-<pid>`; ones left by dead processes (kill -9, where no cleanup runs)
+    are removed when the next attempt starts.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp_dirs(path)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

@@ -8,6 +8,10 @@ import os
 from pathlib import Path
 
 from menagerie.report import validate_eval
+from menagerie.rounding import PAPER_DIGITS, SCORE_DIGITS, fmt, round_half_up
+
+_SCORE_KEYS = ("average", "base_average")
+_TASK_SCORE_KEYS = ("value", "stderr", "delta_vs_base", "z_vs_base", "delta_vs_published")
 
 
 def leaderboard_rows(eval_files: list[Path]) -> list[dict]:
@@ -35,8 +39,19 @@ def leaderboard_rows(eval_files: list[Path]) -> list[dict]:
     return rows
 
 
-def _fmt(value, digits: int = 1) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+def rounded_row(row: dict) -> dict:
+    """A leaderboard row as leaderboard.json holds it: numbers rounded as the md and html pages show them (the
+    linked eval.json keeps full precision)."""
+    out = {**row, **{k: round_half_up(row.get(k), SCORE_DIGITS) for k in _SCORE_KEYS},
+           "published_average": round_half_up(row.get("published_average"), PAPER_DIGITS)}
+    out["tasks"] = {name: {**task, **{k: round_half_up(task.get(k), SCORE_DIGITS) for k in _TASK_SCORE_KEYS},
+                           "published": round_half_up(task.get("published"), PAPER_DIGITS)}
+                    for name, task in row["tasks"].items()}
+    return out
+
+
+def _fmt(value, digits: int = SCORE_DIGITS) -> str:
+    return fmt(value, digits)
 
 
 def render_markdown(rows: list[dict], base_dir: Path | None = None) -> str:
@@ -50,7 +65,7 @@ def render_markdown(rows: list[dict], base_dir: Path | None = None) -> str:
     for r in rows:
         link = os.path.relpath(r["eval_json"], base_dir) if base_dir else r["eval_json"]
         cells = [f"[{r['recipe']}]({link})", _fmt(r["average"]), _fmt(r["base_average"]),
-                 _fmt(r["published_average"])]
+                 _fmt(r["published_average"], PAPER_DIGITS)]
         for t in tasks:
             task = r["tasks"].get(t)
             if task is None:
@@ -60,9 +75,9 @@ def render_markdown(rows: list[dict], base_dir: Path | None = None) -> str:
             else:
                 cell = f"{_fmt(task['value'])} ± {_fmt(task['stderr'])}"
                 if task["delta_vs_base"] is not None:
-                    cell += f" (Δbase {task['delta_vs_base']:+.1f}, z {_fmt(task['z_vs_base'])})"
+                    cell += f" (Δbase {fmt(task['delta_vs_base'], SCORE_DIGITS, signed=True)}, z {_fmt(task['z_vs_base'])})"
                 if task["published"] is not None:
-                    cell += f" [paper {task['published']}]"
+                    cell += f" [paper {_fmt(task['published'], PAPER_DIGITS)}]"
                 cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -70,7 +85,8 @@ def render_markdown(rows: list[dict], base_dir: Path | None = None) -> str:
 
 def write_leaderboard(eval_files: list[Path], json_out: Path, md_out: Path, html_out: Path | None = None,
                       charts_dir: Path | None = None) -> list[dict]:
-    """Every output is written atomically; the charts directory is replaced whole (it holds one PNG per suite)."""
+    """Every output is written atomically; the charts directory is replaced whole (it holds one PNG per suite).
+    Returns the rows as leaderboard.json holds them (rounded, see `rounded_row`)."""
     from menagerie.io import atomic_directory, atomic_open
 
     rows = leaderboard_rows(eval_files)
@@ -87,7 +103,7 @@ def write_leaderboard(eval_files: list[Path], json_out: Path, md_out: Path, html
         with atomic_open(html_out) as handle:
             handle.write(render_html(rows, charts, html_out.parent))
     with atomic_open(json_out) as handle:
-        json.dump({"schema_version": 1, "rows": rows}, handle, indent=2, sort_keys=True)
+        json.dump({"schema_version": 1, "rows": [rounded_row(r) for r in rows]}, handle, indent=2, sort_keys=True)
     with atomic_open(md_out) as handle:
         handle.write(render_markdown(rows, md_out.parent))
-    return rows
+    return [rounded_row(r) for r in rows]

@@ -15,6 +15,8 @@ from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
+from menagerie.rounding import PAPER_DIGITS, SCORE_DIGITS, fmt, round_half_up
+
 NO_SUITE = "other"   # tasks of an eval.json written before tasks recorded their suite
 
 CSS = """
@@ -108,15 +110,16 @@ def suite_charts(rows: list[dict]) -> dict[str, bytes]:
 # ------------------------------------------------------------------------------------------- page
 
 
-def _num(value, digits: int = 1) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+def _num(value, digits: int = SCORE_DIGITS) -> str:
+    return fmt(value, digits)
 
 
 def _delta(value, label: str) -> str:
     if value is None:
         return ""
-    cls = "pos" if value > 0 else "neg" if value < 0 else ""
-    return f'<span class="sub {cls}">{escape(label)} {value:+.1f}</span>'
+    shown = round_half_up(value, SCORE_DIGITS)
+    cls = "pos" if shown > 0 else "neg" if shown < 0 else ""
+    return f'<span class="sub {cls}">{escape(label)} {fmt(value, SCORE_DIGITS, signed=True)}</span>'
 
 
 def _link(path: str | Path, base_dir: Path | None) -> str:
@@ -155,7 +158,7 @@ def _task_cell(task: dict | None) -> str:
     if task is None:
         return "<td></td>"
     paper = task.get("published")
-    paper_html = f'<span class="sub">paper {escape(_num(paper, 2))}</span>' if paper is not None else ""
+    paper_html = f'<span class="sub">paper {escape(_num(paper, PAPER_DIGITS))}</span>' if paper is not None else ""
     if task.get("status") != "ok":
         reason = escape(task.get("reason") or "skipped", quote=True)
         return f'<td><span class="skipped" title="{reason}">skipped</span>{paper_html}</td>'
@@ -192,7 +195,7 @@ def summary_table(rows: list[dict], base_dir: Path | None) -> str:
            "<tbody>"]
     for row in rows:
         average, paper = row.get("average"), row.get("published_average")
-        paper_cell = escape(_num(paper, 2))
+        paper_cell = escape(_num(paper, PAPER_DIGITS))
         if row.get("published_source"):
             paper_cell += f'<span class="sub">{escape(row["published_source"])}</span>'
         delta = row.get("published_average_delta")     # on the paper's own average only (report.py)

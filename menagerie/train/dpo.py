@@ -42,13 +42,13 @@ def run_dpo(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, v
     with common.stage_output(out_dir) as tmp, stage_record("dpo", tmp, recipe=recipe_name, method=stage["method"],
                                                            beta=stage["beta"], batch=batch,
                                                            input_sha256=file_hashes(inputs),
-                                                           resumed_from=resume) as record:
+                                                           resumed_from=resume, attempts_dir=work_dir) as record:
         trainer.train(resume_from_checkpoint=resume)
         card = [f"DPO stage of recipe `{recipe_name}` ({stage['method']}, beta {stage['beta']}) on `{model_dir}`.",
                 f"{len(train)} preference pairs; reference model: the policy's starting weights "
                 f"({'adapter disabled' if stage['method'] != 'full' else 'a frozen copy'})."]
         record["metrics"] = artifacts.save_artifacts(trainer, tokenizer, tmp, formats.chat_template_jinja(
-            recipe["chat_format"]), card, f"{recipe_name} / dpo")
+            recipe["chat_format"]), card, f"{recipe_name} / dpo", stage=stage, batch=batch)
         rewards = [e for e in trainer.state.log_history if "rewards/accuracies" in e]
         if rewards:
             record["metrics"]["final_reward_accuracy"] = rewards[-1]["rewards/accuracies"]

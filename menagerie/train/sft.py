@@ -58,14 +58,14 @@ def run_sft(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, v
     inputs = {"model": model_dir, "train": train_file, **({"validation": val_file} if val_file else {})}
     with common.stage_output(out_dir) as tmp, stage_record("sft", tmp, recipe=recipe_name, method=stage["method"],
                                                            batch=batch, input_sha256=file_hashes(inputs),
-                                                           resumed_from=resume) as record:
+                                                           resumed_from=resume, attempts_dir=work_dir) as record:
         trainer.train(resume_from_checkpoint=resume)
         card = [f"SFT stage of recipe `{recipe_name}` ({stage['method']}) on `{model_dir}`.",
                 f"Chat format: {recipe['chat_format']}; {len(train)} training rows, {len(val)} validation rows; "
                 f"global batch {batch['global_batch_size']} = {batch['micro_batch_size']} x "
                 f"{batch['gradient_accumulation_steps']} accumulation x {batch['processes']} process(es)."]
         record["metrics"] = artifacts.save_artifacts(trainer, tokenizer, tmp, formats.chat_template_jinja(
-            recipe["chat_format"]), card, f"{recipe_name} / sft")
+            recipe["chat_format"]), card, f"{recipe_name} / sft", stage=stage, batch=batch)
         record["stopped_for_budget"] = budget.stopped_for_budget
         record["gpu_hours"] = round(budget.used_gpu_hours(), 4) if stage["resources"]["gpus"] else 0.0
         record["rows"] = {"train": len(train), "validation": len(val)}
