@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from menagerie.overrides import override_summary
 from menagerie.report import validate_eval
 from menagerie.rounding import PAPER_DIGITS, SCORE_DIGITS, fmt, round_half_up
 
@@ -32,6 +33,7 @@ def leaderboard_rows(eval_files: list[Path]) -> list[dict]:
                                                     "delta_vs_published", "reason")}
                       for name, t in entry["tasks"].items()},
             "contamination": entry["provenance"].get("contamination"),
+            "modified": override_summary(entry["provenance"].get("overrides")),
             "git_commit": entry["provenance"]["git_commit"], "config_hash": entry["provenance"]["config_hash"],
             "eval_json": str(path),
         })
@@ -64,7 +66,8 @@ def render_markdown(rows: list[dict], base_dir: Path | None = None) -> str:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         link = os.path.relpath(r["eval_json"], base_dir) if base_dir else r["eval_json"]
-        cells = [f"[{r['recipe']}]({link})", _fmt(r["average"]), _fmt(r["base_average"]),
+        mark = " (modified*)" if r.get("modified") else ""
+        cells = [f"[{r['recipe']}]({link}){mark}", _fmt(r["average"]), _fmt(r["base_average"]),
                  _fmt(r["published_average"], PAPER_DIGITS)]
         for t in tasks:
             task = r["tasks"].get(t)
@@ -75,11 +78,16 @@ def render_markdown(rows: list[dict], base_dir: Path | None = None) -> str:
             else:
                 cell = f"{_fmt(task['value'])} ± {_fmt(task['stderr'])}"
                 if task["delta_vs_base"] is not None:
-                    cell += f" (Δbase {fmt(task['delta_vs_base'], SCORE_DIGITS, signed=True)}, z {_fmt(task['z_vs_base'])})"
+                    delta = fmt(task["delta_vs_base"], SCORE_DIGITS, signed=True)
+                    cell += f" (Δbase {delta}, z {_fmt(task['z_vs_base'])})"
                 if task["published"] is not None:
                     cell += f" [paper {_fmt(task['published'], PAPER_DIGITS)}]"
                 cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"- *{r['recipe']}*: {r['modified']}; the differences are in its eval.json "
+             f"(`provenance.overrides`)" for r in rows if r.get("modified")]
+    if notes:
+        lines += ["", "(modified*) builds that are not the published recipe:", *notes]
     return "\n".join(lines) + "\n"
 
 

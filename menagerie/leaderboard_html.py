@@ -28,6 +28,7 @@ th, td { border: 1px solid #d0d0d7; padding: .3rem .5rem; vertical-align: top; t
 th { background: #f2f2f6; } td.recipe, th.recipe, td.text, th.text { text-align: left; }
 tr:nth-child(even) td { background: #fafafc; }
 .tiny { font-size: .75rem; color: #fff; background: #8a8a99; border-radius: .3rem; padding: 0 .3rem; }
+.modified { font-size: .75rem; color: #fff; background: #b26a00; border-radius: .3rem; padding: 0 .3rem; }
 .skipped { color: #8a8a99; font-style: italic; }
 .pos { color: #1a7f37; } .neg { color: #c62828; }
 .sub { display: block; font-size: .78rem; color: #555; }
@@ -54,6 +55,18 @@ def chart_filename(suite: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------- charts
+
+
+def paper_lines(tasks: list[str], rows: list[dict]) -> int:
+    """How many dashed paper lines the suite's chart draws: one per (recipe, task) with a published value."""
+    return sum(1 for r in rows for t in tasks if (r["tasks"].get(t) or {}).get("published") is not None)
+
+
+def chart_caption(suite: str, tasks: list[str], rows: list[dict]) -> str:
+    """The caption under a suite's chart; it mentions the dashed paper line only where the chart draws one."""
+    paper = ("dashed: the paper's value" if paper_lines(tasks, rows)
+             else "no paper value for these tasks")
+    return f"bars: this build (± stderr); {paper}; also at leaderboard/{chart_filename(suite)}"
 
 
 def suite_chart(suite: str, tasks: list[str], rows: list[dict]) -> bytes:
@@ -87,7 +100,7 @@ def suite_chart(suite: str, tasks: list[str], rows: list[dict]) -> bytes:
             if task.get("published") is not None:
                 ax.hlines(task["published"], pos - width / 2, pos + width / 2, colors="black",
                           linestyles="--", linewidth=1.4, zorder=3)
-    if any(t.get("published") is not None for r in recipes for t in r["tasks"].values()):
+    if paper_lines(tasks, rows):
         handles.append(Line2D([], [], color="black", linestyle="--", label="paper"))
     ax.set_xticks(range(len(recipes)), [r["recipe"] for r in recipes], rotation=20, ha="right", fontsize=8)
     ax.set_xlim(-0.6, max(len(recipes), 1) - 0.4)
@@ -175,6 +188,9 @@ def _task_cell(task: dict | None) -> str:
 
 def _recipe_cell(row: dict) -> str:
     badge = ' <span class="tiny">tiny</span>' if row.get("tiny") else ""
+    if row.get("modified"):
+        badge += f' <span class="modified" title="{escape(row["modified"], quote=True)}">modified</span>'
+        badge += f'<span class="sub">{escape(row["modified"])}</span>'
     return f'<td class="recipe">{escape(row["recipe"])}{badge}</td>'
 
 
@@ -219,8 +235,8 @@ def suite_section(suite: str, tasks: list[str], rows: list[dict], png: bytes | N
     if png is not None:
         data = base64.b64encode(png).decode("ascii")
         out.append(f'<figure><img src="data:image/png;base64,{data}" alt="{escape(f"bar chart of suite {suite}")}" '
-                   f'data-suite="{escape(suite, quote=True)}"><figcaption>bars: this build (± stderr); dashed: '
-                   f"the paper; also at leaderboard/{escape(chart_filename(suite))}</figcaption></figure>")
+                   f'data-suite="{escape(suite, quote=True)}"><figcaption>'
+                   f"{escape(chart_caption(suite, tasks, rows))}</figcaption></figure>")
     out.append(f'<table class="suite-table" data-suite="{escape(suite, quote=True)}"><thead><tr>'
                '<th class="recipe">recipe</th>' + "".join(f"<th>{escape(t)}</th>" for t in tasks)
                + "</tr></thead><tbody>")

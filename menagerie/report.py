@@ -12,6 +12,7 @@ import jsonschema
 
 from menagerie.config import recipe_hash
 from menagerie.errors import MenagerieError
+from menagerie.overrides import recipe_overrides
 from menagerie.provenance import environment
 
 
@@ -147,6 +148,7 @@ def build_eval_entry(config: dict, recipe_name: str, final: dict, base: dict | N
                                 "library_versions": final.get("library_versions")},
             "stages": {n: {k: v for k, v in r.items() if k not in ("environment",)} for n, r in stages.items()},
             "contamination": contamination,
+            "overrides": recipe_overrides(config, recipe_name),
         },
     }
     declared = declared_average(config, recipe)
