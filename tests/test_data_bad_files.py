@@ -133,3 +133,37 @@ def test_read_jsonl_rejects_a_non_object_line(tmp_path):
     path = write(tmp_path / "d.jsonl", json.dumps(GOOD) + "\n[1, 2]\n")
     with pytest.raises(MenagerieError, match=rf"^{path} line 2: expected a JSON object, got list$"):
         read_jsonl(path)
+
+
+# ------------------------------------------------------------------------------------------- through Snakemake
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"", "is empty (0 bytes); expected tulu_messages rows"),
+    (b"\n   \n", "holds only blank lines; expected tulu_messages rows"),
+    ('{"id": "x", "messages": [{"role": "user", "content": "café"}]}\n'.encode("latin-1"),
+     "line 1: not UTF-8 text (byte 0xe9 at column 58: invalid continuation byte)")],   # 12 + 13 + 17 + 12 + 3 + 1
+    ids=["empty", "blank-only", "latin-1"])
+def test_bad_local_file_stops_the_dataset_rule_in_one_sentence(tmp_path, content, problem):
+    """A user's --configfile points a twin's dataset at a bad local file: the dataset job fails with one `error:`
+    line naming the dataset and the file, no traceback, and no mixture runs."""
+    import subprocess
+
+    from workflow_copy import SNAKEMAKE, copy_workflow
+
+    workdir = copy_workflow(tmp_path / "wf")
+    (workdir / "mine.jsonl").write_bytes(content)
+    (workdir / "my.yaml").write_text("datasets:\n  tiny-sft:\n    source: local\n    path: mine.jsonl\n")
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run([str(SNAKEMAKE), "--cores", "1", "results/tiny-tulu2-dpo/data/sft.jsonl",
+                             "--configfile", "my.yaml"], cwd=workdir, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: dataset 'tiny-sft': mine.jsonl {problem}" + (
+        "; expected UTF-8, e.g. re-encode with `iconv -f latin1 -t utf-8`" if "UTF-8" in problem else "")], \
+        result.stderr[-3000:]
+    assert "Traceback" not in (workdir / "logs/dataset/tiny-sft.log").read_text()
+    assert "the mixture's sources provide no rows" not in result.stderr
+    assert not (workdir / "resources/datasets/tiny-sft.jsonl").exists()
