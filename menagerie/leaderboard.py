@@ -11,7 +11,7 @@ from menagerie.overrides import override_summary
 from menagerie.report import validate_eval
 from menagerie.rounding import PAPER_DIGITS, SCORE_DIGITS, fmt, round_half_up
 
-_SCORE_KEYS = ("average", "base_average")
+_SCORE_KEYS = ("average", "base_average", "published_average_delta", "average_as_published")
 _TASK_SCORE_KEYS = ("value", "stderr", "delta_vs_base", "z_vs_base", "delta_vs_published")
 
 
