@@ -27,11 +27,14 @@ Mistral, SmolLM2) from their shapes in `models.<name>.architecture`:
   base): each layer's input, L x t x h x (4, the fp32 residual stream; e under FSDP's bf16 policy), plus the larger
   of one recomputed layer and the loss head (they are not alive at once).
 - overhead: 1.5 GiB per device (CUDA context, cuBLAS workspace, allocator slack).
+- host memory of a GPU training job (the first node's mem_gb): rank 0 holds the model on the host before it is
+  sharded or moved (fp32 for full fine-tuning), plus 6 GB per process.
 
 Under `fsdp` weights, gradients, optimizer state and the reference are divided by nodes x gpus; `ddp` replicates
-them. Expected training time = tokens x 6 x params (+ 2 x params for DPO's reference forward, + 2 x params for the forward
-that gradient checkpointing recomputes) / (nodes x gpus x peak bf16 FLOP/s x MFU), with the MFU assumed per method (ASSUMED_MFU) and tokens = rows x epochs x sequences per
-row x min(ASSUMED_MEAN_TOKENS, max_seq_length), capped by the stage's GPU-hour budget.
+them. Expected training time = tokens x 6 x params (+ 2 x params for DPO's reference forward, + 2 x params for the
+forward gradient checkpointing recomputes) / (nodes x gpus x peak bf16 FLOP/s x MFU), with the MFU assumed per
+method (ASSUMED_MFU) and tokens = rows x epochs x sequences per row x min(ASSUMED_MEAN_TOKENS, max_seq_length),
+capped by the stage's GPU-hour budget.
 """
 
 from __future__ import annotations
@@ -420,8 +423,26 @@ def estimate_training(config: dict, recipe_name: str, stage: str, strategy: str 
                        f"declares none")
     elif settings.get("quantization") and strategy == "fsdp" and settings["quantization"]["bits"] == 8:
         est.problem = "an 8-bit (LLM.int8) base cannot be sharded with FSDP; use ddp with a GPU that holds it"
+    elif resources["gpus"]:
+        host = host_bytes(arch, settings, resources)
+        if host > resources["mem_gb"] * 1e9:
+            est.problem = (f"the first node's host memory needs an estimated {host / 1e9:.0f} GB (rank 0 loads the "
+                           f"model before it is placed or sharded, {HOST_PER_PROCESS_GB:g} GB per process) and mem_gb "
+                           f"is {resources['mem_gb']:g}")
     training_time(config, recipe, stage, settings, arch, est)
     return est
+
+
+HOST_PER_PROCESS_GB = 6   # a training process's Python, torch, CUDA host allocations, tokenizer and data
+
+
+def host_bytes(arch: Architecture, settings: dict, resources: dict) -> float:
+    """Host memory of a GPU training job's first node: rank 0 holds the whole model on the host before FSDP shards
+    it or it moves to its GPU (fp32 for full fine-tuning; a quantized base is quantized shard by shard as it loads),
+    plus each process of the node."""
+    model = 4.0 * arch.n if settings["method"] == "full" else (
+        0.0 if settings.get("quantization") else COMPUTE_BYTES[settings["precision"]] * arch.n)
+    return model + resources["gpus"] * HOST_PER_PROCESS_GB * 1e9
 
 
 def estimate_merge(config: dict, recipe_name: str) -> Estimate:

@@ -279,3 +279,31 @@ def test_a_qlora_dequantize_merge_on_the_cpu_is_refused(raw):
 
 def test_the_shipped_config_passes_the_check_the_workflow_runs(config):
     check_plan(config)   # every recipe, the tiny twins included (rules/common.smk runs this at workflow start)
+
+
+def test_plan_cli_prints_the_table_and_exits_1_naming_a_stage_that_cannot_fit(tmp_path, capsys):
+    """scripts/plan.py (`make plan`): the table and assumptions for the named recipes; exit 1 with the sentence."""
+    import importlib.util
+
+    from recipes import ROOT
+
+    spec = importlib.util.spec_from_file_location("plan_cli", ROOT / "scripts" / "plan.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.main(["--config", str(CONFIG_PATH), "--", "tulu2-70b", "birbal-7b"]) == 0
+    out = capsys.readouterr().out
+    assert "| tulu2-70b | sft | 4 node(s) x 8 x a100_80gb | fsdp |" in out and "| birbal-7b | sft |" in out
+    assert "assumed MFU: full 0.40" in out and "min(600, max_seq_length)" in out
+    planted = tmp_path / "planted.yaml"
+    planted.write_text("recipes:\n  tulu2-70b:\n    stages: {sft: {resources: {nodes: 1}}}\n")
+    assert cli.main(["--config", str(CONFIG_PATH), str(planted), "--", "tulu2-70b"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: recipe 'tulu2-70b': stage sft needs an estimated ") and "under fsdp" in err
+
+
+def test_a_training_job_whose_host_cannot_load_the_model_is_refused(raw):
+    """Rank 0 materialises 70B in fp32 (276 GB) on the host before FSDP shards it: 128 GB per node is too little."""
+    planted = with_changes(raw, **{"tulu2-70b": {"stages": {"sft": {"resources": {"mem_gb": 128}}}}})
+    with pytest.raises(ConfigError, match=r"stage sft cannot run on 4 node\(s\) x 8 x a100_80gb under fsdp: the first "
+                                          r"node's host memory needs an estimated 324 GB"):
+        check_plan(planted, ["tulu2-70b"])
