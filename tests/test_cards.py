@@ -67,6 +67,9 @@ def test_card_settings_name_learning_rate_lora_and_batch(config):
     assert rows["LoRA"] == (f"r {lora['r']}, alpha {lora['alpha']}, dropout {lora['dropout']:g}, "
                             f"targets {lora['target_modules']}")
     assert rows["global batch"] == "8 = 4 per device x 2 accumulation x 1 process(es)"
+    assert rows["learning rate"].endswith(f"warmup {stage['warmup_ratio']:g} of the steps)")
+    assert dict(settings_rows({**stage, "warmup_steps": 0, "warmup_ratio": 0.0}, batch))["learning rate"] == \
+        f"{stage['learning_rate']:g} ({stage['lr_scheduler']} schedule, no warmup)"
     full = dict(settings_rows({**stage, "method": "full"}, batch))
     assert "LoRA" not in full and full["method"] == "full"
 

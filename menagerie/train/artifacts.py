@@ -76,10 +76,10 @@ def plot_loss_curve(log_history: list[dict], path: Path, title: str) -> dict[str
 
 def settings_rows(stage: dict, batch: dict) -> list[tuple[str, str]]:
     """(setting, value) rows of the card: what a reader needs to reproduce or compare the run."""
+    warmup = (f"warmup {stage['warmup_steps']:g} steps" if stage.get("warmup_steps")
+              else f"warmup {stage['warmup_ratio']:g} of the steps" if stage.get("warmup_ratio") else "no warmup")
     rows = [("method", stage["method"]),
-            ("learning rate", f"{stage['learning_rate']:g} ({stage['lr_scheduler']} schedule, warmup "
-                              f"{stage['warmup_steps'] or stage['warmup_ratio']:g}"
-                              f"{' steps' if stage['warmup_steps'] else ' of the steps'})"),
+            ("learning rate", f"{stage['learning_rate']:g} ({stage['lr_scheduler']} schedule, {warmup})"),
             ("global batch", f"{batch['global_batch_size']} = {batch['micro_batch_size']} per device x "
                              f"{batch['gradient_accumulation_steps']} accumulation x {batch['processes']} "
                              f"process(es)"),
