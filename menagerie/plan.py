@@ -473,28 +473,55 @@ def estimate_merge(config: dict, recipe_name: str) -> Estimate:
     return est
 
 
-def estimate_eval(config: dict, recipe_name: str) -> Estimate:
-    """Inference: the weights in the eval dtype split over `gpus` (vLLM tensor parallel), a KV cache for one
-    sequence of the model's full context, under vLLM's default 90 % share of each GPU."""
-    recipe = config["recipes"][recipe_name]
-    settings = recipe["eval"]
-    resources = _resources(settings)
-    arch = recipe_architecture(config, recipe_name)
+def estimate_inference(config: dict, recipe_name: str, stage: str, model_ref: str, resources: dict, dtype: str,
+                       backend: str) -> Estimate:
+    """Inference: the weights in `dtype` split over `gpus` (vLLM tensor parallel), a KV cache for one sequence of the
+    model's full context, under vLLM's default 90 % share of each GPU."""
+    resources = _resources({"resources": resources})
+    key = model_key(config, model_ref)
+    arch = architecture_from_entry(key, config["models"][key])
     shards = max(resources["gpus"], 1)
-    e = DTYPE_BYTES[settings.get("dtype", "bfloat16")]
+    e = DTYPE_BYTES[dtype]
     kv_cache = 2 * arch.layers * arch.kv_dim * e * arch.context
     parts = {"weights": e * arch.n / shards, "kv cache": kv_cache / shards,
              "overhead": OVERHEAD_BYTES if resources["gpus"] else HOST_OVERHEAD_BYTES}
     capacity, label = _capacity(config, resources)
-    if resources["gpus"] and settings.get("backend", "vllm") == "vllm":
+    if resources["gpus"] and backend == "vllm":
         capacity *= 0.9
         label += " x 0.9 (vLLM)"
     if resources["gpus"] and arch.heads % shards:
         problem = f"vLLM splits the {arch.heads} attention heads over the {shards} GPUs, which does not divide them"
     else:
         problem = None
-    return Estimate(recipe_name, "eval", "eval", resources["nodes"], resources["gpus"], resources["gpu_model"], None,
+    return Estimate(recipe_name, stage, "eval", resources["nodes"], resources["gpus"], resources["gpu_model"], None,
                     parts, capacity, label, runtime_min=resources["runtime_min"], problem=problem)
+
+
+def estimate_eval(config: dict, recipe_name: str) -> Estimate:
+    recipe = config["recipes"][recipe_name]
+    settings = recipe["eval"]
+    return estimate_inference(config, recipe_name, "eval", recipe["model"], settings.get("resources") or {},
+                              settings.get("dtype", "bfloat16"), settings.get("backend", "vllm"))
+
+
+def estimate_ni_inference(config: dict, recipe_name: str) -> list[Estimate]:
+    """Birbal's NI sampling: few-shot inference of the sampling model over the task files, once per distinct
+    (model, inference settings) among the recipe's ni_sampling datasets (menagerie/data/ni_sampling.py)."""
+    seen, estimates = set(), []
+    for part in config["recipes"][recipe_name].get("data", {}).values():
+        for item in part["sources"]:
+            entry = config["datasets"][item["dataset"]]
+            if entry.get("source") != "ni_sampling":
+                continue
+            inference = entry["ni"]["inference"]
+            key = (entry["model"], repr(sorted(inference.items())))
+            if key in seen:
+                continue
+            seen.add(key)
+            estimates.append(estimate_inference(
+                config, recipe_name, f"ni inference ({entry['model']})", entry["model"], inference.get("resources") or {},
+                config["models"][entry["model"]].get("dtype", "bfloat16"), inference.get("backend", "vllm")))
+    return estimates
 
 
 MINILM_PARAMS = 22_713_216   # sentence-transformers/all-MiniLM-L6-v2
@@ -523,10 +550,11 @@ def choose_strategy(config: dict, recipe_name: str, stage: str) -> str:
 
 
 def plan_recipe(config: dict, recipe_name: str) -> list[Estimate]:
-    """Every stage of a recipe the workflow runs: contamination, sft, dpo, merge, eval."""
+    """Every stage of a recipe the workflow runs: NI-sampling inference, contamination, sft, dpo, merge, eval."""
     recipe = config["recipes"][recipe_name]
     stages = recipe["stages"]
     estimates = []
+    estimates += estimate_ni_inference(config, recipe_name)
     if recipe.get("data"):
         estimates.append(estimate_contamination(config, recipe_name))
     for stage in ("sft", "dpo"):
