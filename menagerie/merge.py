@@ -13,7 +13,7 @@ from menagerie.io import atomic_directory
 from menagerie.errors import MenagerieError, MissingInputError
 from menagerie.models import model_card
 from menagerie.provenance import file_hashes, stage_record
-from menagerie.train.common import has_cuda
+from menagerie.device import has_cuda
 
 
 def load_target(target_dir: Path, dtype: str, dequantize_from: dict | None):

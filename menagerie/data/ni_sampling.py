@@ -460,7 +460,7 @@ def greedy_generate(model, tokenizer, prompts: list[str], max_new_tokens: int, b
 def vllm_generator(model_dir: str | Path, tokenizer, dtype: str, batch_size: int, seed: int):
     """Greedy completions through the eval stage's vLLM runner (same engine settings), stopped at a blank line."""
     from menagerie.evaluate.vllm_lm import VLLMLM
-    from menagerie.train.common import has_cuda
+    from menagerie.device import has_cuda
 
     lm = VLLMLM(Path(model_dir), tokenizer, dtype=dtype, batch_size=batch_size, seed=seed, on_cuda=has_cuda())
 
@@ -482,7 +482,7 @@ def predict(name: str, config: dict, tasks_path: str | Path, model_dir: str | Pa
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from menagerie.io import atomic_open, jsonl_line
-    from menagerie.train.common import has_cuda
+    from menagerie.device import has_cuda
 
     entry = config["datasets"][name]
     ni, inference = entry["ni"], entry["ni"]["inference"]

@@ -19,7 +19,7 @@ from pathlib import Path
 from menagerie import formats
 from menagerie.errors import MenagerieError, MissingInputError
 from menagerie.provenance import package_versions
-from menagerie.train.common import has_cuda
+from menagerie.device import has_cuda
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
 SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")

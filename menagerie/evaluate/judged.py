@@ -131,7 +131,7 @@ class GenerativeJudge:
     def __init__(self, judge: dict, path: Path, seed: int):
         from transformers import AutoTokenizer
 
-        from menagerie.train.common import has_cuda
+        from menagerie.device import has_cuda
 
         self.judge = judge
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
@@ -164,7 +164,7 @@ class ClassifierJudge:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from menagerie.train.common import has_cuda
+        from menagerie.device import has_cuda
 
         torch.manual_seed(seed)
         self.judge = judge

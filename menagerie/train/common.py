@@ -10,19 +10,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from menagerie.device import has_cuda, is_main_process, world_size  # noqa: F401  (sft/dpo call common.world_size)
 from menagerie.io import atomic_directory
 from menagerie.errors import ConfigError, MissingInputError
 
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    """Rank 0 of a torchrun launch (or the only process): the one that writes the stage's outputs."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 @contextmanager
@@ -55,10 +47,6 @@ def derive_batch(global_batch: int, micro_batch: int, processes: int) -> dict:
                       f"count that divides it")
 
 
-def has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def load_training_model(model_dir: str | Path, stage: dict):
