@@ -281,6 +281,9 @@ def _check_references(config: dict) -> None:
                 if item["dataset"] not in datasets:
                     raise ConfigError(f"{where}: key 'data.{part}.sources.{i}.dataset' names unknown dataset "
                                       f"'{item['dataset']}'")
+        if recipe["eval"].get("base_model") and recipe["eval"]["base_model"] not in models:
+            raise ConfigError(f"{where}: key 'eval.base_model' names unknown model '{recipe['eval']['base_model']}' "
+                              f"(known: {', '.join(sorted(models))})")
         for suite in recipe["eval"]["suites"]:
             if suite not in suites:
                 raise ConfigError(f"{where}: key 'eval.suites' names unknown suite '{suite}' "

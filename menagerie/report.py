@@ -10,7 +10,7 @@ from pathlib import Path
 
 import jsonschema
 
-from menagerie.config import recipe_hash
+from menagerie.config import RECIPE_REF_PREFIX, recipe_hash
 from menagerie.errors import MenagerieError
 from menagerie.overrides import recipe_overrides
 from menagerie.provenance import environment
@@ -90,8 +90,32 @@ def _contamination_summary(stage_files: dict[str, Path]) -> dict | None:
     return {**report["summary"], "sha256": report.get("sha256", {})}
 
 
+def base_model_name(config: dict, recipe_name: str) -> str:
+    """The model eval.json's `base` is: `eval.base_model`, else the prepared model at the root of `recipe:` refs."""
+    recipe = config["recipes"][recipe_name]
+    if recipe["eval"].get("base_model"):
+        return recipe["eval"]["base_model"]
+    model = recipe["model"]
+    while model.startswith(RECIPE_REF_PREFIX):
+        model = config["recipes"][model[len(RECIPE_REF_PREFIX):]]["model"]
+    return model
+
+
+def dpo_rewards(stages: dict) -> dict | None:
+    """DPO's implicit-reward accuracy and margin (chosen - rejected) at the end of training, on the last train
+    logging window and on the validation pairs (trl's rewards/* and eval_rewards/*), from the dpo stage record."""
+    metrics = (stages.get("dpo") or {}).get("metrics") or {}
+    if not metrics:
+        return None
+    return {"train": {"reward_accuracy": metrics.get("final_reward_accuracy"),
+                     "reward_margin": metrics.get("final_reward_margin")},
+            "validation": {"reward_accuracy": metrics.get("eval_reward_accuracy"),
+                           "reward_margin": metrics.get("eval_reward_margin")}}
+
+
 def build_eval_entry(config: dict, recipe_name: str, final: dict, base: dict | None, stage_files: dict[str, Path],
-                     final_model: str) -> dict:
+                     final_model: str, start: dict | None = None, start_model: str | None = None) -> dict:
+    """`start`: metrics of the model the last training stage started from (DPO: its SFT model), for Δsft."""
     recipe = config["recipes"][recipe_name]
     suites = {t["name"]: t for s in recipe["eval"]["suites"] for t in config["suites"][s]}
     suite_of = {t["name"]: s for s in recipe["eval"]["suites"] for t in config["suites"][s]}
@@ -105,6 +129,12 @@ def build_eval_entry(config: dict, recipe_name: str, final: dict, base: dict | N
         diff = compare(result, base_result)
         entry["delta_vs_base"] = diff["delta"] if diff else None
         entry["z_vs_base"] = diff["z"] if diff else None
+        if start is not None:
+            start_result = start["tasks"].get(name)
+            entry["start"] = start_result
+            diff = compare(result, start_result)
+            entry["delta_vs_start"] = diff["delta"] if diff else None
+            entry["z_vs_start"] = diff["z"] if diff else None
         key = suites[name].get("published_key")
         value = published["metrics"].get(key) if published and key else None
         entry["published"] = value
@@ -130,9 +160,13 @@ def build_eval_entry(config: dict, recipe_name: str, final: dict, base: dict | N
     entry = {
         "schema_version": 1, "recipe": recipe_name, "description": recipe.get("description", ""),
         "paper": recipe.get("paper"), "tiny": recipe["tiny"],
-        "model": {"base": recipe["model"], "final": final_model},
+        "model": {"base": base_model_name(config, recipe_name), "final": final_model,
+                  **({"start": start_model or recipe["model"]} if start is not None else {})},
         "tasks": tasks, "average": _mean(ok), "average_as_published": None,
         "base": {"average": _mean(base_ok), "tasks": base["tasks"]} if base else None,
+        "start": ({"average": _mean([t["value"] for t in start["tasks"].values() if t["status"] == "ok"]),
+                   "tasks": start["tasks"]} if start is not None else None),
+        "dpo": dpo_rewards(stages),
         "published": ({**published, "average_delta": None} if published else None),
         "provenance": {
             "git_commit": env["git_commit"], "config_hash": recipe_hash(config, recipe_name),
@@ -156,6 +190,9 @@ def build_eval_entry(config: dict, recipe_name: str, final: dict, base: dict | N
         name, average = declared
         entry["average_as_published"] = average_as_published(
             name, average, final["tasks"], (base or {}).get("tasks"), published["metrics"][average["published_key"]])
+        if start is not None:
+            entry["average_as_published"]["start_value"] = average_as_published(
+                name, average, start["tasks"], None, published["metrics"][average["published_key"]])["value"]
         entry["published"]["average_delta"] = entry["average_as_published"]["delta"]
     validate_eval(entry, f"results/{recipe_name}/eval.json")
     return entry

@@ -8,6 +8,7 @@ from __future__ import annotations
 from menagerie.config import RECIPE_REF_PREFIX
 
 TRAINING_STAGES = ("sft", "dpo")
+SCORING = ("suites", "backend", "dtype", "batch_size", "seed")   # eval settings a model's scores depend on
 
 
 def dataset_file(name: str) -> str:
@@ -40,6 +41,42 @@ class RecipePaths:
         if model.startswith(RECIPE_REF_PREFIX):
             return self.final_model(model[len(RECIPE_REF_PREFIX):])
         return model_dir(model)
+
+    def root_model(self, name: str) -> str:
+        """The prepared model at the root of the recipe's `recipe:` chain (its pretrained base)."""
+        model = self.recipe(name)["model"]
+        while model.startswith(RECIPE_REF_PREFIX):
+            model = self.recipe(model[len(RECIPE_REF_PREFIX):])["model"]
+        return model_dir(model)
+
+    def eval_base_model(self, name: str) -> str:
+        """The model eval.json compares with as `base`: `eval.base_model`, else the root of `model`."""
+        chosen = self.recipe(name)["eval"].get("base_model")
+        return model_dir(chosen) if chosen else self.root_model(name)
+
+    def start_model(self, name: str) -> str | None:
+        """The model the recipe's last training stage starts from (DPO: the SFT model), when eval.json compares
+        with it (`eval.compare_start`) and it is not the base model; else None."""
+        stages = self.training_stages(name)
+        if not stages or not self.recipe(name)["eval"].get("compare_start", True):
+            return None
+        start = self.stage_input(name, stages[-1])
+        return None if start == self.eval_base_model(name) else start
+
+    def start_metrics(self, name: str) -> str | None:
+        """metrics.json of the starting model: the upstream recipe's own final evaluation when the start is that
+        recipe's final model scored with the same eval settings (evaluated once), else this recipe's `start` one."""
+        start = self.start_model(name)
+        if start is None:
+            return None
+        model = self.recipe(name)["model"]
+        if model.startswith(RECIPE_REF_PREFIX):
+            upstream = model[len(RECIPE_REF_PREFIX):]
+            same = all(self.recipe(upstream)["eval"].get(k) == self.recipe(name)["eval"].get(k) for k in SCORING)
+            same = same and self.recipe(upstream)["chat_format"] == self.recipe(name)["chat_format"]
+            if start == self.final_model(upstream) and same:
+                return f"results/{upstream}/eval/final/metrics.json"
+        return f"results/{name}/eval/start/metrics.json"
 
     def stage_dir(self, name: str, stage: str) -> str:
         return f"results/{name}/{stage}"
@@ -169,6 +206,10 @@ class RecipePaths:
         if self.adapter_source(name):
             records["merge.sft"] = f"{self.merged_dir(name, 'sft')}/provenance.json"
         records["evaluate.final"] = f"results/{name}/eval/final/metrics.provenance.json"
+        model = self.recipe(name)["model"]
+        if model.startswith(RECIPE_REF_PREFIX):   # the recipe whose output this one starts from (DPO: its SFT)
+            upstream = self.stage_records(model[len(RECIPE_REF_PREFIX):])
+            records.update({f"start.{key}": path for key, path in upstream.items() if key != "evaluate.final"})
         return records
 
     # ---- Birbal's Natural Instructions sampling: datasets with `source: ni_sampling` (menagerie.data.ni_sampling)

@@ -54,7 +54,7 @@ wildcard_constraints:
     model="[A-Za-z0-9._-]+",
     dataset="[A-Za-z0-9._-]+",
     stage="sft|dpo",
-    which="final|base",
+    which="final|base|start",
 
 
 def recipe_hash_param(wildcards):

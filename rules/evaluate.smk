@@ -4,7 +4,9 @@ import re
 
 def eval_model(wildcards):
     if wildcards.which == "base":
-        return PATHS.base_model(wildcards.recipe)
+        return PATHS.eval_base_model(wildcards.recipe)
+    if wildcards.which == "start":   # the model the last training stage started from (DPO: its SFT model)
+        return PATHS.start_model(wildcards.recipe)
     return PATHS.final_model(wildcards.recipe)
 
 
@@ -33,6 +35,8 @@ def report_inputs(wildcards):
     inputs = {"final": f"results/{wildcards.recipe}/eval/final/metrics.json"}
     if CONFIG["recipes"][wildcards.recipe]["eval"]["compare_base"]:
         inputs["base"] = f"results/{wildcards.recipe}/eval/base/metrics.json"
+    if PATHS.start_metrics(wildcards.recipe):
+        inputs["start"] = PATHS.start_metrics(wildcards.recipe)
     return inputs
 
 
@@ -44,6 +48,8 @@ rule report:
     params:
         recipe_hash=recipe_hash_param,
         base=lambda w, input: f"--base {input.base}" if "base" in input.keys() else "",
+        start=lambda w, input: (f"--start {input.start} --start-model {PATHS.start_model(w.recipe)}"
+                                if "start" in input.keys() else ""),
         final_model=lambda w: PATHS.final_model(w.recipe),
         stages=lambda w: " ".join(f"{k}={v}" for k, v in PATHS.stage_records(w.recipe).items()),
     log:
@@ -51,7 +57,7 @@ rule report:
     container: CONTAINERS.get("train")
     shell:
         run_stage("scripts/evaluate.py report --config {RESOLVED_CONFIG} --recipe {wildcards.recipe} "
-                  "--final {input.final} {params.base} --final-model {params.final_model} "
+                  "--final {input.final} {params.base} {params.start} --final-model {params.final_model} "
                   "--stage {params.stages} --out {output.eval}")
 
 
@@ -99,4 +105,7 @@ def recipe_outputs(recipe):
     outputs = [f"results/{recipe}/eval.json", f"results/{recipe}/eval/final/lm_eval"]
     if CONFIG["recipes"][recipe]["eval"]["compare_base"]:
         outputs.append(f"results/{recipe}/eval/base/lm_eval")
+    start = PATHS.start_metrics(recipe)
+    if start:
+        outputs.append(str(Path(start).parent / "lm_eval"))
     return outputs + openllm_v1_outputs(recipe)

@@ -1,7 +1,8 @@
 """Evaluation stage: score one model on the recipe's suites, or assemble eval.json, or the leaderboard.
 
-  evaluate.py model --config C --recipe R --model DIR --which final|base --data NAME=PATH ... --out metrics.json
-  evaluate.py report --config C --recipe R --final metrics.json [--base metrics.json] --stage NAME=FILE ... --out eval.json
+  evaluate.py model --config C --recipe R --model DIR --which final|base|start --data NAME=PATH ... --out metrics.json
+  evaluate.py report --config C --recipe R --final metrics.json [--base metrics.json] [--start metrics.json
+      --start-model DIR] --stage NAME=FILE ... --out eval.json
   evaluate.py leaderboard --json OUT --md OUT [--html OUT] [--charts DIR] eval.json ...
   evaluate.py lm-eval-native --config C --recipe R --metrics metrics.json --out DIR     (lm-eval's results_<time>.json)
   evaluate.py openllm-v1 --config C --recipe R --metrics metrics.json --out results.json  (Open LLM Leaderboard v1)
@@ -47,11 +48,13 @@ def main(argv=None) -> None:
     for p in (native, v1):
         p.add_argument("--metrics", required=True, type=Path, help="the evaluate stage's metrics.json")
     model.add_argument("--model", required=True, type=Path)
-    model.add_argument("--which", required=True, choices=["final", "base"])
+    model.add_argument("--which", required=True, choices=["final", "base", "start"])
     model.add_argument("--data", nargs="*", default=[])
     model.add_argument("--work", required=True, type=Path)
     report.add_argument("--final", required=True, type=Path)
     report.add_argument("--base", type=Path)
+    report.add_argument("--start", type=Path, help="metrics.json of the model the last training stage started from")
+    report.add_argument("--start-model", help="that model's directory")
     report.add_argument("--final-model", required=True)
     report.add_argument("--stage", nargs="*", default=[])
     board = sub.add_parser("leaderboard")
@@ -87,7 +90,9 @@ def main(argv=None) -> None:
 
     final = json.loads(args.final.read_text())
     base = json.loads(args.base.read_text()) if args.base else None
-    entry = build_eval_entry(config, args.recipe, final, base, pairs(args.stage, "--stage"), args.final_model)
+    start = json.loads(args.start.read_text()) if args.start else None
+    entry = build_eval_entry(config, args.recipe, final, base, pairs(args.stage, "--stage"), args.final_model,
+                             start=start, start_model=args.start_model)
     with atomic_open(args.out) as handle:
         json.dump(entry, handle, indent=2, sort_keys=True)
 

@@ -83,7 +83,9 @@ def test_shipped_config_loads_through_load_config():
 def test_published_recipe_exists(config, name):
     recipe = config["recipes"][name]
     assert recipe["tiny"] is False
-    assert recipe["model"] in config["models"]
+    model = recipe["model"]
+    # a prepared model, or (DPO) the published SFT recipe it starts from
+    assert model in config["models"] or config["recipes"][model.removeprefix("recipe:")]["tiny"] is False
     assert recipe["eval"]["suites"]
 
 
@@ -154,9 +156,9 @@ FIDELITY = [
     ("tulu2-dpo-7b", "stages.dpo.warmup_ratio", 0.1),                     # [T2] App. B
     ("tulu2-dpo-7b", "stages.dpo.global_batch_size", 32),                 # [T2] App. B
     ("tulu2-dpo-7b", "stages.dpo.max_seq_length", 8192),                  # [T2] App. B
-    ("tulu2-dpo-7b", "stages.sft.learning_rate", 2e-5),                   # [T2] App. B (the SFT stage it starts from)
+    ("tulu2-dpo-7b", "model", "recipe:tulu2-7b"),                         # [T2] §4: DPO on the Tulu 2 SFT model
     ("tulu2-dpo-7b", "data.dpo.sources.0.dataset", "ultrafeedback-binarized"),  # [T2] §4
-    ("tulu2-dpo-70b", "stages.sft.learning_rate", 1e-5),                  # [T2] App. B: 70B SFT uses 1e-5
+    ("tulu2-dpo-70b", "model", "recipe:tulu2-70b"),                       # its SFT stage: tulu2-70b's (lr 1e-5)
     ("tulu2-dpo-70b", "stages.dpo.learning_rate", 5e-7),                  # [T2] App. B
     ("tulu2-qlora-7b", "stages.sft.method", "qlora"),                     # [T2] §3.3
     ("tulu2-qlora-7b", "stages.sft.learning_rate", 1e-4),                 # [T2] App. B
@@ -336,12 +338,25 @@ def _allowed(dotted: str) -> bool:
     return False
 
 
+def mirrored(config: dict, parent: str) -> dict:
+    """The published recipe a twin mirrors: the parent, with the SFT stage and data of the recipe it starts from
+    folded in when it starts from another recipe's output (tulu2-dpo-7b reads tulu2-7b's SFT model; its twin
+    chains both stages in one recipe)."""
+    recipe = copy.deepcopy(config["recipes"][parent])
+    if recipe["model"].startswith("recipe:"):
+        upstream = config["recipes"][recipe["model"].removeprefix("recipe:")]
+        recipe["stages"] = {"sft": upstream["stages"]["sft"], **recipe["stages"]}
+        recipe["data"] = {"sft": upstream["data"]["sft"], **recipe["data"]}
+        recipe["model"] = upstream["model"]
+    return recipe
+
+
 @pytest.mark.parametrize("twin, parent", sorted(TINY_TWINS.items()))
 def test_tiny_twin_overrides_only_allowed_keys(config, twin, parent):
-    mine, theirs = flatten(config["recipes"][twin]), flatten(config["recipes"][parent])
+    mine, theirs = flatten(config["recipes"][twin]), flatten(mirrored(config, parent))
     differing = {k for k in mine.keys() | theirs.keys() if mine.get(k, "<absent>") != theirs.get(k, "<absent>")}
     assert differing, "a tiny twin that changes nothing is not tiny"
-    twin_stages, parent_stages = config["recipes"][twin]["stages"], config["recipes"][parent]["stages"]
+    twin_stages, parent_stages = config["recipes"][twin]["stages"], mirrored(config, parent)["stages"]
     added = set(twin_stages) - set(parent_stages)
     # the only stage a twin may add is `merge`, and only because it swapped full fine-tuning for LoRA
     assert added <= {"merge"}
@@ -352,12 +367,12 @@ def test_tiny_twin_overrides_only_allowed_keys(config, twin, parent):
     assert {k for k in differing if not _allowed(k)} == set()
     # otherwise the same stages and data parts as the parent: the twin exercises the same pipeline
     assert set(parent_stages) <= set(twin_stages)
-    assert set(config["recipes"][twin]["data"]) == set(config["recipes"][parent]["data"])
+    assert set(config["recipes"][twin]["data"]) == set(mirrored(config, parent)["data"])
 
 
 @pytest.mark.parametrize("twin", sorted(MUST_KEEP))
 def test_tiny_twin_keeps_what_defines_the_recipe(config, twin):
-    mine, theirs = config["recipes"][twin], config["recipes"][TINY_TWINS[twin]]
+    mine, theirs = config["recipes"][twin], mirrored(config, TINY_TWINS[twin])
     for key in MUST_KEEP[twin]:
         assert get(mine, key) == get(theirs, key), key
 
@@ -472,7 +487,7 @@ def test_extends_synthetic_three_level_chain_with_null_and_defaults(raw):
     assert sft["epochs"] == 3                                                  # own
     assert sft["warmup_ratio"] == 0                                            # deleted by mid, default refilled
     assert leaf["eval"] == {"suites": ["tiny"], "batch_size": 2, "backend": "vllm", "dtype": "bfloat16",
-                            "seed": 1234, "compare_base": True,
+                            "seed": 1234, "compare_base": True, "compare_start": True,
                             "resources": {"nodes": 1, "gpus": 0, "gpu_model": None, "cpus_per_gpu": 8, "mem_gb": 8,
                                           "runtime_min": 60}}   # an absent resources block gets every default
 

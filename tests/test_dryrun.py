@@ -25,9 +25,9 @@ PUBLISHED = {
     "tulu2-7b": ("llama-2-7b", SFT, ["sft"], None),
     "tulu2-13b": ("llama-2-13b", SFT, ["sft"], None),
     "tulu2-70b": ("llama-2-70b", SFT, ["sft"], None),
-    "tulu2-dpo-7b": ("llama-2-7b", SFT, ["sft", "dpo"], None),
-    "tulu2-dpo-13b": ("llama-2-13b", SFT, ["sft", "dpo"], None),
-    "tulu2-dpo-70b": ("llama-2-70b", SFT, ["sft", "dpo"], None),
+    "tulu2-dpo-7b": ("llama-2-7b", SFT, ["dpo"], None),      # DPO on tulu2-7b's SFT model (its train job)
+    "tulu2-dpo-13b": ("llama-2-13b", SFT, ["dpo"], None),
+    "tulu2-dpo-70b": ("llama-2-70b", SFT, ["dpo"], None),
     "tulu2-qlora-7b": ("llama-2-7b", ADAPTER, ["sft"], None),
     "tulu2-qlora-13b": ("llama-2-13b", ADAPTER, ["sft"], None),
     "tulu2-qlora-70b": ("llama-2-70b", ADAPTER, ["sft"], None),
@@ -147,9 +147,12 @@ def test_dry_run_jobs_per_recipe(dry_run, recipe):
             [f"resources/models/{merge_into}", "results/platypus2-13b/sft"])
         assert any(j["rule"] == "train" and j["wildcards"] == {"recipe": "platypus2-13b", "stage": "sft"}
                    for j in jobs)
-    if stages == ["sft", "dpo"]:
+    if "dpo" in stages:   # DPO starts from the SFT recipe's output: tulu2-dpo-<size> reads tulu2-<size>'s
         dpo = next(j for j in own if j["rule"] == "train" and j["wildcards"]["stage"] == "dpo")
-        assert f"results/{recipe}/sft" in dpo["input"].split(", ")
+        sft = recipe.replace("-dpo", "")
+        assert f"results/{sft}/sft" in dpo["input"].split(", ")
+        report = next(j for j in own if j["rule"] == "report")
+        assert f"results/{sft}/eval/final/metrics.json" in report["input"].split(", ")     # Δsft, scored once
 
 
 def test_birbal_ni_sampling_stage_in_the_dag(dry_run):

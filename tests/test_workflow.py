@@ -79,17 +79,22 @@ def test_tiny_tulu2_dpo_mixtures(paths):
 
 
 def test_tulu2_dpo_7b_full_chain(paths):
+    """[T2] §4: DPO on the Tulu 2 SFT model, i.e. tulu2-7b's output (tests/test_dpo_start.py has the rest)."""
     name = "tulu2-dpo-7b"
-    assert paths.training_stages(name) == ["sft", "dpo"]
-    assert not paths.is_adapter(name, "sft") and not paths.is_adapter(name, "dpo")
-    assert paths.stage_input(name, "sft") == "resources/models/llama-2-7b"
-    assert paths.stage_input(name, "dpo") == "results/tulu2-dpo-7b/sft"
+    assert paths.training_stages(name) == ["dpo"]
+    assert not paths.is_adapter(name, "dpo")
+    assert paths.stage_input(name, "dpo") == "results/tulu2-7b/sft"
     assert paths.final_model(name) == "results/tulu2-dpo-7b/dpo"
     assert paths.adapter_source(name) is None
+    assert paths.upstream_recipes(name) == ["tulu2-dpo-7b", "tulu2-7b"]
 
 
 def test_tulu2_dpo_7b_stage_records_have_no_merges(paths):
-    assert set(paths.stage_records("tulu2-dpo-7b")) == {"data.sft", "sft", "data.dpo", "dpo", "evaluate.final"}
+    """Its own DPO records and those of the SFT stage it starts from."""
+    assert paths.stage_records("tulu2-dpo-7b") == {
+        "data.dpo": "results/tulu2-dpo-7b/data/dpo_report.json", "dpo": "results/tulu2-dpo-7b/dpo/provenance.json",
+        "evaluate.final": "results/tulu2-dpo-7b/eval/final/metrics.provenance.json",
+        "start.data.sft": "results/tulu2-7b/data/sft_report.json", "start.sft": "results/tulu2-7b/sft/provenance.json"}
 
 
 def test_tulu2_7b_is_single_full_stage(paths):
@@ -188,9 +193,12 @@ def test_every_recipe_has_a_consistent_dag(paths, name):
         assert records[stage] == f"results/{name}/{stage}/provenance.json"
         assert records[f"data.{stage}"] == f"results/{name}/data/{stage}_report.json"
         source = paths.stage_input(name, stage)
-        assert source.startswith(("resources/models/", f"results/{name}/"))
-    # every provenance file lives under the recipe's results or the stage it reuses
-    assert all(p.startswith(f"results/{name}/") for p in records.values())
+        model = paths.recipe(name)["model"]
+        upstream = model.removeprefix("recipe:") if model.startswith("recipe:") else None
+        assert source.startswith(("resources/models/", f"results/{name}/", f"results/{upstream}/"))
+    # every provenance file lives under the recipe's results, or (start.*) the recipe whose output it starts from
+    assert all(p.startswith(f"results/{name}/") or (k.startswith("start.") and p.startswith(f"results/{upstream}/"))
+               for k, p in records.items())
     # the final model is what the last stage produced (merged when the stage trained an adapter)
     stages = paths.training_stages(name)
     if stages and not paths.adapter_source(name):

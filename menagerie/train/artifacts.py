@@ -67,7 +67,17 @@ def plot_loss_curve(log_history: list[dict], path: Path, title: str) -> dict[str
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.set_title(title)
-    ax.legend()
+    ax.legend(loc="upper left")
+    margins = {name: [(e["step"], e[key]) for e in log_history if key in e]
+               for name, key in (("train", "rewards/margins"), ("validation", "eval_rewards/margins"))}
+    if any(margins.values()):   # DPO: reward margin (chosen - rejected) on a second axis
+        right = ax.twinx()
+        for name, points in margins.items():
+            if points:
+                right.plot(*zip(*points), linestyle="--", marker="." if name == "validation" else None,
+                           label=f"{name} reward margin")
+        right.set_ylabel("reward margin")
+        right.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -129,6 +139,11 @@ def save_artifacts(trainer, tokenizer, out_dir: Path, chat_template: str | None,
     (out_dir / "trainer_log.json").write_text(json.dumps(history, indent=1) + "\n")
     plot_loss_curve(history, out_dir / "loss_curve.png", title)
     final = final_metrics(trainer, evaluated_at_end)
+    for prefix, key in (("rewards/", "train"), ("eval_rewards/", "eval")):   # DPO: trl's implicit-reward metrics
+        logged = [e for e in history if f"{prefix}accuracies" in e]
+        if logged:
+            final[f"{key}_reward_accuracy"] = logged[-1][f"{prefix}accuracies"]
+            final[f"{key}_reward_margin"] = logged[-1].get(f"{prefix}margins")
     from menagerie.models import model_card
 
     lines = list(card)
@@ -139,7 +154,11 @@ def save_artifacts(trainer, tokenizer, out_dir: Path, chat_template: str | None,
               "last_eval_loss": "validation loss (last evaluation" + (", at the end of training)"
                                                                       if final.get("eval_at_end_only") else ")"),
               "best_eval_loss": "best validation loss", "global_step": "optimizer steps",
-              "best_checkpoint": "best checkpoint"}
+              "best_checkpoint": "best checkpoint",
+              "train_reward_accuracy": "DPO reward accuracy (last train window)",
+              "train_reward_margin": "DPO reward margin, chosen - rejected (last train window)",
+              "eval_reward_accuracy": "DPO reward accuracy (validation pairs)",
+              "eval_reward_margin": "DPO reward margin, chosen - rejected (validation pairs)"}
     lines += ["", "| metric | value |", "|---|---|"]
     lines += [f"| {labels[k]} | {card_value(v)} |" for k, v in final.items() if k in labels and v is not None]
     (out_dir / "README.md").write_text(model_card(title, lines))

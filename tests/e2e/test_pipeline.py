@@ -23,10 +23,10 @@ recipes:
     extends: tiny-tulu2-dpo
     data:
       sft: {sources: [{dataset: tiny-sft, count: 48}, {dataset: tiny-units-sft, count: 16}], validation: 8}
-      dpo: {sources: [{dataset: tiny-prefs, count: 16}]}
+      dpo: {sources: [{dataset: tiny-prefs, count: 16}], validation: 4}
     stages:
       sft: {max_steps: 3, global_batch_size: 4, micro_batch_size: 4, max_seq_length: 64}
-      dpo: {max_steps: 2, global_batch_size: 4, micro_batch_size: 4, max_seq_length: 64}
+      dpo: {max_steps: 2, eval_steps: 2, global_batch_size: 4, micro_batch_size: 4, max_seq_length: 64}
     eval: {suites: [tiny-e2e]}
 """
 
@@ -70,7 +70,12 @@ def test_tiny_twin_end_to_end(tmp_path):
     assert "tiny-e2e" in (work / "results" / "leaderboard.md").read_text()
     assert 'data-recipe="tiny-e2e"' in (work / "results" / "leaderboard.html").read_text()
     assert [p.name for p in (work / "results" / "leaderboard").glob("*.png")] == ["tiny-e2e.png"]
-    for which in ("final", "base"):      # lm-eval's own results file per evaluated model
+    # DPO is compared with the SFT model it started from (Δsft), and its rewards on the validation pairs reported
+    assert entry["model"]["start"] == "results/tiny-e2e/sft_merged"
+    assert entry["start"]["tasks"]["heldout_exact"]["status"] == "ok"
+    assert "delta_vs_start" in entry["tasks"]["heldout_exact"]
+    assert entry["dpo"]["validation"]["reward_accuracy"] is not None
+    for which in ("final", "base", "start"):      # lm-eval's own results file per evaluated model
         assert len(list((results / "eval" / which / "lm_eval").glob("*/results_*.json"))) == 1
     leftovers = [p for p in (work / "results").rglob(".*tmp-*")]
     assert not leftovers, leftovers
