@@ -192,7 +192,7 @@ FIDELITY = [
     ("platypus2-13b", "stages.sft.epochs", 1),                            # [PL] Table 2
     ("platypus2-13b", "stages.sft.max_seq_length", 4096),                 # [PL] Table 2 cutoff length
     ("platypus2-13b", "stages.sft.quantization.bits", 8),                 # [PLc] finetune.py load_in_8bit=True
-    ("platypus2-13b", "stages.sft.add_eos", False),                       # [PLc] finetune.py add_eos_token=False
+    ("platypus2-13b", "stages.sft.add_eos", True),                        # [PLc] finetune.py tokenize(full_prompt)
     ("platypus2-13b", "data.sft.sources.0.dataset", "open-platypus"),     # [PL] Table 1
     ("platypus2-70b", "model", "llama-2-70b"),                            # [PL] §3
     ("platypus2-70b", "stages.sft.learning_rate", 3e-4),                  # [PL] Table 2
@@ -200,7 +200,7 @@ FIDELITY = [
     ("platypus2-70b", "stages.sft.lora.target_modules", ["gate_proj", "up_proj", "down_proj"]),  # [PL] Table 2
     ("platypus2-70b", "stages.sft.lr_scheduler", "cosine"),               # [PL] Table 2
     ("platypus2-70b", "stages.sft.warmup_steps", 100),                    # [PL] Table 2
-    ("platypus2-70b", "stages.sft.add_eos", False),                       # [PLc] finetune.py
+    ("platypus2-70b", "stages.sft.add_eos", True),                        # [PLc] finetune.py
     # --- Birbal
     ("birbal-7b", "model", "mistral-7b"),                                 # [BB] §3
     ("birbal-7b", "chat_format", "birbal"),                               # [BB] §3
@@ -214,7 +214,7 @@ FIDELITY = [
     ("birbal-7b", "stages.sft.lora.dropout", 0.05),                       # [BB] Table 2
     ("birbal-7b", "stages.sft.neftune_noise_alpha", 5),                   # [BB] §4 NEFTune
     ("birbal-7b", "stages.sft.packing", True),                            # [BB] §4 sample packing
-    ("birbal-7b", "stages.sft.global_batch_size", 8),                     # [BB] Table 2 micro 2 x accumulation 4
+    ("birbal-7b", "stages.sft.global_batch_size", 6),                     # [BB] §3.4 micro 2 x accumulation 3
     ("birbal-7b", "stages.sft.micro_batch_size", 2),                      # [BB] Table 2
     ("birbal-7b", "stages.sft.weight_decay", 0.01),                       # [BB] Table 2
     ("birbal-7b", "stages.sft.max_grad_norm", 0.3),                       # [BBc] axolotl config
@@ -229,7 +229,6 @@ FIDELITY = [
     ("tulu2-dpo-7b", "published.metrics.average", 56.3),                  # [T2] Table 1
     ("tulu2-dpo-70b", "published.metrics.alpaca_eval", 95.1),             # [T2] Table 1
     ("platypus2-13b", "published.metrics.average", 61.35),                # [PL] Table 3 (Open LLM Leaderboard v1)
-    ("platypus2-70b", "published.metrics.average", 73.13),                # [PL] Table 3 (Platypus2-70B-instruct)
     ("birbal-7b", "published.metrics.final_score", 0.579),                # [BB] Table 3
 ]
 
@@ -293,9 +292,27 @@ def test_camel_merge_has_no_published_metrics_and_the_others_do(config):
     assert get(config["recipes"]["openorca-platypus2-13b"], "published.metrics.average") == pytest.approx(64.56)
 
 
+def test_platypus2_70b_has_no_published_number_of_its_own(config):
+    """[PL] Table 3's 70B row is Platypus2-70B-instruct, a merge with another fine-tune (model card), not the model
+    this recipe builds."""
+    assert config["recipes"]["platypus2-70b"].get("published") is None     # `published: null` deletes 13b's
+
+
+def test_birbal_released_data_recipe(config):
+    recipe = config["recipes"]["birbal-7b-released"]
+    assert [i["dataset"] for i in recipe["data"]["sft"]["sources"]] == ["birbal-200k"]
+    assert config["datasets"]["birbal-200k"]["repo"] == "upaya07/NeurIPS-LLM-data"
+    assert config["datasets"]["birbal-200k"]["schema"] == "birbal_qa"
+    assert "filters" not in recipe["data"]["sft"]                          # the release is already filtered
+    assert recipe["stages"]["sft"] == config["recipes"]["birbal-7b"]["stages"]["sft"]
+    assert recipe["published"]["metrics"]["final_score"] == 0.579          # the scored model trained on this set
+
+
 def test_qlora_recipes_dequantize_before_merging(config):
-    for name in ("tulu2-qlora-7b", "tulu2-qlora-13b", "tulu2-qlora-70b", "birbal-7b"):
+    for name in ("tulu2-qlora-7b", "tulu2-qlora-13b", "tulu2-qlora-70b"):
         assert config["recipes"][name]["stages"]["merge"]["dequantize_base"] is True, name
+    # Birbal was scored as submitted: the adapter on the bf16 base ([BBc] inference/submission_2/main.py)
+    assert config["recipes"]["birbal-7b"]["stages"]["merge"]["dequantize_base"] is False
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -42,8 +42,9 @@ PUBLISHED = {
     "birbal-7b": ("mistral-7b", ADAPTER, ["sft"], None),
     "birbal-7b-400k": ("mistral-7b", ADAPTER, ["sft"], None),
     "birbal-7b-700k": ("mistral-7b", ADAPTER, ["sft"], None),
+    "birbal-7b-released": ("mistral-7b", ADAPTER, ["sft"], None),
 }
-assert len(PUBLISHED) == 20
+assert len(PUBLISHED) == 21
 
 
 def snakemake(workdir: Path, *args: str, hf_home: Path | None = None,

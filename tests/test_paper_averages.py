@@ -96,7 +96,7 @@ def test_every_published_average_is_recomputed_from_its_own_rows(config):
             assert abs(avg["value"] - avg["published"]) <= 0.051, (name, avg["value"], avg["published"])
         checked.append(name)
     assert {"tulu2-7b", "tulu2-13b", "tulu2-70b", "tulu2-dpo-7b", "tulu2-dpo-13b", "tulu2-dpo-70b",
-            "tulu2-qlora-7b", "tulu2-qlora-13b", "tulu2-qlora-70b", "platypus2-13b", "platypus2-70b",
+            "tulu2-qlora-7b", "tulu2-qlora-13b", "tulu2-qlora-70b", "platypus2-13b",
             "stable-platypus2-13b", "openorca-platypus2-13b"} <= set(checked)
 
 
