@@ -55,8 +55,10 @@ def test_tulu_v2_mix_per_source_counts(config: dict) -> None:
                       "hard_coded": 140}
     assert sum(counts.values()) == 330490   # the paper's counts; the release holds 326,154 rows
     assert all("count" not in item for item in items), "the released mix is taken whole, per source"
-    for recipe in ("tulu2-70b", "tulu2-dpo-13b", "tulu2-qlora-7b", "codetulu2-34b"):
+    for recipe in ("tulu2-70b", "tulu2-qlora-7b", "codetulu2-34b"):
         assert sources(config, recipe) == items, recipe
+    # the DPO recipes train no SFT of their own: they start from tulu2-<size>'s output (tests/test_dpo_start.py)
+    assert "sft" not in config["recipes"]["tulu2-dpo-13b"]["data"]
 
 
 def test_open_platypus_ten_sources(config: dict) -> None:

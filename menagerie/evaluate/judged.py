@@ -80,6 +80,8 @@ class Prepared:
 def judge_record(judge: dict) -> dict:
     """What eval.json records about a judge."""
     record = {k: judge.get(k) for k in ("name", "model", "revision", "kind", "backend", "dtype")}
+    if judge.get("backend") == "api":
+        record["api_base"] = judge.get("api_base")
     if judge.get("prompt"):
         record["prompt_sha256"] = hashlib.sha256(judge["prompt"].encode()).hexdigest()
     if judge.get("resolved_path"):
@@ -108,9 +110,18 @@ def configured_judges(config: dict, task: dict) -> dict[str, dict]:
     return out
 
 
-def resolve_model(judge: dict) -> Path:
-    """The judge model's directory: a local path, or the hub repo's snapshot already in the HF cache."""
+def resolve_model(judge: dict) -> Path | None:
+    """The judge model's directory: a local path, or the hub repo's snapshot already in the HF cache (None for an
+    API judge, which needs its key in the environment instead)."""
     model = judge["model"]
+    if judge.get("backend") == "api":
+        import os
+
+        if not os.environ.get(judge["api_key_env"]):
+            raise Skipped(f"judge '{judge['name']}' is an API model ({model} at {judge['api_base']}) and the "
+                          f"environment variable {judge['api_key_env']} holding its key is not set",
+                          judge=judge_record(judge))
+        return None
     if Path(model).expanduser().is_dir():
         return Path(model).expanduser()
     try:
@@ -157,6 +168,43 @@ class GenerativeJudge:
         return generate_with(self.lm, prompts, max_new_tokens, until or [])
 
 
+class APIJudge:
+    """A judge behind an OpenAI-compatible chat-completions endpoint (e.g. [T2]'s GPT-4 annotator): each prompt is
+    one chat request, greedy (temperature 0), the key read from the environment at call time, never recorded."""
+
+    def __init__(self, judge: dict, path, seed: int):
+        self.judge = judge
+        self.seed = seed
+
+    def chat(self, messages: list[dict]) -> list[dict]:
+        return messages
+
+    def generate(self, prompts: list, max_new_tokens: int, until: list[str] | None = None) -> list[str]:
+        import os
+        import urllib.request
+
+        key = os.environ.get(self.judge["api_key_env"])
+        if not key:
+            raise Skipped(f"judge '{self.judge['name']}': environment variable {self.judge['api_key_env']} is not "
+                          f"set", judge=judge_record(self.judge))
+        out = []
+        for messages in prompts:
+            body = {"model": self.judge["model"], "messages": messages, "max_tokens": max_new_tokens,
+                    "temperature": 0, "seed": self.seed, **({"stop": until} if until else {})}
+            request = urllib.request.Request(f"{self.judge['api_base'].rstrip('/')}/chat/completions",
+                                             data=json.dumps(body).encode(), method="POST",
+                                             headers={"Authorization": f"Bearer {key}",
+                                                      "Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=120) as response:
+                    reply = json.loads(response.read())
+            except OSError as exc:
+                raise Skipped(f"judge '{self.judge['name']}': the API at {self.judge['api_base']} did not answer "
+                              f"({type(exc).__name__}: {exc})", judge=judge_record(self.judge)) from None
+            out.append(reply["choices"][0]["message"]["content"] or "")
+        return out
+
+
 class ClassifierJudge:
     """A sequence classifier ([OI] toxigen: tomh/toxigen_roberta, the argmax label per output)."""
 
@@ -187,7 +235,9 @@ class ClassifierJudge:
 def load_judge(judge: dict, seed: int):
     path = resolve_model(judge)
     judge["resolved_path"] = path
-    return ClassifierJudge(judge, path, seed) if judge["kind"] == "classifier" else GenerativeJudge(judge, path, seed)
+    if judge["kind"] == "classifier":
+        return ClassifierJudge(judge, path, seed)
+    return APIJudge(judge, path, seed) if judge.get("backend") == "api" else GenerativeJudge(judge, path, seed)
 
 
 # ------------------------------------------------------------------------------------------- data
