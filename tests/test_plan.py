@@ -252,7 +252,9 @@ def test_plan_covers_every_stage_of_every_published_recipe(config):
     for name in PUBLISHED_RECIPES:
         stages = [e.stage for e in plan_recipe(config, name)]
         recipe = config["recipes"][name]
-        ni = ["ni inference (mistral-7b)"] if name.startswith("birbal") else []   # Birbal's NI sampling, once
+        sampled = any(config["datasets"][i["dataset"]].get("source") == "ni_sampling"
+                      for i in recipe.get("data", {}).get("sft", {}).get("sources", []))
+        ni = ["ni inference (mistral-7b)"] if sampled else []   # Birbal's NI sampling, once (not for the release)
         expected = ni + ["contamination"] + [s for s in ("sft", "dpo", "merge") if recipe["stages"].get(s)] + ["eval"]
         assert stages == expected, name
 
