@@ -36,9 +36,11 @@ help:
 $(UV):
 	python3 -m pip install --quiet --disable-pip-version-check --target .tools/uv uv==$(UV_VERSION)
 
-# The environment is the uv lock, exactly (`cpu` extra: torch from the machine's CPU wheel, pyproject [tool.uv.sources]).
+# The environment is the uv lock, exactly: EXTRA=cpu (default; torch from the machine's CPU wheel, pyproject
+# [tool.uv.sources]) or EXTRA=cuda (GPU machines and cluster login nodes: torch's CUDA build, vLLM, bitsandbytes).
+EXTRA ?= cpu
 $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen --extra cpu --python "$$(command -v python3)"
+	$(UV) sync --frozen --extra $(EXTRA) --python "$$(command -v python3)"
 	touch $@
 
 env: $(VENV)/.synced
@@ -74,7 +76,7 @@ envs: env   ## containers/requirements-<stage>.txt and envs/<stage>.yaml from uv
 
 CONTAINER_STAGES := train eval
 containers: envs
-	@command -v apptainer >/dev/null || { echo "make containers: apptainer is not installed here; build on a machine with apptainer >= 1.1 and copy containers/*.sif (or push them and set config.yaml containers: to oras://...@sha256:<digest>)" >&2; exit 2; }
+	@command -v apptainer >/dev/null || { echo "make containers: apptainer is not installed here; build on a machine with apptainer >= 1.2 and copy containers/*.sif (or push them and set config.yaml containers: to oras://...@sha256:<digest>)" >&2; exit 2; }
 	for s in $(CONTAINER_STAGES); do apptainer build --force --build-arg GIT_COMMIT=$$(git rev-parse HEAD) --build-arg LOCK_SHA256=$$(sha256sum uv.lock | cut -d' ' -f1) containers/$$s.sif containers/$$s.def; done
 
 containers-pin:   ## re-resolve the base image digest of containers/*.def (needs registry access and crane, skopeo or docker)

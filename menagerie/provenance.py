@@ -32,11 +32,16 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def git_commit() -> str:
+GIT_COMMIT_ENV = "MENAGERIE_GIT_COMMIT"   # set once on the host (rules/common.smk); jobs and images inherit it
+IMAGE_ENV = ("APPTAINER_CONTAINER", "SINGULARITY_CONTAINER")   # what Apptainer sets inside an image: its path
+
+
+def host_git_commit(root: Path = REPO_ROOT) -> str:
+    """`<commit>` or `<commit>-dirty` of the checkout, asked of git (on the host; images carry no git)."""
     try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=10)
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
@@ -45,30 +50,101 @@ def git_commit() -> str:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def git_commit() -> str:
+    """The commit a stage ran from: passed in by the host (MENAGERIE_GIT_COMMIT), else asked of git here."""
+    return os.environ.get(GIT_COMMIT_ENV) or host_git_commit()
+
+
+_IMAGE_SHA256: dict[tuple, str] = {}
+
+
+def image() -> dict | None:
+    """The Apptainer image a stage runs in (None outside one): its path, sha256 (a rebuilt image changes it) and
+    the label the image's %environment sets (name, version, build commit, lock hash)."""
+    path = next((os.environ[k] for k in IMAGE_ENV if os.environ.get(k)), None)
+    if path is None:
+        return None
+    digest = None
+    if Path(path).is_file():
+        stat = Path(path).stat()
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        if key not in _IMAGE_SHA256:
+            _IMAGE_SHA256[key] = sha256_file(path)
+        digest = _IMAGE_SHA256[key]
+    return {"path": path, "sha256": digest, "label": os.environ.get("MENAGERIE_IMAGE")}
+
+
+def slurm() -> dict | None:
+    """The SLURM allocation a stage runs in (None outside one): job id, nodes, partition, allocated GPUs."""
+    env = os.environ
+    if not env.get("SLURM_JOB_ID"):
+        return None
+    gres = env.get("SLURM_JOB_GPUS") or env.get("SLURM_STEP_GPUS")
+    return {"job_id": env["SLURM_JOB_ID"], "nodelist": env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST"),
+            "nodes": env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES"),
+            "partition": env.get("SLURM_JOB_PARTITION"), "cpus_on_node": env.get("SLURM_CPUS_ON_NODE"),
+            "gpus_on_node": env.get("SLURM_GPUS_ON_NODE"), "gpu_ids": gres,
+            "cuda_visible_devices": env.get("CUDA_VISIBLE_DEVICES")}
+
+
+def gpu_stack() -> dict:
+    """GPU names and the driver / CUDA / cuDNN / NCCL versions torch sees (names empty and versions None on CPU)."""
+    info = {"gpus": [], "cuda_driver": None, "nvidia_driver": None, "cuda": None, "cudnn": None, "nccl": None}
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return info
+    if not torch.cuda.is_available():
+        return info
+    info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    info["cuda"] = torch.version.cuda
+    info["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    try:
+        info["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+    except (AttributeError, RuntimeError):
+        pass
+    try:
+        driver = torch._C._cuda_getDriverVersion()   # the CUDA driver API version, e.g. 13000
+        info["cuda_driver"] = f"{driver // 1000}.{driver % 1000 // 10}"
+    except (AttributeError, RuntimeError):
+        pass
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        info["nvidia_driver"] = driver.decode() if isinstance(driver, bytes) else driver
+    except Exception:  # noqa: BLE001 - nvidia-ml-py absent or NVML unusable: the torch fields stand
+        pass
+    return info
+
+
 def lock_hash() -> str | None:
     lock = REPO_ROOT / "uv.lock"
     return sha256_file(lock) if lock.exists() else None
 
 
 def hardware() -> dict:
+    """The machine a stage ran on: CPU and Python, GPUs with driver/CUDA/cuDNN/NCCL versions, the SLURM allocation."""
     info = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+            "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+            "node": platform.node()}
     try:
         import torch
 
         info["torch_threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        else:
-            info["gpus"] = []
     except ImportError:  # pragma: no cover - torch is a hard dependency
         pass
+    info.update(gpu_stack())
+    info["slurm"] = slurm()
     return info
 
 
 def environment() -> dict:
-    """Where a result was produced: container digest when inside one, otherwise the lock hash."""
-    return {"container": os.environ.get("MENAGERIE_CONTAINER_DIGEST"), "uv_lock_sha256": lock_hash(),
+    """Where a result was produced: the image (path, sha256) when inside one, the lock hash, packages, hardware and
+    the commit passed in from the host."""
+    img = image()
+    return {"container": img["sha256"] if img else None, "image": img, "uv_lock_sha256": lock_hash(),
             "packages": package_versions(), "hardware": hardware(), "git_commit": git_commit()}
 
 

@@ -113,6 +113,11 @@ def dpo_rewards(stages: dict) -> dict | None:
                            "reward_margin": metrics.get("eval_reward_margin")}}
 
 
+def _per_stage(stages: dict, key: str) -> dict:
+    """One field of each stage record's `environment` (menagerie.provenance.environment), by stage name."""
+    return {n: r["environment"][key] for n, r in stages.items() if key in (r.get("environment") or {})}
+
+
 def build_eval_entry(config: dict, recipe_name: str, final: dict, base: dict | None, stage_files: dict[str, Path],
                      final_model: str, start: dict | None = None, start_model: str | None = None) -> dict:
     """`start`: metrics of the model the last training stage started from (DPO: its SFT model), for Δsft."""
@@ -171,7 +176,10 @@ def build_eval_entry(config: dict, recipe_name: str, final: dict, base: dict | N
         "provenance": {
             "git_commit": env["git_commit"], "config_hash": recipe_hash(config, recipe_name),
             "uv_lock_sha256": env["uv_lock_sha256"], "container": env["container"], "packages": env["packages"],
-            "seeds": seeds, "hardware": env["hardware"],
+            "seeds": seeds,
+            # every stage's own machine (GPUs, driver/CUDA/cuDNN/NCCL, SLURM job and nodes) and image, not this job's
+            "hardware": _per_stage(stages, "hardware"), "images": _per_stage(stages, "image"),
+            "stage_commits": _per_stage(stages, "git_commit"),
             "wall_time_s": {n: r["wall_time_s"] for n, r in stages.items() if "wall_time_s" in r},
             "data_sha256": data_sha,
             "eval_settings": {k: final[k] for k in ("backend", "dtype", "batch_size", "chat_format",

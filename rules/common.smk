@@ -19,6 +19,12 @@ except ConfigError as exc:
     sys.exit(1)
 
 PATHS = RecipePaths(CONFIG)
+
+# The commit (and dirty state) the run starts from, asked of git once on the host; SLURM jobs (--export=ALL) and
+# Apptainer images inherit the variable, so stages record it without git (menagerie.provenance.git_commit).
+from menagerie.provenance import GIT_COMMIT_ENV, host_git_commit
+
+os.environ.setdefault(GIT_COMMIT_ENV, host_git_commit(Path(workflow.basedir)))
 DEFAULT_RESOURCES = fill_defaults({}, config_schema()["$defs"]["resources"], config_schema())
 CONTAINERS = CONFIG.get("containers") or {}  # stage -> Apptainer image; rules' `container:` (only with --sdm apptainer)
 
@@ -32,9 +38,10 @@ def _uses_apptainer():
         return False
 
 
-# The environment Snakemake runs in; inside an image its own python, with the checkout importable (the image holds
-# the locked environment only, the code is the bound working directory).
-PYTHON = "env PYTHONPATH=. python" if _uses_apptainer() else sys.executable
+# The environment Snakemake runs in; inside an image its own `python` (the image holds the locked environment only;
+# the code is the bound working directory, which scripts/*.py put on sys.path themselves). One word, so launchers
+# (torchrun) can quote it.
+PYTHON = "python" if _uses_apptainer() else sys.executable
 
 # The resolved config is dumped once, content-addressed: stage scripts read it through {RESOLVED_CONFIG} in their
 # shell command. It is deliberately not a param (its path changes with every config edit, so every rule would rerun

@@ -120,6 +120,7 @@ rule contamination:
         inputs=lambda w: " ".join(f"{k}={v}" for k, v in PATHS.contamination_inputs(w.recipe).items()),
     log:
         "logs/{recipe}/contamination.log",
+    container: CONTAINERS.get("train")
     threads: stage_threads(stage_resources("contamination"))
     resources:
         **stage_slurm(stage_resources("contamination")),

@@ -85,3 +85,16 @@ def test_parser_rejects_garbage():
     with pytest.raises(deffile.DefError):
         deffile.parse("Bootstrap: docker\n%bogus\n")
     assert deffile.parse("Bootstrap: docker\nFrom: a:b\n").base_digest is None
+
+
+def test_every_rule_that_runs_a_command_has_its_container():
+    """Under `--sdm apptainer` a rule without `container:` would run on the host's python (the contamination gate
+    did): every rule with a shell command names its image from config.yaml `containers:`."""
+    missing = []
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=rule \w+:)", smk.read_text())[1:]:
+            name = block.split(":", 1)[0].split()[1]
+            if re.search(r"^\s+shell:", block, flags=re.M) and not re.search(
+                    r"^\s+container: CONTAINERS\.get\(\"(train|eval)\"\)", block, flags=re.M):
+                missing.append(f"{smk.name}:{name}")
+    assert not missing, missing

@@ -12,6 +12,7 @@ test skips locally and fails in CI (CI=true).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +22,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from menagerie import provenance
 from menagerie.hpc.cluster import APT_PACKAGES, SlurmCluster, missing_packages
+from workflow_copy import SNAKEMAKE, copy_workflow
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(360)]
 
@@ -97,10 +100,10 @@ def cluster(tmp_path_factory):
     assert c.leftover_processes() == [], "daemons left behind"
 
 
-def sacct_rows(cluster: SlurmCluster, steps: bool = False) -> list[dict]:
+def sacct_rows(cluster: SlurmCluster, steps: bool = False, since: str = "now-1hour") -> list[dict]:
     fields = ["JobID", "JobName", "State", "ExitCode", "AllocTRES", "ReqMem", "Timelimit", "Comment"]
     allocations = [] if steps else ["-X"]
-    out = cluster.run("sacct", "-a", *allocations, "-n", "-P", "-S", "now-1hour", "-o", ",".join(fields)).stdout
+    out = cluster.run("sacct", "-a", *allocations, "-n", "-P", "-S", since, "-o", ",".join(fields)).stdout
     return [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines() if line.strip()]
 
 
@@ -164,3 +167,89 @@ def test_profile_runs_stages_as_slurm_jobs(cluster, tmp_path):
     assert [r["ReqMem"] for r in failing] == ["100M", "200M"], summary
     assert [r["Timelimit"] for r in failing] == ["00:30:00", "01:00:00"], summary
     assert all(r["ExitCode"] != "0:0" for r in failing), summary
+
+
+# The tiny twin at the reduced size of tests/e2e, built under profiles/slurm-apptainer
+TWIN = "tiny-app"
+TWIN_OVERLAY = f"""
+suites:
+  tiny-app:
+    - {{name: heldout_exact, harness: lm-eval, lm_eval_task: menagerie_exact, dataset: tiny-eval, limit: 8,
+       max_new_tokens: 16}}
+recipes:
+  {TWIN}:
+    extends: tiny-tulu2-dpo
+    data:
+      sft: {{sources: [{{dataset: tiny-sft, count: 24}}, {{dataset: tiny-units-sft, count: 8}}], validation: 4}}
+      dpo: {{sources: [{{dataset: tiny-prefs, count: 8}}]}}
+    stages:
+      sft: {{max_steps: 2, global_batch_size: 4, micro_batch_size: 4, max_seq_length: 64}}
+      dpo: {{max_steps: 1, global_batch_size: 4, micro_batch_size: 4, max_seq_length: 64}}
+    eval: {{suites: [tiny-app], compare_base: false}}
+"""
+DOUBLE = REPO / "tests" / "apptainer_double"
+
+
+@pytest.mark.timeout(1500)
+def test_twin_builds_under_slurm_apptainer_profile_with_apptainer_double(cluster, tmp_path):
+    """profiles/slurm-apptainer end to end: every stage a SLURM job whose command Snakemake wraps in
+    `apptainer exec` (the double on PATH checks image, binds, --home, --nv and runs it without git)."""
+    work = copy_workflow(tmp_path / "project", share_downloads=True)
+    (work / "twin.yaml").write_text(TWIN_OVERLAY)
+    images = {}
+    for stage in ("train", "eval"):
+        images[stage] = work / f"containers/{stage}.sif"
+        images[stage].parent.mkdir(exist_ok=True)
+        images[stage].write_bytes(b"FAKE-SIF" + os.urandom(256))
+    # a git checkout whose commit the host passes in: inside the "image" git is absent (the double's shim fails)
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        subprocess.run(["git", "-C", str(work), *args], check=True, capture_output=True)
+    commit = subprocess.run(["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    calls = tmp_path / "apptainer.jsonl"
+    (tmp_path / "shims").mkdir()
+    hf_home = Path(os.environ.get("HF_HOME", str(REPO / ".cache/hf"))).resolve()
+    env = {**{k: v for k, v in cluster.env.items() if k != "MENAGERIE_GIT_COMMIT"}, "PATH": f"{DOUBLE}:{cluster.env['PATH']}", "APPTAINER_DOUBLE_LOG": str(calls),
+           "APPTAINER_DOUBLE_PYTHON": sys.executable, "APPTAINER_DOUBLE_SHIMS": str(tmp_path / "shims"),
+           "MENAGERIE_SLURM_ACCOUNT": cluster.account,
+           "MENAGERIE_SLURM_PARTITION": cluster.partition, "HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home),
+           "XDG_CACHE_HOME": str(tmp_path / "cache"), "TOKENIZERS_PARALLELISM": "false"}
+    since = time.strftime("%Y-%m-%dT%H:%M:%S")
+    command = [str(SNAKEMAKE), "--profile", "profiles/slurm-apptainer", "--workflow-profile", "profiles/default",
+               "--slurm-init-seconds-before-status-checks", "1", "--retries", "0", "--keep-going",
+               "--configfile", "twin.yaml", "--config", f"recipe={TWIN}", "--jobs", "4"]
+    started = time.monotonic()
+    run = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=1400)
+    print(f"twin under slurm-apptainer: {time.monotonic() - started:.1f} s")
+    logs = "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in sorted((work / "logs").rglob("*.log")))
+    assert run.returncode == 0, run.stderr[-4000:] + logs
+    assert (work / f"results/{TWIN}/eval.json").exists()
+
+    records = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert records and not [r for r in records if "error" in r], records
+    rows = [r for r in sacct_rows(cluster, since=since) if r["Comment"].startswith("rule_")]
+    assert rows and all(r["State"] == "COMPLETED" for r in rows), rows
+    # every job ran its command through `apptainer exec` once, inside a SLURM job, with the HF cache bound
+    assert len(records) == len(rows), (len(records), [r["Comment"] for r in rows])
+    assert {r["slurm_job_id"] for r in records} == {r["JobID"] for r in rows}
+    assert all(str(hf_home) in r["binds"] and r["nv"] and r["home"] == str(work) for r in records)
+    # ... in the stage's image from config.yaml `containers:`: evaluation in eval.sif, everything else in train.sif
+    by_script = {}
+    for r in records:
+        script = next(w for w in " ".join(r["command"]).split() if w.startswith("scripts/"))
+        by_script.setdefault(script, set()).add(r["image"])
+    assert by_script.pop("scripts/evaluate.py") >= {"containers/eval.sif"}, by_script
+    for script in ("scripts/prepare_data.py", "scripts/train.py", "scripts/merge.py", "scripts/model.py"):
+        assert by_script[script] == {"containers/train.sif"}, (script, by_script)
+
+    # provenance made it out of the "image" and the cluster: the host's commit, each stage's image by sha256, each
+    # stage's own SLURM job (eval.json lists every stage's hardware, not the report job's)
+    prov = json.loads((work / f"results/{TWIN}/eval.json").read_text())["provenance"]
+    stages = {"sft", "dpo", "merge.sft", "merge.dpo", "evaluate.final"}
+    assert stages <= set(prov["hardware"]), sorted(prov["hardware"])
+    assert set(prov["stage_commits"].values()) == {commit}, prov["stage_commits"]
+    sha = {stage: provenance.sha256_file(path) for stage, path in images.items()}
+    assert prov["images"]["evaluate.final"]["sha256"] == sha["eval"]
+    assert {prov["images"][s]["sha256"] for s in stages - {"evaluate.final"}} == {sha["train"]}
+    jobs = {prov["hardware"][s]["slurm"]["job_id"] for s in stages}
+    assert len(jobs) == len(stages) and jobs <= {r["JobID"] for r in rows}, prov["hardware"]
+    assert all(prov["hardware"][s]["gpus"] == [] and prov["hardware"][s]["cuda"] is None for s in stages)
