@@ -207,7 +207,8 @@ def test_twin_builds_under_slurm_apptainer_profile_with_apptainer_double(cluster
     commit = subprocess.run(["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     calls = tmp_path / "apptainer.jsonl"
     (tmp_path / "shims").mkdir()
-    hf_home = Path(os.environ.get("HF_HOME", str(REPO / ".cache/hf"))).resolve()
+    hf_home = Path(os.environ.get("HF_HOME", str(tmp_path / "hf"))).resolve()
+    hf_home.mkdir(parents=True, exist_ok=True)   # the profile binds it; Apptainer (and the double) need it to exist
     env = {**{k: v for k, v in cluster.env.items() if k != "MENAGERIE_GIT_COMMIT"}, "PATH": f"{DOUBLE}:{cluster.env['PATH']}", "APPTAINER_DOUBLE_LOG": str(calls),
            "APPTAINER_DOUBLE_PYTHON": sys.executable, "APPTAINER_DOUBLE_SHIMS": str(tmp_path / "shims"),
            "MENAGERIE_SLURM_ACCOUNT": cluster.account,
