@@ -25,12 +25,14 @@ export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
 export UV_PYTHON_DOWNLOADS := never
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help env run test test-fast plan dryrun lock clean slurm-test envs containers containers-pin verify
+.PHONY: help env run test test-fast plan dryrun lock clean slurm-test envs containers containers-pin verify bundle check
 help:
 	@echo "make run [RECIPE=tiny-tulu2-dpo|tiny-platypus2|tiny-birbal]  build results/<recipe>/eval.json"
 	@echo "make test                                                   run the test suite (pytest)"
 	@echo "make dryrun RECIPE=tulu2-dpo-7b                             print a real recipe's DAG"
 	@echo "make plan [RECIPE=tulu2-70b]                                memory and time per stage (all real recipes)"
+	@echo "make bundle RECIPE=<name> [WITH_WEIGHTS=1]                  results/<recipe>/bundle/<recipe>-<commit>.tar.gz"
+	@echo "make check BUNDLE=<path> [MODEL=<dir>] [TASKS=a,b]          an organiser's check of a bundle"
 	@echo "make env | lock | clean"
 
 $(UV):
@@ -84,3 +86,17 @@ containers-pin:   ## re-resolve the base image digest of containers/*.def (needs
 
 verify: env   ## recompute a built recipe's hashes against its provenance
 	$(PY) scripts/verify.py results/$(RECIPE)
+
+# --- competition-style reproduction (README "Reproduction bundles")
+BUNDLE ?=
+MODEL ?=
+TASKS ?=
+WITH_WEIGHTS ?=
+# config overlays the run used (snakemake --configfile), on top of config.yaml
+CONFIGFILES ?=
+bundle: env   ## results/<recipe>/bundle/<recipe>-<commit>.tar.gz: everything needed to judge and re-check the run
+	$(PY) scripts/bundle.py build --recipe $(RECIPE) $(if $(WITH_WEIGHTS),--with-weights) $(foreach c,$(CONFIGFILES),--configfile $(c))
+
+check: env   ## verify a bundle (hashes, schema, config, budget, hardware); with MODEL, re-run its evaluation
+	@test -n "$(BUNDLE)" || { echo "make check: set BUNDLE=<path to a bundle .tar.gz>" >&2; exit 2; }
+	$(PY) scripts/bundle.py check $(BUNDLE) $(if $(MODEL),--model $(MODEL)) $(if $(TASKS),--tasks $(TASKS)) $(foreach c,$(CONFIGFILES),--configfile $(c))

@@ -374,6 +374,16 @@ def load_config(*paths: str | Path) -> dict:
 
 def recipe_hash(config: dict, name: str) -> str:
     """Stable hash of a resolved recipe and everything it references (for provenance)."""
+    return payload_hash(recipe_payload(config, name))
+
+
+def payload_hash(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def recipe_payload(config: dict, name: str) -> dict:
+    """The resolved recipe and everything it references (model, suites, datasets, judges): what recipe_hash hashes
+    and what a reproduction bundle carries as its config."""
     recipe = config["recipes"][name]
     payload = {"recipe": recipe, "model": config["models"].get(recipe["model"]),
                "suites": {s: config["suites"][s] for s in recipe["eval"]["suites"]},
@@ -383,4 +393,4 @@ def recipe_hash(config: dict, name: str) -> str:
               for t in config["suites"][s] for r in ("judge", "info_judge") if t.get(r)}
     if judges:   # only where a suite uses judges, so other recipes keep their hashes
         payload["judges"] = judges
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return payload

@@ -10,6 +10,7 @@ from pathlib import Path
 from menagerie.overrides import override_summary
 from menagerie.report import validate_eval
 from menagerie.rounding import PAPER_DIGITS, SCORE_DIGITS, fmt, round_half_up
+from menagerie.verdict import mark as verdict_mark
 
 _SCORE_KEYS = ("average", "base_average", "published_average_delta", "average_as_published")
 _TASK_SCORE_KEYS = ("value", "stderr", "delta_vs_base", "z_vs_base", "delta_vs_published")
@@ -30,8 +31,10 @@ def leaderboard_rows(eval_files: list[Path]) -> list[dict]:
             "average_as_published": (entry.get("average_as_published") or {}).get("value"),
             "tasks": {name: {k: t.get(k) for k in ("status", "suite", "metric", "value", "stderr", "n",
                                                     "delta_vs_base", "z_vs_base", "published",
-                                                    "delta_vs_published", "reason")}
+                                                    "delta_vs_published", "reason", "verdict")}
                       for name, t in entry["tasks"].items()},
+            "verdict": (entry.get("verdict") or {}).get("status"),
+            "average_verdict": (entry.get("verdict") or {}).get("average"),
             "contamination": entry["provenance"].get("contamination"),
             "modified": override_summary(entry["provenance"].get("overrides")),
             "git_commit": entry["provenance"]["git_commit"], "config_hash": entry["provenance"]["config_hash"],
@@ -62,13 +65,16 @@ def render_markdown(rows: list[dict], base_dir: Path | None = None) -> str:
     head = ["recipe", "average", "base avg", "paper avg", *tasks]
     lines = ["# menagerie leaderboard", "",
              "Scores in percent unless the task says otherwise; `Δbase` is the gain over the base model with its z "
-             "score; skipped tasks show why in eval.json.", "",
+             "score; skipped tasks show why in eval.json. ✓ / ✗: the paper's score reproduced or not "
+             "(|Δ| <= max(2 x combined standard error, the suite's tolerance); menagerie/verdict.py).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         link = os.path.relpath(r["eval_json"], base_dir) if base_dir else r["eval_json"]
         mark = " (modified*)" if r.get("modified") else ""
-        cells = [f"[{r['recipe']}]({link}){mark}", _fmt(r["average"]), _fmt(r["base_average"]),
-                 _fmt(r["published_average"], PAPER_DIGITS)]
+        paper_average = _fmt(r["published_average"], PAPER_DIGITS)
+        if r.get("average_verdict"):
+            paper_average += f" {verdict_mark(r['average_verdict'])}"
+        cells = [f"[{r['recipe']}]({link}){mark}", _fmt(r["average"]), _fmt(r["base_average"]), paper_average]
         for t in tasks:
             task = r["tasks"].get(t)
             if task is None:
@@ -81,7 +87,8 @@ def render_markdown(rows: list[dict], base_dir: Path | None = None) -> str:
                     delta = fmt(task["delta_vs_base"], SCORE_DIGITS, signed=True)
                     cell += f" (Δbase {delta}, z {_fmt(task['z_vs_base'])})"
                 if task["published"] is not None:
-                    cell += f" [paper {_fmt(task['published'], PAPER_DIGITS)}]"
+                    verdict = f" {verdict_mark(task['verdict'])}" if task.get("verdict") else ""
+                    cell += f" [paper {_fmt(task['published'], PAPER_DIGITS)}{verdict}]"
                 cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- *{r['recipe']}*: {r['modified']}; the differences are in its eval.json "

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from menagerie.rounding import PAPER_DIGITS, SCORE_DIGITS, fmt, round_half_up
+from menagerie.verdict import mark
 
 NO_SUITE = "other"   # tasks of an eval.json written before tasks recorded their suite
 
@@ -27,6 +28,7 @@ table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .9rem; }
 th, td { border: 1px solid #d0d0d7; padding: .3rem .5rem; vertical-align: top; text-align: right; }
 th { background: #f2f2f6; } td.recipe, th.recipe, td.text, th.text { text-align: left; }
 tr:nth-child(even) td { background: #fafafc; }
+.verdict.ok { color: #1a7f37; } .verdict.fail { color: #b42318; }
 .tiny { font-size: .75rem; color: #fff; background: #8a8a99; border-radius: .3rem; padding: 0 .3rem; }
 .modified { font-size: .75rem; color: #fff; background: #b26a00; border-radius: .3rem; padding: 0 .3rem; }
 .skipped { color: #8a8a99; font-style: italic; }
@@ -135,6 +137,15 @@ def _delta(value, label: str) -> str:
     return f'<span class="sub {cls}">{escape(label)} {fmt(value, SCORE_DIGITS, signed=True)}</span>'
 
 
+def _verdict(verdict: dict | None) -> str:
+    """✓ / ✗ against the paper (menagerie.verdict), with the bound in the tooltip."""
+    if not verdict:
+        return ""
+    cls, word = ("ok", "reproduced") if verdict["reproduced"] else ("fail", "not reproduced")
+    title = escape(f"{word}: |Δ| {abs(verdict['delta']):.2f} vs bound {verdict['bound']:.2f}", quote=True)
+    return f'<span class="sub verdict {cls}" title="{title}">{mark(verdict)} {word}</span>'
+
+
 def _link(path: str | Path, base_dir: Path | None) -> str:
     target = os.path.relpath(path, base_dir) if base_dir is not None else str(path)
     return escape(quote(Path(target).as_posix()), quote=True)
@@ -178,7 +189,7 @@ def _task_cell(task: dict | None) -> str:
     cell = escape(_num(task.get("value")))
     if task.get("stderr") is not None:
         cell += f" ± {escape(_num(task['stderr']))}"
-    cell += paper_html + _delta(task.get("delta_vs_published"), "Δpaper")
+    cell += paper_html + _delta(task.get("delta_vs_published"), "Δpaper") + _verdict(task.get("verdict"))
     if task.get("delta_vs_base") is not None:
         z = task.get("z_vs_base")
         cell += _delta(task["delta_vs_base"], "Δbase") + (f'<span class="sub">z {escape(_num(z))}</span>'
@@ -222,7 +233,7 @@ def summary_table(rows: list[dict], base_dir: Path | None) -> str:
         out.append(f'<tr class="recipe-row" data-recipe="{escape(row["recipe"], quote=True)}">'
                    + _recipe_cell(row) + f"<td>{average_cell}</td>"
                    + f"<td>{escape(_num(row.get('base_average')))}</td><td>{paper_cell}</td>"
-                   + f"<td>{_delta(delta, '') or '—'}</td>"
+                   + f"<td>{(_delta(delta, '') + _verdict(row.get('average_verdict'))) or '—'}</td>"
                    + _contamination_cell(row.get("contamination")) + _files_cell(row, base_dir) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)

@@ -14,6 +14,7 @@ from menagerie.config import RECIPE_REF_PREFIX, recipe_hash
 from menagerie.errors import MenagerieError
 from menagerie.overrides import recipe_overrides
 from menagerie.provenance import environment
+from menagerie.verdict import average_stderr, judge, overall, recipe_tolerance, task_verdicts
 
 
 @lru_cache(maxsize=1)
@@ -118,6 +119,19 @@ def _per_stage(stages: dict, key: str) -> dict:
     return {n: r["environment"][key] for n, r in stages.items() if key in (r.get("environment") or {})}
 
 
+def add_verdicts(config: dict, recipe_name: str, entry: dict) -> None:
+    """Per-task `verdict` against the paper and the overall `verdict` (menagerie.verdict), in place."""
+    for name, verdict in task_verdicts(config, entry["tasks"]).items():
+        entry["tasks"][name]["verdict"] = verdict
+    declared = entry.get("average_as_published") or {}
+    average = None
+    if declared.get("value") is not None:   # the paper's own average, only when every task of it ran
+        ran = [entry["tasks"][part["task"]] for part in declared["tasks"]]
+        tolerance = recipe_tolerance(config, [declared["suite"]])["points"]
+        average = judge(declared["value"], declared["published"], average_stderr(ran), tolerance)
+    entry["verdict"] = overall(entry["tasks"], average)
+
+
 def build_eval_entry(config: dict, recipe_name: str, final: dict, base: dict | None, stage_files: dict[str, Path],
                      final_model: str, start: dict | None = None, start_model: str | None = None) -> dict:
     """`start`: metrics of the model the last training stage started from (DPO: its SFT model), for Δsft."""
@@ -202,5 +216,6 @@ def build_eval_entry(config: dict, recipe_name: str, final: dict, base: dict | N
             entry["average_as_published"]["start_value"] = average_as_published(
                 name, average, start["tasks"], None, published["metrics"][average["published_key"]])["value"]
         entry["published"]["average_delta"] = entry["average_as_published"]["delta"]
+    add_verdicts(config, recipe_name, entry)
     validate_eval(entry, f"results/{recipe_name}/eval.json")
     return entry

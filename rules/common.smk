@@ -93,16 +93,29 @@ def stage_resources(section):
             settings = recipe["stages"].get(stage) or {}
         return settings.get("resources") or DEFAULT_RESOURCES
 
+    lookup.stage = section   # the stage name (or a function of the wildcards giving it), for the budget's cap
     return lookup
 
 
 def stage_slurm(lookup):
     """The SLURM resources of a stage's job (menagerie.resources: one task per node with all its GPUs), one callable
-    per key, for `resources: **stage_slurm(...)`. `lookup(wildcards)` returns the stage's `resources:` block."""
+    per key, for `resources: **stage_slurm(...)`. `lookup(wildcards)` returns the stage's `resources:` block. The
+    runtime (grown with the retry attempt) is capped by what the recipe's `budget:` has left (budget.cap_runtime)."""
     from menagerie.resources import SLURM_KEYS, slurm_resources
+    from menagerie.train.budget import cap_runtime
 
     def getter(key):
-        return lambda wildcards, attempt=1: slurm_resources(lookup(wildcards), attempt)[key]
+        def get(wildcards, attempt=1):
+            value = slurm_resources(lookup(wildcards), attempt)[key]
+            if key == "runtime" and hasattr(wildcards, "recipe"):   # never beyond what the recipe's budget has left
+                r = lookup(wildcards)
+                stage = getattr(lookup, "stage", None)
+                value = cap_runtime(value, int(r["runtime_min"]), f"results/{wildcards.recipe}",
+                                    CONFIG["recipes"][wildcards.recipe], stage(wildcards) if callable(stage) else stage,
+                                    int(r["gpus"]) * int(r.get("nodes") or 1))
+            return value
+
+        return get
 
     return {key: getter(key) for key in SLURM_KEYS}
 

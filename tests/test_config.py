@@ -318,7 +318,8 @@ def test_qlora_recipes_dequantize_before_merging(config):
 # ---------------------------------------------------------------------------------------------------------------
 # 3. tiny twins override only what they should
 
-ALLOWED_TOP = {"model", "description", "tiny", "extends", "published", "eval"}
+ALLOWED_TOP = {"model", "description", "tiny", "extends", "published", "eval",
+               "budget"}   # the run budget: a CPU wall clock stands in for GPU-hours on a named GPU
 ALLOWED_DATA = {"sources", "validation", "curation"}   # data sizes; near-dedup off on generated templates
 ALLOWED_STAGE = {
     "method", "lora", "quantization", "resources",                     # CPU stand-ins for full/QLoRA on a GPU

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from menagerie.device import has_cuda, is_main_process, world_size  # noqa: F401  (sft/dpo call common.world_size)
 from menagerie.io import atomic_directory
 from menagerie.errors import ConfigError, MissingInputError
+from menagerie.train.budget import BUDGET_FILE, budget_callback, used_gpu_hours_at  # noqa: F401 (moved there)
 
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
@@ -113,7 +112,6 @@ def trainer_arguments(stage: dict, batch: dict, work_dir: Path, has_validation: 
     return args
 
 
-BUDGET_FILE = "menagerie_budget.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -129,48 +127,3 @@ def last_checkpoint(work_dir: Path) -> str | None:
     complete = [(int(m.group(1)), d) for d in work_dir.iterdir()
                 if (m := CHECKPOINT_RE.match(d.name)) and (d / "trainer_state.json").is_file()]
     return str(max(complete)[1]) if complete else None
-
-
-def used_gpu_hours_at(checkpoint: str | Path | None) -> float:
-    """GPU-hours the run had spent when `checkpoint` was saved (0 for a fresh run or an older checkpoint)."""
-    if not checkpoint:
-        return 0.0
-    path = Path(checkpoint) / BUDGET_FILE
-    return float(json.loads(path.read_text())["used_gpu_hours"]) if path.is_file() else 0.0
-
-
-def budget_callback(budget_gpu_hours: float | None, gpus: int, resume_from: str | Path | None = None):
-    """Stop training when the recipe's compute budget is spent (the best checkpoint so far is kept).
-
-    The clock survives restarts: every checkpoint records the GPU-hours used so far (menagerie_budget.json) and a
-    resumed run continues from the figure in the checkpoint it resumes from.
-    """
-    from transformers import TrainerCallback
-
-    class BudgetCallback(TrainerCallback):
-        def __init__(self):
-            self.start = time.time()
-            self.previous_gpu_hours = used_gpu_hours_at(resume_from)
-            self.stopped_for_budget = False
-
-        def used_gpu_hours(self) -> float:
-            return self.previous_gpu_hours + (time.time() - self.start) / 3600 * max(gpus, 1)
-
-        def on_save(self, args, state, control, **kwargs):
-            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if checkpoint.is_dir() and state.is_world_process_zero:
-                (checkpoint / BUDGET_FILE).write_text(json.dumps(
-                    {"used_gpu_hours": self.used_gpu_hours(), "global_step": state.global_step}) + "\n")
-            return control
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if budget_gpu_hours is not None and self.used_gpu_hours() >= budget_gpu_hours:
-                self.stopped_for_budget = True
-                control.should_training_stop = True
-                control.should_save = True
-                # evaluate the stopping point only where the run evaluates at all: with no validation set
-                # (eval_strategy "no", eval_dataset None) Trainer.evaluate would raise
-                control.should_evaluate = args.eval_strategy != "no"
-            return control
-
-    return BudgetCallback()

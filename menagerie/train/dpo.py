@@ -6,8 +6,9 @@ from pathlib import Path
 
 from menagerie import formats
 from menagerie.provenance import file_hashes, stage_record
-from menagerie.train import artifacts, common
 from menagerie.io import read_jsonl
+from menagerie.train import artifacts, common, progress
+from menagerie.train.budget import stage_budget
 from menagerie.train.sft import load_tokenizer
 
 
@@ -30,14 +31,16 @@ def run_dpo(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, v
     train = preference_examples(read_jsonl(train_file), tokenizer, recipe["chat_format"])
     val = preference_examples(read_jsonl(val_file), tokenizer, recipe["chat_format"]) if val_file else []
     batch = common.derive_batch(stage["global_batch_size"], stage["micro_batch_size"], common.world_size())
-    args = DPOConfig(**common.trainer_arguments(stage, batch, work_dir, has_validation=bool(val)),
+    args = DPOConfig(**common.trainer_arguments(stage, batch, work_dir, has_validation=bool(val))
+                     | progress.trainer_options(recipe_name, recipe),
                      beta=stage["beta"], max_length=stage["max_seq_length"])
     model = common.load_training_model(model_dir, stage)
     resume = common.last_checkpoint(work_dir)
-    budget = common.budget_callback(stage["budget_gpu_hours"], stage["resources"]["gpus"], resume)
+    budget = stage_budget(recipe, "dpo", out_dir, resume)
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(train),
                          eval_dataset=Dataset.from_list(val) if val else None, processing_class=tokenizer,
-                         peft_config=common.lora_config(stage), callbacks=[budget])
+                         peft_config=common.lora_config(stage),
+                         callbacks=[budget, progress.progress_callback("dpo")])
     inputs = {"model": model_dir, "train": train_file, **({"validation": val_file} if val_file else {})}
     with common.stage_output(out_dir) as tmp, stage_record("dpo", tmp, recipe=recipe_name, method=stage["method"],
                                                            beta=stage["beta"], batch=batch,

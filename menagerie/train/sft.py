@@ -8,7 +8,8 @@ from menagerie import formats
 from menagerie.errors import MenagerieError
 from menagerie.io import read_jsonl
 from menagerie.provenance import file_hashes, stage_record
-from menagerie.train import artifacts, common
+from menagerie.train import artifacts, common, progress
+from menagerie.train.budget import stage_budget
 
 
 def tokenize_rows(rows: list[dict], tokenizer, stage: dict, chat_format: str) -> list[dict]:
@@ -46,15 +47,17 @@ def run_sft(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, v
         raise MenagerieError(f"{train_file}: no row keeps a response token within max_seq_length "
                              f"{stage['max_seq_length']}")
     batch = common.derive_batch(stage["global_batch_size"], stage["micro_batch_size"], common.world_size())
-    args = SFTConfig(**common.trainer_arguments(stage, batch, work_dir, has_validation=bool(val)),
+    args = SFTConfig(**common.trainer_arguments(stage, batch, work_dir, has_validation=bool(val))
+                     | progress.trainer_options(recipe_name, recipe),
                      max_length=stage["max_seq_length"], packing=stage["packing"],
                      neftune_noise_alpha=stage["neftune_noise_alpha"], dataset_num_proc=None)
     model = common.load_training_model(model_dir, stage)
     resume = common.last_checkpoint(work_dir)
-    budget = common.budget_callback(stage["budget_gpu_hours"], stage["resources"]["gpus"], resume)
+    budget = stage_budget(recipe, "sft", out_dir, resume)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
                          eval_dataset=Dataset.from_list(val) if val else None, processing_class=tokenizer,
-                         peft_config=common.lora_config(stage), callbacks=[budget])
+                         peft_config=common.lora_config(stage),
+                         callbacks=[budget, progress.progress_callback("sft")])
     inputs = {"model": model_dir, "train": train_file, **({"validation": val_file} if val_file else {})}
     with common.stage_output(out_dir) as tmp, stage_record("sft", tmp, recipe=recipe_name, method=stage["method"],
                                                            batch=batch, input_sha256=file_hashes(inputs),
