@@ -61,7 +61,8 @@ OVERLAY = {"recipe": RECIPE, "gpu_models": {"fake": {"memory_gib": 16, "bf16_tfl
            "recipes": {RECIPE: {
     "extends": "tiny-tulu2-dpo",
     "data": {"sft": {"sources": [{"dataset": "tiny-units-sft", "count": 200}], "validation": 16}},
-    "stages": {"sft": {"resources": {"gpus": 2, "gpu_model": "fake", "cpus_per_gpu": 1, "mem_gb": 2,
+    # 16 GB: the planner's host-memory estimate for 2 processes (SLURM books it; the fake node advertises 64 GB)
+    "stages": {"sft": {"resources": {"gpus": 2, "gpu_model": "fake", "cpus_per_gpu": 1, "mem_gb": 16,
                                      "runtime_min": 5}}}}}}
 # one process of the launched stage: a gloo all-reduce over the ranks, then what it saw of its allocation
 DIST_PROBE = """
@@ -153,11 +154,11 @@ def test_profile_runs_stages_as_slurm_jobs(cluster, tmp_path):
         assert row["State"] == "COMPLETED", summary
     for row in datasets + mixtures:
         assert "gres/gpu" not in row["AllocTRES"], summary
-    # the GPU stage: one job with both (typed) GPUs, 2 x cpus_per_gpu CPUs, the recipe's memory (2 GB) and runtime
+    # the GPU stage: one job with both (typed) GPUs, 2 x cpus_per_gpu CPUs, the recipe's memory (16 GB) and runtime
     gpu = gpu_jobs[0]
     assert "gres/gpu=2" in gpu["AllocTRES"] and "gres/gpu:fake=2" in gpu["AllocTRES"], summary
     assert "cpu=2" in gpu["AllocTRES"].split(","), summary
-    assert gpu["ReqMem"] == "2G" and gpu["Timelimit"] == "00:05:00", summary
+    assert gpu["ReqMem"] == "16G" and gpu["Timelimit"] == "00:05:00", summary
     # ... and exactly one job step (the rule's command, run once), holding both GPUs
     steps = [r for r in sacct_rows(cluster, steps=True) if r["JobID"].startswith(f"{gpu['JobID']}.")]
     numbered = [r for r in steps if r["JobID"].split(".")[1].isdigit()]
