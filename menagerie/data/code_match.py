@@ -1,0 +1,156 @@
+"""Code answers in training rows: a normalised-token check that survives renamed variables and reformatting.
+
+The contamination gate indexes each code eval item's reference solution (HumanEval's canonical solutions) here and
+looks for it in every training row (all turns, the assistant's included).
+
+* **Tokens** (a tolerant regex, not Python's ``tokenize``: training rows are prose around code, often broken):
+  identifiers, numbers, string literals, operators; comments and whitespace dropped, so re-indenting, re-wrapping
+  or re-spacing changes nothing. Python keywords, builtins and attribute names (after ".") are kept as they are;
+  literals are kept.
+* **Names canonicalised by first appearance**, per window of ``K`` tokens: in each window every other identifier
+  stands for how far back its previous use in the window is (0 at its first use), which is first-appearance
+  numbering: ``total = total + x`` and ``acc = acc + y`` give the same window, ``a = b + a`` does not.
+* **Index**: each solution's windows (``min(K, its tokens)`` long) hashed into one set per length; a row's windows
+  are hashed with numpy (K vector steps, no per-window Python) and looked up. Score: the share of the solution's
+  windows found in the row. Only rows that look like code (``CODE_HINT``) are tokenised.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+K = 12
+_MASK = (1 << 64) - 1
+_PRIME = np.uint64(1099511628211)
+_DISTANCE = np.uint64(0x9E3779B97F4A7C15)
+_TOKEN = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\''
+                    r"|#[^\n]*|[A-Za-z_]\w*|\d+(?:\.\d+)?|==|!=|<=|>=|//|\*\*|->|\+=|-=|\*=|/=|[^\s\w]")
+CODE_HINT = re.compile(r"\bdef \w+\s*\(|\breturn\b[^\n]*[\[\(=<>+*%-]|^\s*(?:for|if|while) [^\n]*:\s*$|\blambda\b",
+                       re.M)
+KEPT = frozenset(keyword.kwlist) | frozenset(dir(builtins))
+
+
+def code_tokens(text: str) -> list[tuple[str, bool, int, int]]:
+    """(token, is a renameable identifier, start, end) of `text`, comments dropped."""
+    out, after_dot = [], False
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if token[0] == "#":
+            continue
+        renameable = (token[0].isalpha() or token[0] == "_") and token not in KEPT and not after_dot
+        out.append((token, renameable, match.start(), match.end()))
+        after_dot = token == "."
+    return out
+
+
+def _base_hash(token: str, renameable: bool) -> int:
+    return (hash("\0name" if renameable else token) * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & _MASK
+
+
+def _arrays(tokens: list[tuple[str, bool, int, int]], cache: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per token: its hash (every renameable name the same) and how far back the same name was last used (a large
+    number at its first use, 0 for other tokens)."""
+    base = np.empty(len(tokens), dtype=np.uint64)
+    back = np.zeros(len(tokens), dtype=np.int64)
+    last: dict[str, int] = {}
+    for k, (token, renameable, _, _) in enumerate(tokens):
+        key = (token, renameable)
+        value = cache.get(key)
+        if value is None:
+            value = cache[key] = _base_hash(token, renameable)
+        base[k] = value
+        if renameable:
+            back[k] = k - last[token] if token in last else 1 << 40
+            last[token] = k
+    return base, back
+
+
+def window_hashes(base: np.ndarray, back: np.ndarray, length: int) -> np.ndarray:
+    """Hash of every window of `length` tokens, each name replaced by its distance back inside the window."""
+    n = len(base) - length + 1
+    if n <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    out = np.zeros(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(length):
+            distance = back[j:j + n]
+            inside = np.where(distance <= j, distance, 0).astype(np.uint64)
+            out = out * _PRIME + (base[j:j + n] ^ (inside * _DISTANCE))
+    return out ^ np.uint64(length)
+
+
+class CodeIndex:
+    """Reference solutions as sets of normalised windows, one table per window length."""
+
+    def __init__(self, solutions: Sequence[str], k: int = K):
+        self.k, self.cache = k, {}
+        self.total = np.zeros(len(solutions), dtype=np.int64)
+        per_length: dict[int, dict[int, set[int]]] = {}
+        for item, text in enumerate(solutions):
+            tokens = code_tokens(text)
+            if not tokens:
+                continue
+            length = min(k, len(tokens))
+            hashes = set(window_hashes(*_arrays(tokens, self.cache), length).tolist())
+            self.total[item] = len(hashes)
+            table = per_length.setdefault(length, {})
+            for h in hashes:
+                table.setdefault(h, set()).add(item)
+        self.tables = {length: (np.array(sorted(table), dtype=np.uint64), table)
+                       for length, table in per_length.items()}
+
+    def query(self, texts: Sequence[str], min_score: float = 0.0) -> list[tuple[int, int, float]]:
+        """(text index, item, share of the item's windows found) for every pair at or above `min_score` (and at
+        least one window), best first per text."""
+        found = []
+        if not self.tables:
+            return found
+        for row, text in enumerate(texts):
+            if not CODE_HINT.search(text):
+                continue
+            tokens = code_tokens(text)
+            if not tokens:
+                continue
+            base, back = _arrays(tokens, self.cache)
+            counts: dict[int, int] = {}
+            for length, (keys, table) in self.tables.items():
+                hashes = np.unique(window_hashes(base, back, length))
+                for h in hashes[np.isin(hashes, keys)].tolist():
+                    for item in table[h]:
+                        counts[item] = counts.get(item, 0) + 1
+            scored = sorted(((-c / self.total[i], i) for i, c in counts.items()))
+            found += [(row, item, -score) for score, item in scored if -score >= min_score - 1e-9]
+        return found
+
+
+def code_spans(train_text: str, solution: str, k: int = K) -> tuple[list[tuple[int, int]], list[tuple[int, int]],
+                                                                     int, int]:
+    """(character spans of the matched windows in the training text, in the solution, windows matched, the
+    solution's windows): where `CodeIndex` found the solution. For the report; one pair at a time."""
+    cache: dict = {}
+    train, item = code_tokens(train_text), code_tokens(solution)
+    length = min(k, len(item))
+    if length == 0:
+        return [], [], 0, 0
+    item_hashes = window_hashes(*_arrays(item, cache), length).tolist()
+    train_hashes = window_hashes(*_arrays(train, cache), length).tolist()
+    wanted = set(item_hashes)
+    matched = wanted & set(train_hashes)
+    train_hit = {p for s, h in enumerate(train_hashes) if h in matched for p in range(s, s + length)}
+    item_hit = {p for s, h in enumerate(item_hashes) if h in matched for p in range(s, s + length)}
+    return _spans(train, train_hit), _spans(item, item_hit), len(matched), len(wanted)
+
+
+def _spans(tokens: list[tuple[str, bool, int, int]], hit: set[int]) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    for k in sorted(hit):
+        if spans and k - 1 in hit:
+            spans[-1] = (spans[-1][0], tokens[k][3])
+        else:
+            spans.append((tokens[k][2], tokens[k][3]))
+    return spans
