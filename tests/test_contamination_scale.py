@@ -148,3 +148,37 @@ def test_window_is_the_sentence_or_line_around_the_match():
     widened = short.window(f"{words}. Crime rates? {words}", 0)[0]
     assert "Crime rates?" in widened and len(widened.split()) == 5                  # widened to 0.6 x 8 words
     assert short.window("What are crime rates in the area?", 0)[1] == 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("xdg", [False, True])
+def test_embedding_cache_stays_in_the_project_however_snakemake_is_started(tmp_path, monkeypatch, xdg):
+    """Snakemake started directly (no make, so no XDG_CACHE_HOME): the gate's eval-item vectors go under the
+    project's .cache/, not the user's home; with XDG_CACHE_HOME set they follow it. A real Snakemake run of a rule
+    that encodes through the gate's cache, in a scratch project."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    monkeypatch.delenv("MENAGERIE_EMBEDDING_CACHE")
+    project, home = tmp_path / "project", tmp_path / "home"
+    project.mkdir()
+    home.mkdir()
+    (project / "Snakefile").write_text(
+        "rule encode:\n"
+        "    output: 'where.txt'\n"
+        f"    shell: \"{sys.executable} -c 'from menagerie.data.embeddings import encode_cached; "
+        "from menagerie.data.gate import embedding_cache_dir; d = embedding_cache_dir(); "
+        "encode_cached([\\\"What is 47 plus 38?\\\"], cache_dir=d); print(d)' > {output}\"\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "MENAGERIE_EMBEDDING_CACHE")}
+    env.update(HOME=str(home), PYTHONPATH=str(Path(__file__).resolve().parents[1]), HF_HUB_OFFLINE="1")
+    if xdg:
+        env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    out = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--quiet", "all"], cwd=project,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    expected = (tmp_path / "xdg" if xdg else project / ".cache") / "menagerie" / "embeddings"
+    assert Path((project / "where.txt").read_text().strip()) == expected
+    assert len(list(expected.glob("shard-*.npz"))) == 1
+    assert not (home / ".cache" / "menagerie").exists()   # (Snakemake keeps its own source cache there)

@@ -71,12 +71,25 @@ def encode(texts: Sequence[str], batch_size: int = 128, max_tokens: int = DEFAUL
     return out
 
 
+def project_dir() -> Path:
+    """The project a run belongs to: the working directory when it holds a Snakefile (every Snakemake job runs in
+    the workflow's directory, however Snakemake was started), else this package's source checkout when it is one,
+    else the working directory."""
+    cwd = Path.cwd()
+    if (cwd / "Snakefile").is_file():
+        return cwd
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout if (checkout / "Snakefile").is_file() else cwd
+
+
 def default_cache_dir() -> Path:
-    """Where eval-item vectors are kept between runs: $MENAGERIE_EMBEDDING_CACHE, else
-    $XDG_CACHE_HOME/menagerie/embeddings (~/.cache when unset); ignored by git under the repository's .cache/."""
+    """Where eval-item vectors are kept between runs: $MENAGERIE_EMBEDDING_CACHE; else
+    $XDG_CACHE_HOME/menagerie/embeddings when XDG_CACHE_HOME is set (make sets it to the project's .cache); else the
+    project's own .cache/menagerie/embeddings (ignored by git), never the user's home."""
     if os.environ.get("MENAGERIE_EMBEDDING_CACHE"):
         return Path(os.environ["MENAGERIE_EMBEDDING_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "menagerie" / "embeddings"
+    base = Path(os.environ["XDG_CACHE_HOME"]) if os.environ.get("XDG_CACHE_HOME") else project_dir() / ".cache"
+    return base / "menagerie" / "embeddings"
 
 
 def _key(text: str, max_tokens: int) -> bytes:
