@@ -36,6 +36,9 @@ tr:nth-child(even) td { background: #fafafc; }
 .sub { display: block; font-size: .78rem; color: #555; }
 figure { margin: .5rem 0 1rem; } figure img { max-width: 100%; border: 1px solid #e0e0e6; }
 figcaption { font-size: .8rem; color: #555; }
+details.gate-matches { margin-top: .3rem; font-size: .8rem; max-width: 44rem; }
+.gate-match { border-top: 1px solid #e0e0e6; padding: .3rem 0; }
+.gate-match p { margin: .2rem 0; white-space: pre-wrap; } mark { background: #ffe08a; }
 """
 
 
@@ -165,6 +168,36 @@ def contamination_text(summary: dict | None) -> str:
     return text
 
 
+def highlighted(text: str, spans: list) -> str:
+    """`text` HTML-escaped, with each [start, end) character span in <mark>."""
+    out, at = [], 0
+    for start, end in sorted((int(a), int(b)) for a, b in spans or []):
+        start = max(start, at)
+        if end <= start:
+            continue
+        out += [escape(text[at:start]), "<mark>", escape(text[start:end]), "</mark>"]
+        at = end
+    return "".join(out) + escape(text[at:])
+
+
+def _gate_matches(examples: list[dict], flagged: int) -> str:
+    """The gate's example flagged rows, the matched text highlighted in the row and in the eval item."""
+    if not examples:
+        return ""
+    shown = f"{len(examples)} of {flagged}" if flagged > len(examples) else f"{len(examples)}"
+    out = [f'<details class="gate-matches"><summary>what matched ({shown} flagged rows)</summary>']
+    for e in examples:
+        head = (f"{e.get('part')} row {e.get('row')} ({e.get('train_id')}): {', '.join(e.get('methods') or [])}; "
+                f"{e.get('method')} {e.get('kind')} score {e.get('score')} ≥ {e.get('threshold')}; "
+                f"{e.get('eval_task')} {e.get('eval_id')}")
+        out.append(f'<div class="gate-match"><span class="sub">{escape(head)}</span>'
+                   f'<p class="train">{highlighted(e.get("train_excerpt", ""), e.get("train_spans"))}</p>'
+                   f'<p class="eval"><em>eval item:</em> '
+                   f'{highlighted(e.get("eval_text", ""), e.get("eval_spans"))}</p></div>')
+    out.append("</details>")
+    return "".join(out)
+
+
 def _contamination_cell(summary: dict | None) -> str:
     detail = ""
     if summary:
@@ -175,6 +208,7 @@ def _contamination_cell(summary: dict | None) -> str:
         if unchecked:
             lines.append("unchecked: " + ", ".join(unchecked))
         detail = "".join(f'<span class="sub">{escape(line)}</span>' for line in lines)
+        detail += _gate_matches(summary.get("examples") or [], summary.get("flagged_rows", 0))
     return f'<td class="text contamination">{escape(contamination_text(summary))}{detail}</td>'
 
 

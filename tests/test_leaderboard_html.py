@@ -57,7 +57,12 @@ def contamination_stage_files(tmp: Path) -> dict[str, Path]:
                     "eval_items": 216, "eval_tasks": ["heldout_exact"], "unchecked_tasks": ["humaneval_pass1"],
                     "flagged_rows": 3,
                     "parts": {"sft": {"train_rows": 64, "flagged_rows": 3, "kept_rows": 61,
-                                      "by_method": {"ngram": 2, "cosine": 1}, "by_task": {"heldout_exact": 3}}}},
+                                      "by_method": {"ngram": 2, "cosine": 1}, "by_task": {"heldout_exact": 3}}},
+                    "examples": [{"part": "sft", "row": 7, "train_id": "r7", "methods": ["ngram"], "method": "ngram",
+                                  "kind": "question", "eval_task": "heldout_exact", "eval_id": "e3", "score": 1.0,
+                                  "threshold": 0.2, "train_excerpt": "Intro <b>. What is 23 plus 58? Thanks",
+                                  "train_spans": [[11, 29]], "eval_text": "What is 23 plus 58?",
+                                  "eval_spans": [[0, 18]]}]},
         "sha256": {"sft": "d" * 64}}))
     return {"data.sft": data / "sft_report.json"}
 
@@ -205,6 +210,9 @@ def test_html_shows_paper_deltas_and_contamination(board):
     summary = re.search(r'<tr class="recipe-row" data-recipe="tiny-tulu2-dpo">(.*?)</tr>', html, re.S).group(1)
     assert "3 of 64 training rows flagged against 216 eval items (action: drop)" in summary
     assert "1 task(s) without local test items unchecked" in summary
+    # the gate's matches: the matched text highlighted in the training row and in the item, markup escaped
+    assert "Intro &lt;b&gt;. <mark>What is 23 plus 58</mark>? Thanks" in summary
+    assert "<mark>What is 23 plus 58</mark>?</p>" in summary and "score 1.0 ≥ 0.2" in summary
     assert "Δbase +38.0" in html
     untested = re.search(r'<tr class="recipe-row" data-recipe="tiny-platypus2">(.*?)</tr>', html, re.S).group(1)
     assert "no gate report" in untested
