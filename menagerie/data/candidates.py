@@ -6,7 +6,8 @@ paraphrase keeps most of an eval item's content words, close together; so does a
 1. **Content terms.** ``words()`` tokens minus English stopwords, stemmed by a trivial suffix rule (``-ies`` ->
    ``-y``; ``-ing``/``-ed``/``-s``, then a final ``-e``: "boiling", "boils" -> "boil"; "minutes", "minute" ->
    "minut"), operation words folded into their class ("plus", "sum", "+" -> ``op:add``; "minus", "subtract" ->
-   ``op:sub``: the guard's classes). Numbers are terms.
+   ``op:sub``: the guard's classes), number words as digits ("four" -> "4", "dozen" -> "12"), unit spellings as
+   one unit ("km" -> "kilometer"). Numbers are terms.
 2. **Links (vectorised, no pairwise work).** A link is an unordered pair of distinct terms at most ``DISTANCE``
    content words apart. Each eval item's links go into one sorted table of 64-bit keys; each training text's links
    are looked up chunk by chunk (``searchsorted``). A pair (row, item) is a candidate when the row holds at least
@@ -42,7 +43,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from menagerie.data.contamination import OPERATIONS, _ranges, memoised, words
+from menagerie.data.contamination import NUMBER_VALUES, OPERATIONS, UNIT_OF, _ranges, memoised, words
 
 DISTANCE = 3             # links join terms at most this many content words apart
 MIN_LINK_FRACTION = 0.15
@@ -87,6 +88,10 @@ def term(token: str) -> str | None:
     """The content term of one ``words()`` token, None for stopwords and other symbols."""
     if token in OP_TERMS:
         return OP_TERMS[token]
+    if token in NUMBER_VALUES:   # "four" is the term "4", as the guard reads it
+        return NUMBER_VALUES[token]
+    if token in UNIT_OF:         # "km" is "kilometer"
+        return stem(UNIT_OF[token])
     if token in STOPWORDS or not token[0].isalnum():
         return None
     return stem(token)

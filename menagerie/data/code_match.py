@@ -12,7 +12,7 @@ looks for it in every training row (all turns, the assistant's included).
   numbering: ``total = total + x`` and ``acc = acc + y`` give the same window, ``a = b + a`` does not.
 * **Index**: each solution's windows (``min(K, its tokens)`` long) hashed into one set per length; a row's windows
   are hashed with numpy (K vector steps, no per-window Python) and looked up. Score: the share of the solution's
-  windows found in the row. Only rows that look like code (``CODE_HINT``) are tokenised.
+  windows found in the row. Only rows that look like code (``looks_like_code``) are tokenised.
 """
 
 from __future__ import annotations
@@ -28,10 +28,23 @@ K = 12
 _MASK = (1 << 64) - 1
 _PRIME = np.uint64(1099511628211)
 _DISTANCE = np.uint64(0x9E3779B97F4A7C15)
-_TOKEN = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\''
-                    r"|#[^\n]*|[A-Za-z_]\w*|\d+(?:\.\d+)?|==|!=|<=|>=|//|\*\*|->|\+=|-=|\*=|/=|[^\s\w]")
-CODE_HINT = re.compile(r"\bdef \w+\s*\(|\breturn\b[^\n]*[\[\(=<>+*%-]|^\s*(?:for|if|while) [^\n]*:\s*$|\blambda\b",
-                       re.M)
+_TOKEN = re.compile(r"[A-Za-z_]\w*|\d+(?:\.\d+)?|==|!=|<=|>=|//|\*\*|->|\+=|-=|\*=|/=|#[^\n]*"
+                    r'|"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|[^\s\w]')
+# what a row needs to be tokenised: a definition, a statement starting a line, a comparison or an augmented
+# assignment (ordinary prose has none of these; a solution pasted without its "def" line has its "return").
+# Substring tests first (C speed), the patterns only where one of their words occurs.
+_OPERATORS = ("==", "!=", "<=", ">=", "+=", "-=", "*=", "/=")
+_HINTS = (("def ", re.compile(r"\bdef \w+\s*\(")), ("return", re.compile(r"^[ \t]*return\b", re.M)),
+          (":\n", re.compile(r"^[ \t]*(?:for|if|elif|while)\b[^\n]*:[ \t]*$", re.M)),
+          ("lambda", re.compile(r"\blambda\b[^\n:]*:")))
+
+
+def looks_like_code(text: str) -> bool:
+    """Whether `text` holds something only code has (see _HINTS): the rows `CodeIndex.query` tokenises."""
+    return (any(op in text for op in _OPERATORS)
+            or any(word in text and pattern.search(text) for word, pattern in _HINTS))
+
+
 KEPT = frozenset(keyword.kwlist) | frozenset(dir(builtins))
 
 
@@ -42,32 +55,45 @@ def code_tokens(text: str) -> list[tuple[str, bool, int, int]]:
         token = match.group()
         if token[0] == "#":
             continue
-        renameable = (token[0].isalpha() or token[0] == "_") and token not in KEPT and not after_dot
-        out.append((token, renameable, match.start(), match.end()))
+        out.append((token, _renameable(token) and not after_dot, match.start(), match.end()))
         after_dot = token == "."
     return out
 
 
-def _base_hash(token: str, renameable: bool) -> int:
-    return (hash("\0name" if renameable else token) * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & _MASK
+def _renameable(token: str) -> bool:
+    return (token[0].isalpha() or token[0] == "_") and token not in KEPT
+
+
+_NAME = (hash("\0name") * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & _MASK
+
+
+def _arrays_of(tokens: list[str], cache: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per token: its hash (every renameable name the same) and how far back the same name was last used (a large
+    number at its first use, 0 for other tokens). `cache`: token -> (hash, renameable)."""
+    hashes, back, last, after_dot = [], [], {}, False
+    for k, token in enumerate(tokens):
+        entry = cache.get(token)
+        if entry is None:
+            entry = cache[token] = ((hash(token) * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & _MASK,
+                                    _renameable(token))
+        if entry[1] and not after_dot:
+            hashes.append(_NAME)
+            back.append(k - last[token] if token in last else 1 << 40)
+            last[token] = k
+        else:
+            hashes.append(entry[0])
+            back.append(0)
+        after_dot = token == "."
+    return np.array(hashes, dtype=np.uint64), np.array(back, dtype=np.int64)
 
 
 def _arrays(tokens: list[tuple[str, bool, int, int]], cache: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Per token: its hash (every renameable name the same) and how far back the same name was last used (a large
-    number at its first use, 0 for other tokens)."""
-    base = np.empty(len(tokens), dtype=np.uint64)
-    back = np.zeros(len(tokens), dtype=np.int64)
-    last: dict[str, int] = {}
-    for k, (token, renameable, _, _) in enumerate(tokens):
-        key = (token, renameable)
-        value = cache.get(key)
-        if value is None:
-            value = cache[key] = _base_hash(token, renameable)
-        base[k] = value
-        if renameable:
-            back[k] = k - last[token] if token in last else 1 << 40
-            last[token] = k
-    return base, back
+    return _arrays_of([t[0] for t in tokens], cache)
+
+
+def _words(text: str) -> list[str]:
+    """The tokens of `text` alone (what `query` reads; `code_tokens` adds positions)."""
+    return [t for t in _TOKEN.findall(text) if t[0] != "#"]
 
 
 def window_hashes(base: np.ndarray, back: np.ndarray, length: int) -> np.ndarray:
@@ -111,16 +137,17 @@ class CodeIndex:
         if not self.tables:
             return found
         for row, text in enumerate(texts):
-            if not CODE_HINT.search(text):
+            if not looks_like_code(text):
                 continue
-            tokens = code_tokens(text)
+            tokens = _words(text)
             if not tokens:
                 continue
-            base, back = _arrays(tokens, self.cache)
+            base, back = _arrays_of(tokens, self.cache)
             counts: dict[int, int] = {}
             for length, (keys, table) in self.tables.items():
-                hashes = np.unique(window_hashes(base, back, length))
-                for h in hashes[np.isin(hashes, keys)].tolist():
+                hashes = window_hashes(base, back, length)
+                at = np.searchsorted(keys, hashes).clip(max=len(keys) - 1)
+                for h in set(hashes[keys[at] == hashes].tolist()):
                     for item in table[h]:
                         counts[item] = counts.get(item, 0) + 1
             scored = sorted(((-c / self.total[i], i) for i, c in counts.items()))

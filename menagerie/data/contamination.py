@@ -2,13 +2,15 @@
 
 Two methods, each reporting (train row, eval item, score) pairs:
 
-* ``ngram`` — word n-grams (lowercased, punctuation stripped, ``1,000`` -> ``1000``). An eval item of m words
-  contributes its min(n, m)-grams (GPT-3 style: an item shorter than n must appear whole); items under
-  ``MIN_WORDS`` words are left to the embedding method. Eval n-grams are hashed (64-bit polynomial hashes over
-  per-word hashes) into one sorted array per length; training rows are hashed chunk by chunk with numpy, a bitmap of
-  the eval hashes' low bits drops most of their n-grams, and the rest are looked up with ``searchsorted``: O(T) plus
-  O(t log E) for T training n-grams, t of them past the bitmap and E eval n-grams, never pairwise. Score: the fraction of
-  the eval item's n-grams present in the row. Checked text: the whole row (every message, input, chosen/rejected).
+* ``ngram`` — word n-grams (lowercased, punctuation stripped, ``1,000`` -> ``1000``, GSM8K ``<<..>>`` annotations
+  dropped). An eval item of m words contributes its min(n, m)-grams (GPT-3 style: an item shorter than n must appear
+  whole); items under ``MIN_WORDS`` words are left to the embedding method. Eval n-grams are hashed (64-bit
+  polynomial hashes over per-word hashes) into one sorted array per length; training rows are hashed chunk by chunk
+  with numpy, a bitmap of the eval hashes' low bits drops most of their n-grams, and the rest are looked up with
+  ``searchsorted``: O(T) plus O(t log E) for T training n-grams, t of them past the bitmap and E eval n-grams, never
+  pairwise. Score: the fraction of the eval item's n-grams present in the row; a pair counts from `min_overlap` up
+  (the recipe's ``ngram_min_overlap``). Checked text: the whole row (every message, input, chosen/rejected). The
+  gate indexes questions and text answers here; code answers go to menagerie/data/code_match.py.
 * ``embedding`` — all-MiniLM-L6-v2 cosine between the row's prompt (user turns + input) and each eval item
   (Platypus's test-set exclusion, [PL] §2.2), computed for lexical candidates only (``lexical_candidates``,
   menagerie/data/candidates.py): pairs sharing enough of the item's content-word links, checked in the best window
@@ -19,10 +21,14 @@ Two methods, each reporting (train row, eval item, score) pairs:
 Both methods' row-wise work runs in `workers` forked processes over contiguous row ranges (menagerie/data/shards.py);
 the results do not depend on the number of workers.
 
-Guard (both methods, on by default): every number and unit word in the eval item, its operation class (add, sub, mul,
-div words or symbols), and every capitalised word that does not start
-a sentence (a named entity), or is an acronym or Roman numeral, must occur in the training text. A copy or paraphrase keeps them; a near miss from
-the same template with other numbers or names does not, and MiniLM alone cannot tell "23 plus 58" from "24 plus 59".
+Guard (both methods, on by default): every number and unit in the eval item, its operation class (add, sub, mul,
+div, rate words or symbols), and every capitalised word that does not start a sentence (a named entity), or is an
+acronym or Roman numeral, must occur in the training text. It reads meaning, not spelling (``guard_words``): number
+words are digits ("one" = 1, "twenty-one" = 21, "a dozen" = 12), every spelling of a unit is one term ("km",
+"kilometres" = kilometer; "$20" holds a dollar; "mph" = mile per hour), "each", "per", "apiece", "every", "a piece",
+"an hour" are one rate class, "increased"/"incremented" one add class. A copy or paraphrase keeps them; a near miss
+from the same template with other numbers or names does not, and MiniLM alone cannot tell "23 plus 58" from "24 plus
+59". ``guard_reason`` says what a vetoed pair lacks; the vetoes that scored above a threshold are kept for review.
 """
 
 from __future__ import annotations
@@ -94,6 +100,7 @@ _SMALL = {w: i for i, w in enumerate("zero one two three four five six seven eig
 _TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
 _NUMBER_WORDS = frozenset(_SMALL) | frozenset(_TENS) | frozenset(_SCALES) | {"dozen"}
+NUMBER_VALUES = {w: str(v) for w, v in {**_SMALL, **_TENS, **_SCALES, "dozen": 12}.items()}   # one word alone
 
 
 def _fold_numbers(tokens: list[str]) -> list[str]:
