@@ -185,13 +185,13 @@ def find_pairs(rows: list[dict], items: list[dict], settings: dict, stats: dict 
         hits = ngram_matches(whole, [items[k]["text"] for k in textual], n, guard,
                              terms=[terms[k] for k in textual] if guard else None, workers=workers,
                              min_overlap=overlap, top=2, vetoed=vetoed)
-        for row, local, score, *reason in [(*h, None) for h in hits] + vetoed:
+        for row, local, score, reason in [(*h, None) for h in hits] + vetoed:   # vetoed: with the guard's reason
             item = items[textual[local]]
             train_spans, eval_spans, matched, total = ngram_spans(whole[row], item["text"], n)
             match = _match("ngram", item, score, overlap, whole[row], train_spans, eval_spans,
                            ngrams=f"{matched} of {total} {min(n, len(words(item['text'])))}-grams")
-            if reason[0]:
-                veto(row, match, reason[0])
+            if reason:
+                veto(row, match, reason)
             else:
                 found.append((row, match))
     if "ngram" in settings["methods"] and code:
@@ -214,8 +214,7 @@ def find_pairs(rows: list[dict], items: list[dict], settings: dict, stats: dict 
         high: list = []
         matches = score_candidates(candidates, eval_texts, cosine, max_pairs=settings.get("embedding_budget"),
                                    cache_dir=embedding_cache_dir(), stats=stats, vetoed=vetoes, reviewed=high)
-        for row, local, score, *rest in [(*m, window_of[m[:2]], None) for m in matches] + high:
-            window, reason = rest
+        for row, local, score, window, reason in [(*m, window_of[m[:2]], None) for m in matches] + high:
             item = items[questions[local]]
             match = _match("embedding", item, score, cosine, window, shared_term_spans(window, item["text"]),
                            shared_term_spans(item["text"], window))
