@@ -259,7 +259,8 @@ ANSWER_LEAKS = [  # (id of the leaked item, messages)
                            "    return vals[-1]")),
     ("HumanEval/59", _chat("Largest prime factor of n.",
                            "```\ndef lpf(m):\n    def prime(q):\n        if q < 2:\n            return False\n"
-                           "        for t in range(2, q - 1):\n            if q % t == 0:\n                return False\n"
+                           "        for t in range(2, q - 1):\n            if q % t == 0:\n"
+                           "                return False\n"
                            "        return True\n    best = 1\n    for d in range(2, m + 1):\n"
                            "        if m % d == 0 and prime(d):\n            best = max(best, d)\n    return best\n"
                            "```")),
