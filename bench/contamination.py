@@ -16,6 +16,10 @@ Data (scale 1 = the target): 326,154 training rows (the Tulu V2 mix) and 50,000 
   must cover to check them). A planted row counts as caught (or, a near miss, as wrongly flagged) when it is
   flagged against its own item; a flag against another item, from the generated text around it, counts among the
   other rows flagged.
+* Answers, as the gate indexes them: GSM8K's test solutions and the planted set's reference answers (n-grams, minimum
+  overlap 0.2) and HumanEval's canonical solutions (normalised code tokens, 0.5); the planted answer leaks and answer
+  near misses (tests/contamination_planted.py) go into assistant turns of other long rows. The embedding run also
+  collects the guard's vetoes and embeds up to the same budget of them (the report's `reviewed` list).
 
 Each (scale, method) runs in its own subprocess, its row-wise work in ``--workers`` processes (default: the cores);
 every phase reports seconds, its own peak RSS (VmHWM, reset between phases) and the peak PSS of the process and its
