@@ -5,6 +5,7 @@ SHELL := bash
 
 RECIPE ?= tiny-tulu2-dpo
 CORES ?= all
+CONFIG ?=
 SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?=
 
@@ -28,6 +29,7 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: help env run test test-fast plan dryrun lock clean slurm-test envs containers containers-pin verify bundle check
 help:
 	@echo "make run [RECIPE=tiny-tulu2-dpo|tiny-platypus2|tiny-birbal]  build results/<recipe>/eval.json"
+	@echo "make run RECIPE=my-recipe CONFIG=my.yaml                   a recipe from your own config file"
 	@echo "make test                                                   run the test suite (pytest)"
 	@echo "make dryrun RECIPE=tulu2-dpo-7b                             print a real recipe's DAG"
 	@echo "make plan [RECIPE=tulu2-70b]                                memory and time per stage (all real recipes)"
@@ -50,15 +52,17 @@ env: $(VENV)/.synced
 lock: | $(UV)
 	$(UV) lock
 
+# scripts/run.py: one build per directory (a second is refused), Snakemake's stale locks after kill -9 removed when no
+# workflow process is alive, CONFIG passed as --configfile=<file> (SNAKEMAKE_ARGS may then hold targets).
 run: env
-	$(VENV)/bin/snakemake --cores $(CORES) --config recipe=$(RECIPE) $(SNAKEMAKE_ARGS)
+	$(PY) scripts/run.py --recipe '$(RECIPE)' --cores '$(CORES)' $(if $(CONFIG),--configfile '$(CONFIG)') -- $(SNAKEMAKE_ARGS)
 	@echo "eval: results/$(RECIPE)/eval.json   leaderboard: results/leaderboard.md"
 
 plan: env   ## memory and time per stage (menagerie/plan.py); RECIPE=<name>, or every real recipe when unset
 	$(PY) scripts/plan.py $(if $(filter-out file default,$(origin RECIPE)),$(RECIPE))
 
 dryrun: env
-	$(VENV)/bin/snakemake -n --cores $(CORES) results/$(RECIPE)/eval.json $(SNAKEMAKE_ARGS)
+	$(VENV)/bin/snakemake -n --cores $(CORES) results/$(RECIPE)/eval.json $(if $(CONFIG),--configfile='$(CONFIG)') $(SNAKEMAKE_ARGS)
 
 test: env
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -5,10 +5,24 @@ rules/*.smk call these; keeping them here makes the DAG logic unit-testable with
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from menagerie.config import RECIPE_REF_PREFIX
 
 TRAINING_STAGES = ("sft", "dpo")
 SCORING = ("suites", "backend", "dtype", "batch_size", "seed")   # eval settings a model's scores depend on
+# Settings that say where and with what a job runs, never what it computes: editing them reruns nothing.
+RUNTIME_KEYS = ("resources", "save_minutes")
+
+
+def settings_hash(payload) -> str:
+    """Short stable hash of a JSON-able payload (a rule's `params:` value: Snakemake reruns the rule when it changes)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _without_runtime(settings: dict | None) -> dict | None:
+    return None if settings is None else {k: v for k, v in settings.items() if k not in RUNTIME_KEYS}
 
 
 def dataset_file(name: str) -> str:
@@ -211,6 +225,61 @@ class RecipePaths:
             upstream = self.stage_records(model[len(RECIPE_REF_PREFIX):])
             records.update({f"start.{key}": path for key, path in upstream.items() if key != "evaluate.final"})
         return records
+
+    # ---- what each rule reads from the config: the rule's `params:` hash, so an edit reruns the rules that read it
+    # (and, through their outputs, what depends on them) and nothing upstream or beside them
+
+    def mixture_settings(self, name: str, part: str) -> dict:
+        """The `mixture` rule: the recipe's data.<part> section and the entries of the datasets it draws from."""
+        mixture = self.recipe(name)["data"][part]
+        return {"mixture": mixture, "datasets": {i["dataset"]: self.config["datasets"][i["dataset"]]
+                                                 for i in mixture["sources"]}}
+
+    def _suites(self, name: str) -> dict:
+        suites = self.recipe(name)["eval"]["suites"]
+        return {s: self.config["suites"][s] for s in suites}
+
+    def gate_settings(self, name: str) -> dict:
+        """The `contamination` rule: the gate's settings, the parts it filters and the eval items it checks against
+        (suites and the entries of their datasets); the rows themselves are its input files."""
+        suites = self._suites(name)
+        return {"contamination": _without_runtime(self.recipe(name)["contamination"]),
+                "parts": self.training_stages(name), "suites": suites,
+                "datasets": {t["dataset"]: self.config["datasets"][t["dataset"]] for tasks in suites.values()
+                             for t in tasks if t.get("dataset")}}
+
+    def eval_settings(self, name: str, which: str) -> dict:
+        """The `evaluate` rule: eval settings, chat format, suites and the judges they name; for the base model also
+        the model entry (the final model is an input directory, rebuilt when its training changes)."""
+        suites = self._suites(name)
+        judges = {t[r]: (self.config.get("judges") or {}).get(t[r]) for tasks in suites.values() for t in tasks
+                  for r in ("judge", "info_judge") if t.get(r)}
+        recipe = self.recipe(name)
+        settings = {"eval": _without_runtime(recipe["eval"]), "chat_format": recipe["chat_format"],
+                    "suites": suites, "judges": judges}
+        if which == "base":
+            settings["model"] = recipe["model"] if recipe["model"].startswith(RECIPE_REF_PREFIX) else \
+                self.config["models"][recipe["model"]]
+        return settings
+
+    def training_settings(self, name: str, stage: str) -> dict:
+        """The `train` rule: the stage's settings and the chat format its rows are rendered in."""
+        return {"stage": _without_runtime(self.recipe(name)["stages"][stage]),
+                "chat_format": self.recipe(name)["chat_format"]}
+
+    def merge_settings(self, name: str, stage: str) -> dict:
+        """The `merge` rule: dtype, 4-bit dequantization and the weighted combination of adapters."""
+        return {"dtype": self.merge_dtype(name, stage), "dequantize": self.merge_dequantize(name, stage),
+                "combination": self.merge_combination(name, stage)}
+
+    def rule_hash(self, rule: str, name: str, **wildcards: str) -> str:
+        """settings_hash of what `rule` reads for recipe `name` (wildcards: part, stage or which)."""
+        settings = {"mixture": lambda: self.mixture_settings(name, wildcards["part"]),
+                    "contamination": lambda: self.gate_settings(name),
+                    "evaluate": lambda: self.eval_settings(name, wildcards["which"]),
+                    "train": lambda: self.training_settings(name, wildcards["stage"]),
+                    "merge": lambda: self.merge_settings(name, wildcards["stage"])}[rule]()
+        return settings_hash(settings)
 
     # ---- Birbal's Natural Instructions sampling: datasets with `source: ni_sampling` (menagerie.data.ni_sampling)
 

@@ -45,7 +45,7 @@ PYTHON = "python" if _uses_apptainer() else sys.executable
 
 # The resolved config is dumped once, content-addressed: stage scripts read it through {RESOLVED_CONFIG} in their
 # shell command. It is deliberately not a param (its path changes with every config edit, so every rule would rerun
-# whenever any recipe changed); rules carry the hash of what they read instead: recipe_hash_param, entry_hash_param.
+# whenever any recipe changed); rules carry the hash of what they read instead: rule_hash_param, entry_hash_param.
 _resolved = json.dumps(CONFIG, sort_keys=True, indent=1)
 CONFIG_HASH = hashlib.sha256(_resolved.encode()).hexdigest()[:16]
 RESOLVED_CONFIG = f"resources/config/{CONFIG_HASH}.json"
@@ -65,10 +65,20 @@ wildcard_constraints:
 
 
 def recipe_hash_param(wildcards):
-    """Per-recipe hash (rules rerun when their recipe changes, not when another recipe does)."""
+    """Hash of the whole recipe, for rules that read all of it (the report): they rerun when it changes."""
     from menagerie.config import recipe_hash
 
     return recipe_hash(CONFIG, wildcards.recipe)
+
+
+def rule_hash_param(rule):
+    """Hash of the settings `rule` reads (menagerie.workflow.RecipePaths.rule_hash): an edit reruns the rules that
+    read it and, through their outputs, what depends on them, nothing upstream or beside them."""
+
+    def param(wildcards):
+        return PATHS.rule_hash(rule, wildcards.recipe, **{k: v for k, v in wildcards.items() if k != "recipe"})
+
+    return param
 
 
 def entry_hash_param(section, wildcard):

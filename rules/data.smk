@@ -116,7 +116,7 @@ rule contamination:
         report="results/{recipe}/data/contamination.json",
         clean=directory("results/{recipe}/data/decontaminated"),
     params:
-        recipe_hash=recipe_hash_param,
+        settings_hash=rule_hash_param("contamination"),
         inputs=lambda w: " ".join(f"{k}={v}" for k, v in PATHS.contamination_inputs(w.recipe).items()),
     log:
         "logs/{recipe}/contamination.log",
@@ -138,7 +138,7 @@ rule mixture:
         validation="results/{recipe}/data/{part}_val.jsonl",
         report="results/{recipe}/data/{part}_report.json",
     params:
-        recipe_hash=recipe_hash_param,
+        settings_hash=rule_hash_param("mixture"),
         raw=lambda w: " ".join(f"{k}={v}" for k, v in PATHS.mixture_datasets(w.recipe, w.part).items()),
     wildcard_constraints:
         part="sft|dpo",

@@ -16,7 +16,7 @@ rule evaluate:
     output:
         metrics="results/{recipe}/eval/{which}/metrics.json",
     params:
-        recipe_hash=recipe_hash_param,
+        settings_hash=rule_hash_param("evaluate"),
         data=lambda w: " ".join(f"{k}={v}" for k, v in PATHS.eval_datasets(w.recipe).items()),
         work="results/{recipe}/eval/{which}/work",
     log:

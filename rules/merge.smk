@@ -8,7 +8,7 @@ rule merge:
         model=directory("results/{recipe}/{stage}_merged"),
     params:
         dtype=lambda w: PATHS.merge_dtype(w.recipe, w.stage),
-        recipe_hash=recipe_hash_param,
+        settings_hash=rule_hash_param("merge"),
     log:
         "logs/{recipe}/{stage}_merge.log",
     container: CONTAINERS.get("train")

@@ -10,7 +10,7 @@ rule train:
     output:
         model=directory("results/{recipe}/{stage}"),
     params:
-        recipe_hash=recipe_hash_param,
+        settings_hash=rule_hash_param("train"),
         work="results/{recipe}/.work/{stage}",
         # one process per GPU (torchrun) inside this one job; MENAGERIE_NPROC overrides the count
         launch=lambda w: train_launch.shell_prefix(stage_resources(lambda w: w.stage)(w), PYTHON),

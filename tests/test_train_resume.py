@@ -23,7 +23,7 @@ pytest.importorskip("trl")
 
 from menagerie.config import load_config  # noqa: E402
 from tiny_models import build_tiny_llama  # noqa: E402
-from menagerie.train import common  # noqa: E402
+from menagerie.train import checkpoints, common  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = "tiny-tulu2-dpo"
@@ -106,7 +106,7 @@ def test_sigkilled_lora_packing_run_resumes_exactly(tmp_path, tiny_model):
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert not (root / "out").exists()
-    resume_from = common.last_checkpoint(root / "work")
+    resume_from = checkpoints.last_checkpoint(root / "work")
     resumed_step = int(resume_from.rsplit("-", 1)[1])
     assert resumed_step >= 4
     assert (Path(resume_from) / common.BUDGET_FILE).is_file()
@@ -140,19 +140,9 @@ def test_budget_clock_continues_from_the_checkpoint(tmp_path):
     checkpoint.mkdir()
     (checkpoint / "trainer_state.json").write_text("{}")
     (checkpoint / common.BUDGET_FILE).write_text(json.dumps({"used_gpu_hours": 1.5, "global_step": 6}))
-    callback = common.budget_callback(2.0, 1, common.last_checkpoint(tmp_path))
+    callback = common.budget_callback(2.0, 1, checkpoints.last_checkpoint(tmp_path))
     assert 1.5 <= callback.used_gpu_hours() < 1.51
     assert common.budget_callback(2.0, 1, None).used_gpu_hours() < 0.01
-
-
-def test_last_checkpoint_skips_a_checkpoint_cut_off_mid_save(tmp_path):
-    assert common.last_checkpoint(tmp_path / "missing") is None
-    for step, complete in ((2, True), (4, True), (6, False)):
-        (tmp_path / f"checkpoint-{step}").mkdir()
-        if complete:
-            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
-    (tmp_path / "checkpoint-x").mkdir()
-    assert common.last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +11,7 @@ from menagerie.device import has_cuda, is_main_process, world_size  # noqa: F401
 from menagerie.io import atomic_directory
 from menagerie.errors import ConfigError, MissingInputError
 from menagerie.train.budget import BUDGET_FILE, budget_callback, used_gpu_hours_at  # noqa: F401 (moved there)
+from menagerie.train import checkpoints
 
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
@@ -92,7 +92,7 @@ def trainer_arguments(stage: dict, batch: dict, work_dir: Path, has_validation: 
     """Keyword arguments shared by SFTConfig and DPOConfig, straight from the recipe stage."""
     keep_best = stage["keep_best"] and has_validation
     eval_steps = stage["eval_steps"] if has_validation else None
-    save_steps = stage["save_steps"] or eval_steps or 500
+    save_steps = checkpoints.save_steps(stage, eval_steps)
     args = dict(
         output_dir=str(work_dir), seed=stage["seed"], data_seed=stage["seed"],
         per_device_train_batch_size=batch["micro_batch_size"], per_device_eval_batch_size=batch["micro_batch_size"],
@@ -112,18 +112,3 @@ def trainer_arguments(stage: dict, batch: dict, work_dir: Path, has_validation: 
     return args
 
 
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-
-def last_checkpoint(work_dir: Path) -> str | None:
-    """The newest *complete* checkpoint under work_dir, or None.
-
-    Trainer writes trainer_state.json last when it saves a checkpoint, so a directory without it was cut off by a
-    kill mid-save; resuming from it would fail, so the previous checkpoint is used instead.
-    """
-    work_dir = Path(work_dir)
-    if not work_dir.is_dir():
-        return None
-    complete = [(int(m.group(1)), d) for d in work_dir.iterdir()
-                if (m := CHECKPOINT_RE.match(d.name)) and (d / "trainer_state.json").is_file()]
-    return str(max(complete)[1]) if complete else None

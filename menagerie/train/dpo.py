@@ -7,7 +7,7 @@ from pathlib import Path
 from menagerie import formats
 from menagerie.provenance import file_hashes, stage_record
 from menagerie.io import read_jsonl
-from menagerie.train import artifacts, common, progress
+from menagerie.train import artifacts, checkpoints, common, progress
 from menagerie.train.budget import stage_budget
 from menagerie.train.sft import load_tokenizer
 
@@ -35,16 +35,19 @@ def run_dpo(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, v
                      | progress.trainer_options(recipe_name, recipe),
                      beta=stage["beta"], max_length=stage["max_seq_length"])
     model = common.load_training_model(model_dir, stage)
-    resume = common.last_checkpoint(work_dir)
+    inputs = {"model": model_dir, "train": train_file, **({"validation": val_file} if val_file else {})}
+    input_sha256 = file_hashes(inputs)
+    trajectory = checkpoints.trajectory(stage, recipe["chat_format"], batch, input_sha256)
+    resume = checkpoints.bind_work_dir(work_dir, trajectory, is_main=common.is_main_process())
     budget = stage_budget(recipe, "dpo", out_dir, resume)
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(train),
                          eval_dataset=Dataset.from_list(val) if val else None, processing_class=tokenizer,
                          peft_config=common.lora_config(stage),
-                         callbacks=[budget, progress.progress_callback("dpo")])
-    inputs = {"model": model_dir, "train": train_file, **({"validation": val_file} if val_file else {})}
+                         callbacks=[budget, progress.progress_callback("dpo"),
+                                    checkpoints.time_callback(stage["save_minutes"])])
     with common.stage_output(out_dir) as tmp, stage_record("dpo", tmp, recipe=recipe_name, method=stage["method"],
                                                            beta=stage["beta"], batch=batch,
-                                                           input_sha256=file_hashes(inputs),
+                                                           input_sha256=input_sha256,
                                                            resumed_from=resume, attempts_dir=work_dir) as record:
         trainer.train(resume_from_checkpoint=resume)
         card = [f"DPO stage of recipe `{recipe_name}` ({stage['method']}, beta {stage['beta']}) on `{model_dir}`.",

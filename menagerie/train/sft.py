@@ -8,7 +8,7 @@ from menagerie import formats
 from menagerie.errors import MenagerieError
 from menagerie.io import read_jsonl
 from menagerie.provenance import file_hashes, stage_record
-from menagerie.train import artifacts, common, progress
+from menagerie.train import artifacts, checkpoints, common, progress
 from menagerie.train.budget import stage_budget
 
 
@@ -52,15 +52,18 @@ def run_sft(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, v
                      max_length=stage["max_seq_length"], packing=stage["packing"],
                      neftune_noise_alpha=stage["neftune_noise_alpha"], dataset_num_proc=None)
     model = common.load_training_model(model_dir, stage)
-    resume = common.last_checkpoint(work_dir)
+    inputs = {"model": model_dir, "train": train_file, **({"validation": val_file} if val_file else {})}
+    input_sha256 = file_hashes(inputs)
+    trajectory = checkpoints.trajectory(stage, recipe["chat_format"], batch, input_sha256)
+    resume = checkpoints.bind_work_dir(work_dir, trajectory, is_main=common.is_main_process())
     budget = stage_budget(recipe, "sft", out_dir, resume)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
                          eval_dataset=Dataset.from_list(val) if val else None, processing_class=tokenizer,
                          peft_config=common.lora_config(stage),
-                         callbacks=[budget, progress.progress_callback("sft")])
-    inputs = {"model": model_dir, "train": train_file, **({"validation": val_file} if val_file else {})}
+                         callbacks=[budget, progress.progress_callback("sft"),
+                                    checkpoints.time_callback(stage["save_minutes"])])
     with common.stage_output(out_dir) as tmp, stage_record("sft", tmp, recipe=recipe_name, method=stage["method"],
-                                                           batch=batch, input_sha256=file_hashes(inputs),
+                                                           batch=batch, input_sha256=input_sha256,
                                                            resumed_from=resume, attempts_dir=work_dir) as record:
         trainer.train(resume_from_checkpoint=resume)
         card = [f"SFT stage of recipe `{recipe_name}` ({stage['method']}) on `{model_dir}`.",
