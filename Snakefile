@@ -1,7 +1,7 @@
 # menagerie: data -> sft -> dpo -> merge -> evaluate -> leaderboard, for every recipe in config.yaml.
 #   snakemake --cores all                                  # the default recipe (config key `recipe`)
 #   snakemake --cores all results/tulu2-dpo-7b/eval.json   # any recipe
-#   snakemake --cores all --configfile my.yaml --config recipe=my-recipe
+#   snakemake --cores all --configfile=my.yaml --config=recipe=my-recipe  # or: make run RECIPE=my-recipe CONFIG=my.yaml
 from snakemake.utils import min_version
 
 min_version("9.0")
