@@ -134,3 +134,36 @@ def test_the_recorded_trajectory_names_what_it_binds(tmp_path):
     record = json.loads((work / checkpoints.TRAJECTORY_FILE).read_text())
     assert record["trajectory"]["inputs"] == INPUTS and record["trajectory"]["chat_format"] == "tulu"
     assert "resources" not in record["trajectory"]["stage"] and record["trajectory"]["stage"]["learning_rate"] == 1e-3
+
+
+def _rank_decides(rank: int, port: int, results) -> None:
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+    from transformers import TrainerControl, TrainerState
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        now = [0.0]
+        callback = checkpoints.time_callback(1, clock=lambda: now[0])
+        args = SimpleNamespace(device="cpu")           # the callback reads only where the flag tensor lives
+        now[0] = 61.0 if rank == 0 else 59.0           # only rank 0's clock has passed the minute
+        results[rank] = callback.on_step_end(args, TrainerState(), TrainerControl()).should_save
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ranks_agree_to_save_when_any_clock_is_due():
+    """Two real gloo processes whose clocks disagree both save (a save only one rank enters would hang FSDP)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_rank_decides, args=(port, results), nprocs=2, join=True)
+        assert dict(results) == {0: True, 1: True}

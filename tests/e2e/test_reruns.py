@@ -100,7 +100,7 @@ def differ(a: dict, b: dict) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3600)
 def test_an_edited_learning_rate_starts_at_step_1_and_an_unchanged_rebuild_resumes(tmp_path):
     work = project(tmp_path, steps=8)
     build(work)
@@ -138,7 +138,7 @@ def make_run(work: Path) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3600)
 def test_make_run_after_kill_9_resumes_and_a_second_run_is_refused(tmp_path):
     work = project(tmp_path, steps=14)
     for name in ("Makefile",):
@@ -174,7 +174,7 @@ def test_make_run_after_kill_9_resumes_and_a_second_run_is_refused(tmp_path):
         assert again.poll() is None, "the resumed run ended before the concurrency check; give it more steps"
         refused = subprocess.run(make_run(work), cwd=work, env=ENV, capture_output=True, text=True, timeout=120)
         assert refused.returncode != 0 and "another build is running in" in refused.stderr
-        output, _ = again.communicate(timeout=900)
+        output, _ = again.communicate(timeout=2400)
     finally:
         if again.poll() is None:
             kill_group(again)
