@@ -56,9 +56,9 @@ def set_in(path: str, value):
     (set_in("chat_format", "alpaca"), {"evaluate base", "evaluate final", "train sft", "train dpo"}),
     (set_in("stages.merge.dtype", "bfloat16"), {"merge sft", "merge dpo"}),
     # where and with what a job runs is no experiment setting: nothing reruns
-    (set_in("stages.sft.resources", {"gpus": 1, "gpu_model": "h100", "mem_gb": 80, "runtime_min": 60}), set()),
+    (set_in("stages.sft.resources", {"gpus": 0, "gpu_model": None, "mem_gb": 12, "runtime_min": 60}), set()),
     (set_in("stages.sft.save_minutes", 5), set()),
-    (set_in("eval.resources", {"gpus": 1, "gpu_model": None, "mem_gb": 80, "runtime_min": 60}), set()),
+    (set_in("eval.resources", {"gpus": 0, "gpu_model": None, "mem_gb": 12, "runtime_min": 60}), set()),
 ])
 def test_each_rule_hashes_only_what_it_reads(raw, edit, expected):
     assert changed(raw, edit) == expected
@@ -162,7 +162,7 @@ def test_a_dpo_edit_leaves_sft_and_a_resources_edit_only_the_report(touched):
     plan = edited(touched, stages__dpo__beta=0.2)
     assert plan == DOWNSTREAM_OF_SFT - {"train results/tiny-rr/sft", "merge results/tiny-rr/sft_merged"}
     # eval.json records the whole recipe's hash, so the report (seconds) and the leaderboard follow any recipe edit
-    resources = edited(touched, stages__sft__resources={"gpus": 0, "gpu_model": None, "mem_gb": 9, "runtime_min": 5})
+    resources = edited(touched, stages__sft__resources={"gpus": 0, "gpu_model": None, "mem_gb": 12, "runtime_min": 60})
     assert resources == {p for p in DOWNSTREAM_OF_SFT if p.split()[0] in ("report", "leaderboard")}
 
 
