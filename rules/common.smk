@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -39,9 +40,9 @@ def _uses_apptainer():
 
 
 # The environment Snakemake runs in; inside an image its own `python` (the image holds the locked environment only;
-# the code is the bound working directory, which scripts/*.py put on sys.path themselves). One word, so launchers
-# (torchrun) can quote it.
-PYTHON = "python" if _uses_apptainer() else sys.executable
+# the code is the bound working directory, which scripts/*.py put on sys.path themselves). Shell words: the train
+# launcher splits them (menagerie.train.launch.interpreter) before quoting, so the host interpreter's path is quoted.
+PYTHON = "python" if _uses_apptainer() else shlex.quote(sys.executable)
 
 # The resolved config is dumped once, content-addressed: stage scripts read it through {RESOLVED_CONFIG} in their
 # shell command. It is deliberately not a param (its path changes with every config edit, so every rule would rerun

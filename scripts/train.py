@@ -25,13 +25,14 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--work", required=True, type=Path, help="checkpoint directory (kept for resume)")
     args = parser.parse_args(argv)
-    recipe = recipe_from(load_resolved_config(args.config), args.recipe)
+    config = load_resolved_config(args.config)
+    recipe = recipe_from(config, args.recipe)
     validation = args.validation if args.validation and args.validation.stat().st_size else None
     if args.stage == "sft":
         from menagerie.train.sft import run_sft as run
     else:
         from menagerie.train.dpo import run_dpo as run
-    run(args.recipe, recipe, args.model, args.train, validation, args.out, args.work)
+    run(args.recipe, recipe, args.model, args.train, validation, args.out, args.work, config=config)
 
 
 if __name__ == "__main__":

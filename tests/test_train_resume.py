@@ -196,5 +196,45 @@ def test_launch_rejects_a_bad_process_override():
 
     with pytest.raises(ConfigError, match="MENAGERIE_NPROC='two'"):
         launch.command({"gpus": 1}, env={"MENAGERIE_NPROC": "two"})
-    assert launch.shell_prefix({"gpus": 2}, python="/opt/my py", env={}) == \
+    # the interpreter is shell words (rules/common.smk quotes the host's path), split before quoting
+    assert launch.shell_prefix({"gpus": 2}, python="'/opt/my py'", env={}) == \
         "'/opt/my py' -m torch.distributed.run --standalone --nproc_per_node=2"
+
+
+def test_apptainer_interpreter_is_split_into_words_not_one_quoted_word():
+    """Issue 14 item 1: under --sdm apptainer PYTHON is `env PYTHONPATH=. python`; quoted whole it is exit 127."""
+    import shlex
+
+    from menagerie.train import launch
+
+    line = launch.shell_prefix({"gpus": 4}, python="env PYTHONPATH=. python", env={})
+    assert line == "env PYTHONPATH=. python -m torch.distributed.run --standalone --nproc_per_node=4"
+    assert shlex.split(line)[:3] == ["env", "PYTHONPATH=.", "python"]
+    assert launch.shell_prefix({"gpus": 1}, python="env PYTHONPATH=. python", env={}) == "env PYTHONPATH=. python"
+
+
+def test_multi_node_launch_is_srun_with_one_torchrun_agent_per_node_and_a_c10d_rendezvous():
+    import shlex
+
+    from menagerie.train import launch
+
+    argv = launch.command({"gpus": 8, "nodes": 4}, python="py", env={})
+    assert argv[:4] == ["srun", "--overlap", "--nodes=4", "--ntasks-per-node=1"]
+    assert argv[4:] == ["py", "-m", "torch.distributed.run", "--nnodes=4", "--nproc_per_node=8", "--rdzv_backend=c10d",
+                        "--rdzv_endpoint", launch.Shell(f"{launch.FIRST_NODE}:29500"), "--rdzv_id", launch.JOB_ID]
+    assert "--standalone" not in argv
+    line = launch.shell_prefix({"gpus": 8, "nodes": 4}, python="env PYTHONPATH=. python", env={})
+    # the first node and job id stay shell expansions, evaluated inside the allocation
+    assert ('--rdzv_endpoint "$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)":29500 '
+            '--rdzv_id "$SLURM_JOB_ID"') in line
+    words = shlex.split(line)
+    assert words[:7] == ["srun", "--overlap", "--nodes=4", "--ntasks-per-node=1", "env", "PYTHONPATH=.", "python"]
+    # MENAGERIE_NPROC overrides the processes per node, not the node count
+    assert "--nproc_per_node=2" in launch.command({"gpus": 8, "nodes": 2}, python="py", env={"MENAGERIE_NPROC": "2"})
+
+
+def test_the_global_batch_survives_any_node_count():
+    """World size = nodes x GPUs per node: derive_batch keeps the recipe's global batch (Tulu 2's 128)."""
+    for nodes, gpus in ((1, 8), (2, 8), (4, 8), (8, 8)):
+        batch = common.derive_batch(128, 1, nodes * gpus)
+        assert batch["micro_batch_size"] * batch["gradient_accumulation_steps"] * nodes * gpus == 128

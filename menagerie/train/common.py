@@ -48,13 +48,27 @@ def derive_batch(global_batch: int, micro_batch: int, processes: int) -> dict:
 
 
 
+def master_dtype(stage: dict):
+    """dtype the model is loaded in: fp32 when its weights train (full), the compute dtype for a frozen LoRA base."""
+    import torch
+
+    if stage["method"] == "full":
+        return torch.float32
+    return getattr(torch, TORCH_DTYPES[stage["precision"]])
+
+
 def load_training_model(model_dir: str | Path, stage: dict):
-    """Load the model a stage trains: full weights, or a (quantized) base with a fresh LoRA adapter config."""
+    """Load the model a stage trains: full weights, or a (quantized) base with a fresh LoRA adapter config.
+
+    Mixed precision: weights that train are fp32 master weights (with AdamW state in fp32 beside them) and
+    `precision: bf16|fp16` is the compute dtype only (Trainer's autocast, or FSDP's mixed-precision policy). A full
+    fine-tune therefore loads fp32; a LoRA base is frozen, so it loads in the compute dtype (its adapters are created
+    fp32 by peft's autocast_adapter_dtype). Pure bf16 training would round lr-5e-7 updates away entirely.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = getattr(torch, TORCH_DTYPES[stage["precision"]])
-    kwargs: dict = {"dtype": dtype}
+    kwargs: dict = {"dtype": master_dtype(stage)}
     quant = stage.get("quantization")
     if quant:
         if not has_cuda():
