@@ -59,12 +59,15 @@ def test_other_settings_remove_the_stale_checkpoints_with_one_line(tmp_path, cha
     assert checkpoints.recorded_hash(work) == checkpoints.trajectory_hash(fingerprint(**change))
 
 
-def test_other_inputs_chat_format_or_batch_split_are_other_trajectories():
+def test_other_inputs_chat_format_batch_split_or_strategy_are_other_trajectories():
     base = checkpoints.trajectory_hash(fingerprint())
     assert checkpoints.trajectory_hash(checkpoints.trajectory(STAGE, "tulu", BATCH, {**INPUTS, "train": "cc"})) != base
     assert checkpoints.trajectory_hash(checkpoints.trajectory(STAGE, "alpaca", BATCH, INPUTS)) != base
     two = {**BATCH, "processes": 2, "gradient_accumulation_steps": 1, "micro_batch_size": 4}
     assert checkpoints.trajectory_hash(checkpoints.trajectory(STAGE, "tulu", two, INPUTS)) != base
+    # the strategy in effect (a null strategy follows the resources, which are not hashed themselves)
+    assert checkpoints.trajectory_hash(checkpoints.trajectory(STAGE, "tulu", two, INPUTS, "fsdp")) != \
+        checkpoints.trajectory_hash(checkpoints.trajectory(STAGE, "tulu", two, INPUTS, "ddp"))
 
 
 def test_cadence_and_budget_edits_keep_the_checkpoints(tmp_path):

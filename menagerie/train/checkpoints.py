@@ -49,11 +49,15 @@ def last_checkpoint(work_dir: str | Path) -> str | None:
     return str(max(complete)[1]) if complete else None
 
 
-def trajectory(stage: dict, chat_format: str, batch: dict, input_sha256: dict[str, str]) -> dict:
-    """Everything that determines a stage's training steps: input files (model directory, training and validation
-    rows, by sha256), the stage's settings, the chat format and the per-device batch split."""
+def trajectory(stage: dict, chat_format: str, batch: dict, input_sha256: dict[str, str],
+               sharing: str | None = None) -> dict:
+    """Everything that determines a stage's training steps and its checkpoints' layout: input files (model
+    directory, training and validation rows, by sha256), the stage's settings, the chat format, the per-device batch
+    split and the strategy in effect (a `strategy: null` stage's choice follows its resources, which are otherwise
+    left out; a DDP checkpoint cannot resume an FSDP run, nor the reverse)."""
     return {"stage": {k: v for k, v in sorted(stage.items()) if k not in NOT_TRAJECTORY},
-            "chat_format": chat_format, "batch": batch, "inputs": dict(sorted(input_sha256.items()))}
+            "chat_format": chat_format, "batch": batch, "inputs": dict(sorted(input_sha256.items())),
+            "strategy": sharing}
 
 
 def trajectory_hash(fingerprint: dict) -> str:

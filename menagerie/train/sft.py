@@ -56,7 +56,8 @@ def run_sft(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, v
                      neftune_noise_alpha=stage["neftune_noise_alpha"], dataset_num_proc=None)
     inputs = {"model": model_dir, "train": train_file, **({"validation": val_file} if val_file else {})}
     input_sha256 = file_hashes(inputs)
-    trajectory = checkpoints.trajectory(stage, recipe["chat_format"], batch, input_sha256)
+    trajectory = checkpoints.trajectory(stage, recipe["chat_format"], batch, input_sha256,
+                                        sharing if batch["processes"] > 1 else None)
     resume = checkpoints.bind_work_dir(work_dir, trajectory, is_main=common.is_main_process())
     budget = stage_budget(recipe, "sft", out_dir, resume)
     with strategy.cpu_fsdp():
