@@ -20,8 +20,12 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from menagerie.cli_support import load_resolved_config, recipe_from, run_cli
-from menagerie.errors import ConfigError
+from menagerie.bytecode import cache_bytecode  # noqa: E402
+
+cache_bytecode()   # before the heavy imports (torch, vLLM, lm-eval): compiled once per checkout, not per job
+
+from menagerie.cli_support import load_resolved_config, recipe_from, run_cli  # noqa: E402
+from menagerie.errors import ConfigError  # noqa: E402
 
 
 def pairs(values: list[str], flag: str) -> dict[str, Path]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import sys
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -192,8 +193,31 @@ def _function_name(value) -> str:
         (f"@{code.co_filename}" if code else "")
 
 
+def import_transformers_without_sklearn() -> bool:
+    """Import transformers' generation code with scikit-learn hidden; True if it was hidden.
+
+    transformers imports scikit-learn (and with it scipy) whenever it is installed, only for assisted decoding's
+    adaptive candidate threshold, which neither backend uses: 4 s of every evaluate job's start-up on 2 cores, as
+    vLLM's config imports the same chain. Hidden, transformers records scikit-learn as unavailable for this process
+    (its `is_sklearn_available` is cached); lm-eval metrics that need it import it themselves later, unaffected."""
+    if "sklearn" in sys.modules or "transformers.generation.candidate_generator" in sys.modules:
+        return False
+    sys.modules["sklearn"] = None        # importlib.util.find_spec now answers None: "not installed"
+    try:
+        import transformers.generation.candidate_generator  # noqa: F401
+    except ImportError:                  # availability was decided before; import it the ordinary way
+        sys.modules.pop("sklearn", None)
+        import transformers.generation.candidate_generator  # noqa: F401
+        return False
+    finally:
+        if "sklearn" in sys.modules and sys.modules["sklearn"] is None:
+            del sys.modules["sklearn"]
+    return True
+
+
 def load_tokenizer(model_dir: Path, chat_format: str):
     """The model's HF tokenizer with the recipe's chat template installed (both backends render prompts with it)."""
+    import_transformers_without_sklearn()
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
