@@ -17,16 +17,19 @@ from pathlib import Path
 CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "pycache"
 
 
-def cache_bytecode(cache_dir: Path = CACHE_DIR) -> Path | None:
-    """Write and read bytecode under `cache_dir` for the modules this process imports from now on, when the
-    interpreter would otherwise compile them on every start. Returns the folder used (None: left as it was).
+def needs_cache(explicit_prefix: bool, dont_write: bool, environment_writable: bool) -> bool:
+    """Whether this interpreter would compile every module again in every process: it writes no bytecode
+    (PYTHONDONTWRITEBYTECODE) or cannot write it beside the installed sources. An explicit PYTHONPYCACHEPREFIX is the
+    user's choice and is kept; an interpreter that writes `__pycache__` in the environment is left alone."""
+    return not explicit_prefix and (dont_write or not environment_writable)
 
-    An explicit PYTHONPYCACHEPREFIX is the user's choice and is kept; an interpreter that writes its bytecode next
-    to the sources (the usual case: `__pycache__` in the virtual environment) is left alone."""
-    if os.environ.get("PYTHONPYCACHEPREFIX") or sys.pycache_prefix:
-        return None
+
+def cache_bytecode(cache_dir: Path = CACHE_DIR) -> Path | None:
+    """Write and read bytecode under `cache_dir` for the modules this process imports from now on, where
+    `needs_cache`. Returns the folder used (None: left as it was)."""
+    explicit = bool(os.environ.get("PYTHONPYCACHEPREFIX") or sys.pycache_prefix)
     site = Path(sysconfig.get_paths()["purelib"])
-    if not sys.dont_write_bytecode and os.access(site, os.W_OK):
+    if not needs_cache(explicit, sys.dont_write_bytecode, os.access(site, os.W_OK)):
         return None
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)

@@ -37,13 +37,29 @@ def task_manager():
     return TaskManager(include_path=str(TASKS_DIR))
 
 
+@lru_cache(maxsize=1)
+def local_task_manager():
+    """lm-eval's TaskManager over the repo's `tasks/` only. Indexing lm-eval's ~15,000 built-in task YAMLs
+    (task_manager) costs 4 CPU seconds per process; a suite task defined in `tasks/` needs none of them."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+
+
+def manager_for(name: str):
+    """The TaskManager a suite task runs with: the repo's own for a task (not a group or tag: those name other
+    tasks) defined in `tasks/`, else the one that also holds lm-eval's built-in tasks."""
+    entry = local_task_manager().task_index.get(name)
+    return local_task_manager() if entry is not None and entry.kind.name == "TASK" else task_manager()
+
+
 def library_versions() -> dict[str, str | None]:
     versions = package_versions()
     return {name: versions.get(name) for name in LIBRARIES}
 
 
 def _entry(name: str):
-    entry = task_manager().task_index.get(name)
+    entry = local_task_manager().task_index.get(name) or task_manager().task_index.get(name)
     if entry is None:
         raise MenagerieError(f"lm-eval task '{name}' is neither an lm-eval {_lm_eval_version()} task nor defined in "
                              f"{TASKS_DIR} (check the suite's `lm_eval_task`)")
@@ -327,15 +343,16 @@ def run_lm_eval_task(lm, task: dict, data_files: Path | dict | None, seed: int) 
     chosen = None
     try:
         built = build(spec)
+        manager = manager_for(task["lm_eval_task"])
         if selection.needs_preparing(task):
             # the task objects are built here so the items and exemplars can be chosen (and passages cut) first
-            built, leaves = _built_objects(built)
+            built, leaves = _built_objects(built, manager)
             chosen, selected = selection.prepare(task, leaves, getattr(lm, "tokenizer", None))
             if chosen is not None:
                 limit, samples = None, chosen
         with folding:
             out = lm_eval.simple_evaluate(
-                model=lm, tasks=[built], task_manager=task_manager(), num_fewshot=task["num_fewshot"],
+                model=lm, tasks=[built], task_manager=manager, num_fewshot=task["num_fewshot"],
                 limit=limit, samples=samples, apply_chat_template=chat, fewshot_as_multiturn=multiturn,
                 log_samples=False, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
                 fewshot_random_seed=seed, bootstrap_iters=1000)
@@ -385,9 +402,9 @@ def run_lm_eval_task(lm, task: dict, data_files: Path | dict | None, seed: int) 
     return entry, json.loads(json.dumps(native, default=str))
 
 
-def _built_objects(built):
+def _built_objects(built, manager):
     """(the Task or Group object lm-eval evaluates, {leaf task name: Task}) for a spec from build()."""
-    loaded = task_manager().load([built])
+    loaded = manager.load([built])
     tops = [*loaded["groups"].values()] or [*loaded["tasks"].values()]
     top = next((g for g in tops if getattr(g, "name", None) == _spec_name(built)), tops[0])
     return top, loaded["tasks"]
