@@ -6,6 +6,12 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from menagerie.bytecode import cache_bytecode  # noqa: E402
+
+# The test process imports torch, transformers, trl, vLLM and lm-eval; where the machine writes no bytecode
+# (PYTHONDONTWRITEBYTECODE, as here and on CI) it would compile them from source in every pytest run.
+cache_bytecode()
+
 import functools  # noqa: E402
 import random  # noqa: E402
 
