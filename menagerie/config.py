@@ -261,7 +261,7 @@ def _check_references(config: dict) -> None:
         check_architecture(name, entry)
     for name, entry in datasets.items():
         if entry.get("source") == "ni_sampling":   # Birbal's NI sampling: its tasks, model and bucket rules
-            from menagerie.data.ni_sampling import check_settings
+            from menagerie.ni_settings import check_settings
 
             check_settings(name, entry, datasets, models)
             check_gpu_model(config, f"dataset '{name}'", "ni.inference.resources",

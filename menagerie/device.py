@@ -1,4 +1,4 @@
-"""Where this process runs: CUDA or not, and its place in a multi-process (torchrun) launch.
+"""Where this process runs: CUDA or not, its place in a multi-process (torchrun) launch, and the batch split over it.
 
 Ground floor: every stage that places a model (training, merging, inference, evaluation) asks here, so no stage
 imports another one for it. torch is imported only inside has_cuda (the rest needs none).
@@ -7,6 +7,8 @@ imports another one for it. torch is imported only inside has_cuda (the rest nee
 from __future__ import annotations
 
 import os
+
+from menagerie.errors import ConfigError
 
 
 def has_cuda() -> bool:
@@ -28,3 +30,18 @@ def rank() -> int:
 def is_main_process() -> bool:
     """Rank 0 of a torchrun launch (or the only process): the one that writes the stage's outputs."""
     return rank() == 0
+
+
+def derive_batch(global_batch: int, micro_batch: int, processes: int) -> dict:
+    """Per-device batch and gradient accumulation that realise the recipe's global batch on `processes` devices.
+
+    The global batch is a recipe fact; the GPU count is not. If micro x processes does not divide the global batch,
+    the micro batch is lowered to the largest divisor that does, and failing that the stage stops.
+    """
+    for micro in range(min(micro_batch, global_batch), 0, -1):
+        if global_batch % (micro * processes) == 0:
+            accumulation = global_batch // (micro * processes)
+            return {"global_batch_size": global_batch, "micro_batch_size": micro, "processes": processes,
+                    "gradient_accumulation_steps": accumulation}
+    raise ConfigError(f"global_batch_size {global_batch} cannot be split over {processes} processes; use a process "
+                      f"count that divides it")

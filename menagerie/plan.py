@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from menagerie.device import derive_batch
 from menagerie.errors import ConfigError
 
 GIB = 1024**3
@@ -315,8 +316,6 @@ def layer_elements(arch: Architecture, settings: dict) -> int:
 
 def micro_batch(settings: dict, processes: int) -> int:
     """The per-device micro batch the run will use (derive_batch: the recipe's global batch over the processes)."""
-    from menagerie.train.common import derive_batch
-
     return derive_batch(settings["global_batch_size"], settings["micro_batch_size"], processes)["micro_batch_size"]
 
 

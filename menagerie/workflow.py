@@ -289,7 +289,7 @@ class RecipePaths:
     def ni_predictions(self, name: str) -> str:
         """The base model's predictions an ni_sampling dataset is drawn by (shared by every dataset with the same
         tasks, model, selection and inference settings)."""
-        from menagerie.data.ni_sampling import predictions_key
+        from menagerie.ni_settings import predictions_key
 
         return f"resources/ni/{predictions_key(self.config, name)}/predictions.jsonl"
 

@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if entry is None or entry.get("source") != "ni_sampling":
         raise ConfigError(f"dataset '{args.dataset}' is not a `source: ni_sampling` dataset of the config")
     if args.command == "predict":
-        from menagerie.data.ni_sampling import predict as run_predict
+        from menagerie.inference.ni_predict import predict as run_predict
         from menagerie.provenance import file_hashes, stage_record
 
         with stage_record("ni_predict", args.provenance, dataset=args.dataset, model=str(args.model),

@@ -21,6 +21,8 @@ from menagerie.data import ni_sampling as ns
 from menagerie.data.generate import generate
 from menagerie.data.sources import normalize
 from menagerie.errors import ConfigError, MissingInputError
+from menagerie.inference import ni_predict
+from menagerie.ni_settings import predictions_key
 from menagerie.io import jsonl_sha256, sha256_file, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -354,14 +356,14 @@ def test_malformed_ni_settings_are_one_clear_message(raw_config, mutate, fragmen
 
 def test_predictions_are_shared_by_datasets_that_agree_on_inference(raw_config):
     config = validate_config(copy.deepcopy(raw_config))
-    keys = {name: ns.predictions_key(config, name) for name in config["datasets"]
+    keys = {name: predictions_key(config, name) for name in config["datasets"]
             if config["datasets"][name]["source"] == "ni_sampling"}
     assert len({keys[n] for n in keys if not n.startswith("tiny-")}) == 1
     assert keys["tiny-ni-exact-match"] == keys["tiny-ni-generation"] != keys["ni-exact-match"]
     config["datasets"]["ni-generation-700k"]["ni"] = copy.deepcopy(config["datasets"]["ni-generation-700k"]["ni"])
     config["datasets"]["ni-generation-700k"]["ni"]["inference"] = {
         **config["datasets"]["ni-generation-700k"]["ni"]["inference"], "shots": 3}
-    assert ns.predictions_key(config, "ni-generation-700k") != keys["ni-generation"]
+    assert predictions_key(config, "ni-generation-700k") != keys["ni-generation"]
 
 
 # ------------------------------------------------------------------------------------------------ tiny tasks
@@ -461,13 +463,13 @@ def test_vllm_and_hf_ni_predictions_are_identical_on_smollm2(tmp_path, smollm2_d
     tasks = [t for t in generate("ni_tasks", 3, 5, "natural_instructions") if t["task_name"].startswith("task90")][:3]
     prompts = [ns.few_shot_prompt(t, inst["input"], 2) for t in tasks for inst in t["Instances"]]
     tokenizer = AutoTokenizer.from_pretrained(str(smollm2_dir))
-    generate_vllm, engine = ns.vllm_generator(smollm2_dir, tokenizer, "float32", 8, 0)
+    generate_vllm, engine = ni_predict.vllm_generator(smollm2_dir, tokenizer, "float32", 8, 0)
     limit = max(len(tokenizer(p)["input_ids"]) for p in prompts) - 1   # the longest prompt is skipped by both
     out_vllm = generate_vllm(prompts, 12, limit)
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(smollm2_dir), dtype="float32").eval()
-    out_hf = ns.greedy_generate(model, tokenizer, prompts, 12, 1, limit)
+    out_hf = ni_predict.greedy_generate(model, tokenizer, prompts, 12, 1, limit)
     assert engine["dtype"] == "float32"
     assert sum(t is None for t in out_vllm) >= 1 and sum(t is not None for t in out_vllm) >= 6
     assert [ns.clean_prediction(t) if t is not None else None for t in out_vllm] == \

@@ -12,7 +12,7 @@ import pytest
 
 from menagerie.errors import MissingInputError
 from menagerie.evaluate import harness, humaneval
-from menagerie.evaluate.vllm_lm import engine_kwargs
+from menagerie.inference.vllm_lm import engine_kwargs
 
 QUESTIONS = [f"What is {a} + {b}?" for a, b in [(3, 4), (12, 30), (7, 8), (100, 23), (5, 5), (41, 1), (9, 90),
                                                    (250, 250)]] + [

