@@ -59,7 +59,7 @@ run: env
 	@echo "eval: results/$(RECIPE)/eval.json   leaderboard: results/leaderboard.md"
 
 plan: env   ## memory and time per stage (menagerie/plan.py); RECIPE=<name>, or every real recipe when unset
-	$(PY) scripts/plan.py $(if $(filter-out file default,$(origin RECIPE)),$(RECIPE))
+	$(PY) -m menagerie plan $(if $(filter-out file default,$(origin RECIPE)),$(RECIPE))
 
 dryrun: env
 	$(VENV)/bin/snakemake -n --cores $(CORES) results/$(RECIPE)/eval.json $(if $(CONFIG),--configfile='$(CONFIG)') $(SNAKEMAKE_ARGS)
@@ -89,7 +89,7 @@ containers-pin:   ## re-resolve the base image digest of containers/*.def (needs
 	$(PY) scripts/pin_base_image.py containers/*.def
 
 verify: env   ## recompute a built recipe's hashes against its provenance
-	$(PY) scripts/verify.py results/$(RECIPE)
+	$(PY) -m menagerie verify results/$(RECIPE)
 
 # --- competition-style reproduction (README "Reproduction bundles")
 BUNDLE ?=

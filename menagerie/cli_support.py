@@ -31,10 +31,14 @@ def run_cli(fn: Callable[[Sequence[str] | None], int | None], argv: Sequence[str
     try:
         result = fn(argv)
     except MenagerieError as exc:
-        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        print(f"error: {message}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def error_line(exc: MenagerieError) -> str:
+    """A user error as the one line the command line prints: `error: <message>`."""
+    return "error: " + " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 def load_resolved_config(path: str | Path) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from menagerie.config import load_config
-from menagerie.hpc import deffile
+import deffile
 from menagerie.hpc.lockfile import CUDA_VERSION, STAGES, find_uv, image_requirements
 
 REPO = Path(__file__).resolve().parents[1]

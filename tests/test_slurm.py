@@ -1,5 +1,5 @@
 """profiles/slurm against a real scheduler: a single-node SLURM cluster with accounting and two fake GPUs
-(menagerie.hpc.cluster), brought up under tmp_path and torn down at the end.
+(tests/slurm_cluster.py), brought up under tmp_path and torn down at the end.
 
 One Snakemake run through `--profile profiles/slurm` builds the tiny twin's cheap stages (a generated dataset and an
 SFT mixture), a GPU stage whose resources come from the recipe through rules/common.smk's `stage_slurm` (an overlay
@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from menagerie import provenance
-from menagerie.hpc.cluster import APT_PACKAGES, SlurmCluster, missing_packages
+from slurm_cluster import APT_PACKAGES, SlurmCluster, missing_packages
 from workflow_copy import SNAKEMAKE, copy_workflow
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(360)]

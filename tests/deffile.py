@@ -1,6 +1,6 @@
 """A small parser for Apptainer definition files: header keywords (Bootstrap, From) and %sections.
 
-Enough for static checks (tests/test_containers.py, `make containers-pin`); not a linter and not a builder.
+Enough for the static checks of tests/test_containers.py; not a linter and not a builder.
 """
 
 from __future__ import annotations
