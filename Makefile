@@ -26,7 +26,7 @@ export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
 export UV_PYTHON_DOWNLOADS := never
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help env run test test-fast plan dryrun lock clean slurm-test envs containers containers-pin verify bundle check
+.PHONY: help env run lint test test-fast plan dryrun lock clean slurm-test envs containers containers-pin verify bundle check
 help:
 	@echo "make run [RECIPE=tiny-tulu2-dpo|tiny-platypus2|tiny-birbal]  build results/<recipe>/eval.json"
 	@echo "make run RECIPE=my-recipe CONFIG=my.yaml                   a recipe from your own config file"
@@ -39,6 +39,14 @@ help:
 
 $(UV):
 	python3 -m pip install --quiet --disable-pip-version-check --target .tools/uv uv==$(UV_VERSION)
+
+# Lint tools, pinned, beside uv (not in the lock: they check the code, the stages never import them)
+RUFF_VERSION := 0.17.6
+MYPY_VERSION := 2.4.1
+LINT := .tools/lint
+$(LINT)/.ruff-$(RUFF_VERSION)-mypy-$(MYPY_VERSION):
+	rm -rf $(LINT) && python3 -m pip install --quiet --disable-pip-version-check --target $(LINT) ruff==$(RUFF_VERSION) mypy==$(MYPY_VERSION)
+	touch $@
 
 # The environment is the uv lock, exactly: EXTRA=cpu (default; torch from the machine's CPU wheel, pyproject
 # [tool.uv.sources]) or EXTRA=cuda (GPU machines and cluster login nodes: torch's CUDA build, vLLM, bitsandbytes).
@@ -63,6 +71,12 @@ plan: env   ## memory and time per stage (menagerie/plan.py); RECIPE=<name>, or 
 
 dryrun: env
 	$(VENV)/bin/snakemake -n --cores $(CORES) results/$(RECIPE)/eval.json $(if $(CONFIG),--configfile='$(CONFIG)') $(SNAKEMAKE_ARGS)
+
+lint: env $(LINT)/.ruff-$(RUFF_VERSION)-mypy-$(MYPY_VERSION)   ## ruff, mypy, snakemake --lint, import layers (README "Lint")
+	$(LINT)/bin/ruff check menagerie scripts .ci
+	PYTHONPATH=$(LINT) python3 -m mypy
+	$(PY) .ci/snakemake_lint.py
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_layers.py   # imports follow the pipeline (README "Layout")
 
 test: env
 	$(PY) -m pytest $(PYTEST_ARGS)

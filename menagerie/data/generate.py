@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 HELD_OUT_MODULUS = 5
 
@@ -56,7 +56,7 @@ def is_held_out(key: str) -> bool:
     return _hash(key) % HELD_OUT_MODULUS == 0
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pool(kind: str, held_out: bool) -> tuple[Problem, ...]:
     """All problems of one kind ('add', 'sub', 'mul' or a conversion code) on one side of the split."""
     two_digit = range(10, 100)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from menagerie.device import derive_batch, has_cuda, is_main_process, world_size  # noqa: F401  (sft/dpo call common.*)
 from menagerie.io import atomic_directory
-from menagerie.errors import ConfigError, MissingInputError
+from menagerie.errors import MissingInputError
 from menagerie.train.budget import BUDGET_FILE, budget_callback, used_gpu_hours_at  # noqa: F401 (moved there)
 from menagerie.train import checkpoints
 
