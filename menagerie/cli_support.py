@@ -51,6 +51,17 @@ def load_resolved_config(path: str | Path) -> dict:
         raise ConfigError(f"resolved config {path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
 
 
+def name_paths(values: Sequence[str], flag: str) -> dict[str, Path]:
+    """`NAME=PATH` arguments of `flag` as {name: path}; anything else is a one-sentence ConfigError."""
+    out = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"{flag} expects NAME=PATH, got {value!r}")
+        out[name] = Path(path)
+    return out
+
+
 def recipe_from(config: dict, name: str) -> dict:
     if name not in config.get("recipes", {}):
         raise ConfigError(f"recipe '{name}' is not defined in the config")

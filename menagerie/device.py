@@ -10,6 +10,17 @@ import os
 
 from menagerie.errors import ConfigError
 
+# the one home of dtype names: a stage's `precision` -> torch dtype name, and bytes per element of each
+PRECISION_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}
+
+
+def torch_dtype(name: str):
+    """The torch dtype of a precision (`bf16`) or a dtype name (`bfloat16`)."""
+    import torch   # heavy; only the callers that place a model need it
+
+    return getattr(torch, PRECISION_DTYPES.get(name, name))
+
 
 def has_cuda() -> bool:
     import torch   # heavy; only the callers that place a model need it

@@ -241,3 +241,17 @@ def chat_template_jinja(fmt: str) -> str | None:
         return None
     preamble, header = (ALPACA_PREAMBLE, "### Instruction:\n") if fmt == "alpaca" else ("", "### Input:\n")
     return _SINGLE_TURN_JINJA.replace("PREAMBLE", repr(preamble)).replace("HEADER", repr(header))
+
+
+def load_tokenizer(model_dir, chat_format: str | None = None):
+    """A model's HF tokenizer as every stage uses it: pad token = eos where it has none, and the recipe's chat
+    template installed when `chat_format` names one (evaluation and judges render prompts with it)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    template = chat_template_jinja(chat_format) if chat_format else None
+    if template:
+        tokenizer.chat_template = template
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

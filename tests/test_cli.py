@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,14 @@ def test_python_m_menagerie_dryrun_runs_snakemake_on_the_twin():
 def test_stage_scripts_are_the_same_command(script):
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--help"], capture_output=True, text=True)
     assert run.returncode == 0 and f"menagerie {script[:-3]}" in run.stdout
+
+
+def test_name_paths_parses_and_refuses_in_one_sentence():
+    from menagerie.cli_support import name_paths
+    from menagerie.errors import ConfigError
+
+    assert name_paths(["sft=a/b.jsonl", "eval:x=c=d.jsonl"], "--raw") == {"sft": Path("a/b.jsonl"),
+                                                                         "eval:x": Path("c=d.jsonl")}
+    for bad in ("sft", "=a.jsonl", "sft="):
+        with pytest.raises(ConfigError, match=f"--raw expects NAME=PATH, got '{re.escape(bad)}'"):
+            name_paths([bad], "--raw")

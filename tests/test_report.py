@@ -13,7 +13,8 @@ import pytest
 from menagerie.config import load_config, recipe_hash
 from menagerie.errors import MenagerieError
 from menagerie.leaderboard import leaderboard_rows, render_markdown, write_leaderboard
-from menagerie.report import build_eval_entry, compare, eval_schema, validate_eval
+from menagerie import schemas
+from menagerie.report import build_eval_entry, compare, validate_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +67,7 @@ def stage_files(tmp_path) -> dict[str, Path]:
 def test_entry_validates_and_compares_with_base(config, tiny_final, tiny_base, stage_files):
     entry = build_eval_entry(config, "tiny-tulu2-dpo", tiny_final, tiny_base, stage_files,
                              "results/tiny-tulu2-dpo/dpo_merged")
-    jsonschema.validate(entry, eval_schema())
+    jsonschema.validate(entry, schemas.load("eval.schema.json"))
     assert entry["schema_version"] == 1
     assert entry["recipe"] == "tiny-tulu2-dpo"
     assert entry["tiny"] is True

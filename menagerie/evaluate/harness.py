@@ -232,17 +232,10 @@ def import_transformers_without_sklearn() -> bool:
 
 
 def load_tokenizer(model_dir: Path, chat_format: str):
-    """The model's HF tokenizer with the recipe's chat template installed (both backends render prompts with it)."""
+    """The model's tokenizer with the recipe's chat template (formats.load_tokenizer), transformers imported
+    without scikit-learn first (evaluate start-up)."""
     import_transformers_without_sklearn()
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    template = formats.chat_template_jinja(chat_format)
-    if template:
-        tokenizer.chat_template = template
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return formats.load_tokenizer(model_dir, chat_format)
 
 
 def load_lm(model_dir: Path, chat_format: str, backend: str, dtype: str, batch_size: int, seed: int = 0,

@@ -140,14 +140,11 @@ class GenerativeJudge:
     judge's own tokenizer and chat template."""
 
     def __init__(self, judge: dict, path: Path, seed: int):
-        from transformers import AutoTokenizer
-
         from menagerie.device import has_cuda
+        from menagerie.formats import load_tokenizer
 
         self.judge = judge
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = load_tokenizer(path)
         if judge["backend"] == "vllm":
             from menagerie.inference.vllm_lm import VLLMLM
 

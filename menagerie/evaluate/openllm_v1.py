@@ -31,12 +31,11 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timedelta
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
-import jsonschema
 
+from menagerie import schemas
+from menagerie.device import DTYPE_BYTES
 from menagerie.errors import MenagerieError
 
 SUITE = "openllm-v1"
@@ -69,20 +68,10 @@ V1_TASKS: dict[str, tuple[str, int, dict[str, str]]] = {
 V1_TASKS.update({f"mmlu_{s}": (f"hendrycksTest-{s}", 5, {"acc": "acc,none", "acc_norm": "acc,none"})
                  for s in MMLU_SUBJECTS})
 V1_BENCHMARK_ORDER = ("arc:challenge", "hellaswag", "hendrycksTest", "truthfulqa:mc", "winogrande", "gsm8k")
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
-
-
-@lru_cache(maxsize=1)
-def v1_schema() -> dict:
-    return json.loads(resources.files("menagerie.schemas").joinpath("openllm_v1.schema.json").read_text())
 
 
 def validate_v1(data: dict, where: str = "results.json") -> None:
-    errors = sorted(jsonschema.Draft202012Validator(v1_schema()).iter_errors(data), key=lambda e: list(e.path))
-    if errors:
-        path = ".".join(str(p) for p in errors[0].absolute_path) or "(top level)"
-        raise MenagerieError(f"{where}: key '{path}' does not follow schemas/openllm_v1.schema.json: "
-                             f"{errors[0].message}")
+    schemas.check(data, "openllm_v1.schema.json", where)
 
 
 def sanitize_model_name(model_name: str) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from menagerie.data.ni_sampling import STOP, clean_prediction, few_shot_prompt, scored_instances, select_tasks
 from menagerie.device import has_cuda
 from menagerie.errors import MenagerieError
+from menagerie.formats import load_tokenizer
 from menagerie.io import atomic_open, jsonl_line
 
 
@@ -61,7 +62,7 @@ def vllm_generator(model_dir: str | Path, tokenizer, dtype: str, batch_size: int
 def predict(name: str, config: dict, tasks_path: str | Path, model_dir: str | Path, out_path: Path) -> dict:
     """Write the base model's predictions on the selected tasks (jsonl, atomically); returns a summary."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
 
     entry = config["datasets"][name]
@@ -69,7 +70,7 @@ def predict(name: str, config: dict, tasks_path: str | Path, model_dir: str | Pa
     stream, selection = select_tasks(tasks_path, ni["selection"], name)   # a missing task list stops here
     dtype = config["models"][entry["model"]].get("dtype", "bfloat16")
     torch.manual_seed(inference["seed"])
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer = load_tokenizer(model_dir)
     limit = inference["max_prompt_tokens"]
     if inference["backend"] == "vllm":
         generate, engine = vllm_generator(model_dir, tokenizer, dtype, inference["batch_size"], inference["seed"])

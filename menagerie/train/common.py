@@ -7,13 +7,13 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from menagerie.device import derive_batch, has_cuda, is_main_process, world_size  # noqa: F401  (sft/dpo call common.*)
+from menagerie.device import PRECISION_DTYPES, derive_batch, has_cuda, is_main_process, world_size  # noqa: F401
 from menagerie.io import atomic_directory
 from menagerie.errors import MissingInputError
 from menagerie.train.budget import BUDGET_FILE, budget_callback, used_gpu_hours_at  # noqa: F401 (moved there)
 from menagerie.train import checkpoints
 
-TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+TORCH_DTYPES = PRECISION_DTYPES   # a stage precision -> torch dtype name (menagerie.device)
 
 
 @contextmanager

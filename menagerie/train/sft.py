@@ -6,6 +6,7 @@ from pathlib import Path
 
 from menagerie import formats
 from menagerie.errors import MenagerieError
+from menagerie.formats import load_tokenizer
 from menagerie.io import read_jsonl
 from menagerie.provenance import file_hashes, stage_record
 from menagerie.train import artifacts, checkpoints, common, progress, strategy
@@ -21,15 +22,6 @@ def tokenize_rows(rows: list[dict], tokenizer, stage: dict, chat_format: str) ->
         if formats.has_trained_tokens(example):
             examples.append(example)
     return examples
-
-
-def load_tokenizer(model_dir: str | Path):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def run_sft(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, val_file: Path | None,
