@@ -29,6 +29,7 @@ PACKAGES = {"data": "data", "inference": "inference", "train": "train", "evaluat
             "schemas": "ground"}
 MODULES = {
     "ground": ["menagerie", "io", "errors", "device", "formats", "rounding", "provenance", "cli_support", "resources",
+               "bytecode",
                "runlock"],
     "config": ["config", "plan", "workflow", "models", "ni_settings", "overrides"],
     "merge": ["merge"],

@@ -50,7 +50,6 @@ def preference_dataset(rows: list[dict], work_dir: Path, name: str, stage: dict)
 
 def run_dpo(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, val_file: Path | None,
             out_dir: Path, work_dir: Path, config: dict | None = None) -> dict:
-    from datasets import Dataset
     from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
 
