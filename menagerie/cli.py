@@ -1,6 +1,6 @@
 """The `menagerie` command: the user's entry points, thin over the package and Snakemake.
 
-  menagerie run [RECIPE] [-- SNAKEMAKE_ARGS]      build results/<recipe>/eval.json (and the leaderboard)
+  menagerie run [RECIPE] [-- SNAKEMAKE_ARGS]      build results/<recipe>/eval.json and the leaderboard (= make run)
   menagerie dryrun [RECIPE] [-- SNAKEMAKE_ARGS]   print the jobs a build would run (snakemake -n)
   menagerie plan [RECIPE ...] [--config FILE ...] memory and time per stage; exit 1 when a stage cannot fit
   menagerie verify RECIPE|DIR                     recompute a built recipe's hashes against its provenance
@@ -13,6 +13,7 @@ The stage scripts (scripts/<stage>.py) stay what the rules call. User errors pri
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -24,19 +25,34 @@ from menagerie.errors import ConfigError, MenagerieError, MissingInputError
 DEFAULT_RECIPE = "tiny-tulu2-dpo"   # the Makefile's RECIPE default: the tiny twin that runs on a laptop
 
 
-def snakemake(args: Sequence[str]) -> int:
-    """Snakemake of this environment on the Snakefile of the current directory; its exit status."""
+def in_project() -> None:
     if not Path("Snakefile").is_file():
         raise MissingInputError(f"no Snakefile in {Path.cwd()}: run `menagerie run|dryrun` in the project directory")
+
+
+def snakemake(args: Sequence[str]) -> int:
+    """Snakemake of this environment on the Snakefile of the current directory; its exit status."""
+    in_project()
     return subprocess.run([sys.executable, "-m", "snakemake", *args]).returncode
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return snakemake(["--cores", args.cores, "--config", f"recipe={args.recipe}", *args.snakemake])
+    """What `make run` does (scripts/run.py): the project's run lock, stale Snakemake locks removed, then Snakemake."""
+    from menagerie import runlock
+
+    in_project()
+    command = runlock.snakemake_argv(str(Path(sys.executable).with_name("snakemake")), args.recipe, args.cores,
+                                     args.configfile, args.snakemake)
+    runlock.acquire(Path.cwd())   # held by Snakemake itself after the exec below
+    runlock.clear_stale_locks(Path.cwd())
+    sys.stdout.flush()
+    os.execv(command[0], command)
+    return 0   # not reached
 
 
 def cmd_dryrun(args: argparse.Namespace) -> int:
-    return snakemake(["-n", "--cores", args.cores, f"results/{args.recipe}/eval.json", *args.snakemake])
+    configfile = [f"--configfile={args.configfile}"] if args.configfile else []
+    return snakemake(["-n", "--cores", args.cores, f"results/{args.recipe}/eval.json", *configfile, *args.snakemake])
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -99,6 +115,7 @@ def parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("recipe", nargs="?", default=DEFAULT_RECIPE, help=f"recipe name (default {DEFAULT_RECIPE})")
         p.add_argument("--cores", default="all")
+        p.add_argument("--configfile", default=None, help="a YAML config merged over config.yaml")
         p.add_argument("snakemake", nargs=argparse.REMAINDER, help="after `--`: passed to snakemake")
         p.set_defaults(fn=fn)
     p = sub.add_parser("plan", help="memory and time per stage; exit 1 when a stage cannot fit")
