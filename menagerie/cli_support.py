@@ -10,6 +10,7 @@ from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from menagerie.bytecode import cache_bytecode
 from menagerie.errors import ConfigError, MenagerieError
 
 
@@ -24,6 +25,9 @@ def run_cli(fn: Callable[[Sequence[str] | None], int | None], argv: Sequence[str
     printed to stderr as a single line `error: <message>` and the process exits 1. Any other
     exception is a bug and propagates with its traceback.
     """
+    # every stage script starts here: compile its heavy imports (torch, transformers, trl, ...) once per checkout
+    # where the machine writes no bytecode (menagerie.bytecode), before `fn` imports them
+    cache_bytecode()
     # SIGTERM (Snakemake stopping a job, SLURM's scancel) unwinds like an exception, so temporary outputs
     # (menagerie.io.atomic_directory / atomic_open) are removed instead of left behind
     with contextlib.suppress(ValueError):   # only the main thread may set handlers
