@@ -29,7 +29,7 @@ recipes:
     extends: tiny-tulu2-dpo
     data:
       sft: {sources: [{dataset: tiny-sft, count: 48}], validation: 0}
-      dpo: {sources: [{dataset: tiny-prefs, count: 16}]}
+      dpo: {sources: [{dataset: tiny-prefs, count: 16}], validation: 0}
     contamination: {methods: [ngram]}
     stages:
       sft: {max_steps: %(steps)d, save_steps: 2, learning_rate: %(lr)s, global_batch_size: 4, micro_batch_size: 4,
@@ -54,7 +54,11 @@ def snakemake_cmd() -> list[str]:
 
 
 def build(work: Path) -> None:
-    run = subprocess.run(snakemake_cmd(), cwd=work, env=ENV, capture_output=True, text=True, timeout=2400)
+    """A build as `make run` starts it (scripts/run.py): after a kill -9, Snakemake's own locks are left behind and
+    the run entry clears them (no workflow process of the directory is alive); plain snakemake would refuse."""
+    command = [sys.executable, "scripts/run.py", "--recipe", "tiny-rr", "--cores", "2", "--configfile", "o.yaml",
+               "--", TARGET]
+    run = subprocess.run(command, cwd=work, env=ENV, capture_output=True, text=True, timeout=2400)
     logs = "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in sorted((work / "logs").rglob("*.log")))
     assert run.returncode == 0, run.stderr[-3000:] + logs
 
