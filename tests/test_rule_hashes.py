@@ -154,7 +154,9 @@ DOWNSTREAM_OF_SFT = {
 
 @pytest.mark.timeout(300)
 def test_an_sft_learning_rate_edit_reruns_sft_and_what_follows_only(touched):
-    assert edited(touched, stages__sft__learning_rate=5e-4) == DOWNSTREAM_OF_SFT
+    # what follows SFT includes the evaluation of DPO's starting model (the SFT model, for eval.json's Δsft)
+    start = {"evaluate results/tiny-rr/eval/start/metrics.json", "lm_eval_native results/tiny-rr/eval/start/lm_eval"}
+    assert edited(touched, stages__sft__learning_rate=5e-4) == DOWNSTREAM_OF_SFT | start
 
 
 @pytest.mark.timeout(300)

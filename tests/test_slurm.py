@@ -182,7 +182,7 @@ recipes:
     extends: tiny-tulu2-dpo
     data:
       sft: {{sources: [{{dataset: tiny-sft, count: 24}}, {{dataset: tiny-units-sft, count: 8}}], validation: 4}}
-      dpo: {{sources: [{{dataset: tiny-prefs, count: 8}}]}}
+      dpo: {{sources: [{{dataset: tiny-prefs, count: 8}}], validation: 0}}
     stages:
       sft: {{max_steps: 2, global_batch_size: 4, micro_batch_size: 4, max_seq_length: 64}}
       dpo: {{max_steps: 1, global_batch_size: 4, micro_batch_size: 4, max_seq_length: 64}}

@@ -123,14 +123,16 @@ def test_each_fsdp_rank_holds_half_the_parameters_and_optimizer_state(sft_runs):
 
 @pytest.mark.slow
 def test_fsdp_sharded_checkpoint_resumes_to_the_same_weights(sft_runs, tiny_model):
-    """Two steps, stop; rerun to four from the sharded checkpoint-2: the same losses and weights as four at once."""
-    root, setup = sft_runs["root"] / "resumed", sft_runs["setup"]
-    half = write_setup(root / "setup-2", "sft", max_steps=2)
-    train(half, tiny_model, root, 2)
-    checkpoint = root / "work" / "checkpoint-2"
-    assert (checkpoint / "pytorch_model_fsdp_0").is_dir() and (checkpoint / "optimizer_0").is_dir()  # one shard set
+    """Four steps with sharded checkpoints at 2 and 4; drop checkpoint-4 and the output (a run killed after step 2,
+    same settings: the checkpoint belongs to this trajectory) and rerun: it resumes from the sharded checkpoint-2 to
+    the same losses and weights as four steps at once."""
     import shutil
 
+    root, setup = sft_runs["root"] / "resumed", sft_runs["setup"]
+    train(setup, tiny_model, root, 2)
+    checkpoint = root / "work" / "checkpoint-2"
+    assert (checkpoint / "pytorch_model_fsdp_0").is_dir() and (checkpoint / "optimizer_0").is_dir()  # one shard set
+    shutil.rmtree(root / "work" / "checkpoint-4")
     shutil.rmtree(root / "out")
     resumed = train(setup, tiny_model, root, 2)
     assert resumed["provenance"]["resumed_from"].endswith("checkpoint-2")

@@ -22,7 +22,7 @@ recipes:
     extends: tiny-tulu2-dpo
     data:
       sft: {sources: [{dataset: tiny-sft, count: 48}, {dataset: tiny-units-sft, count: 16}], validation: 8}
-      dpo: {sources: [{dataset: tiny-prefs, count: 16}]}
+      dpo: {sources: [{dataset: tiny-prefs, count: 16}], validation: 0}
     stages:
       sft: {method: full, strategy: fsdp, learning_rate: 2.0e-5, max_steps: 2, global_batch_size: 4,
             micro_batch_size: 2, max_seq_length: 48, eval_steps: 2}
