@@ -26,7 +26,7 @@ export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
 export UV_PYTHON_DOWNLOADS := never
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help env run lint test test-fast plan dryrun lock clean slurm-test envs containers containers-pin verify bundle check
+.PHONY: help env run lint test test-fast test-shared plan dryrun lock clean slurm-test envs containers containers-pin verify bundle check
 help:
 	@echo "make run [RECIPE=tiny-tulu2-dpo|tiny-platypus2|tiny-birbal]  build results/<recipe>/eval.json"
 	@echo "make run RECIPE=my-recipe CONFIG=my.yaml                   a recipe from your own config file"
@@ -82,7 +82,10 @@ test: env
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: env
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not shared" $(PYTEST_ARGS)
+
+test-shared: env   ## the opt-in tests on ../shared/data (lm-eval CLI parity on real samples: ~25 min)
+	$(PY) -m pytest -m shared $(PYTEST_ARGS)
 
 clean:
 	rm -rf results logs .snakemake resources/config

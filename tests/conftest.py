@@ -129,18 +129,3 @@ def config(raw: dict) -> dict:
 
     return validate_config(copy.deepcopy(raw))
 
-
-SHARED_OPT_IN = "MENAGERIE_SHARED_TESTS"
-
-
-def pytest_collection_modifyitems(config, items):
-    """Tests marked `shared` read ../shared/data and run only when asked: `MENAGERIE_SHARED_TESTS=1` or `-m shared`.
-
-    ../shared exists on CI too, so a test that ran merely because the folder is there would make every CI run pay
-    for the slow real-benchmark parity checks (~26 min)."""
-    if os.environ.get(SHARED_OPT_IN) == "1" or "shared" in (config.getoption("-m") or ""):
-        return
-    skip = pytest.mark.skip(reason=f"opt-in: set {SHARED_OPT_IN}=1 or pass -m shared (reads ../shared/data)")
-    for item in items:
-        if "shared" in item.keywords:
-            item.add_marker(skip)
