@@ -96,8 +96,13 @@ def check_verdict(contents: Contents, config: dict | None) -> list[Finding]:
 
     entry = contents.json("eval.json")
     out = []
+    papers = _paper_numbers(config, contents.json("config/recipe.json").get("name")) if config is not None else None
     for name, task in sorted(entry["tasks"].items()):
         recorded = task.get("verdict")
+        if papers is not None and name in papers and task.get("published") != papers[name]:
+            # the paper's number is the organiser's (config.yaml), not whatever eval.json compares with
+            out.append(Finding("fail", "verdict", f"task {name} is compared with published {task.get('published')} "
+                                                  f"in eval.json; config.yaml's paper number is {papers[name]}"))
         if not recorded:
             continue
         again = judge(task["value"], task["published"], task.get("stderr"), recorded["tolerance"])
@@ -107,12 +112,27 @@ def check_verdict(contents: Contents, config: dict | None) -> list[Finding]:
         if config is not None:
             declared = suite_tolerance(config, task.get("suite"))["points"]
             if declared != recorded["tolerance"]:
-                out.append(Finding("warn", "verdict", f"task {name} was judged with tolerance {recorded['tolerance']}, "
-                                                      f"config.yaml declares {declared} for suite {task.get('suite')}"))
+                organiser = judge(task["value"], papers.get(name, task["published"]) if papers else task["published"],
+                                  task.get("stderr"), declared)
+                flips = organiser is not None and organiser["reproduced"] != recorded["reproduced"]
+                out.append(Finding("fail" if flips else "warn", "verdict",
+                                   f"task {name} was judged with tolerance {recorded['tolerance']}, config.yaml "
+                                   f"declares {declared} for suite {task.get('suite')}"
+                                   + (f", under which it is reproduced={organiser['reproduced']}" if flips else "")))
     status = (entry.get("verdict") or {}).get("status", "no_reference")
     level = {"reproduced": "ok", "partial": "warn", "not_reproduced": "warn", "no_reference": "ok"}[status]
     out.append(Finding(level, "verdict", f"overall verdict against the paper: {status}"))
     return out
+
+
+def _paper_numbers(config: dict, recipe: str | None) -> dict[str, float | None] | None:
+    """Task name -> the paper's number config.yaml gives for it (None: no published score), for a recipe it knows."""
+    if recipe not in config["recipes"]:
+        return None
+    known = config["recipes"][recipe]
+    metrics = (known.get("published") or {}).get("metrics") or {}
+    return {t["name"]: metrics.get(t["published_key"]) if t.get("published_key") else None
+            for suite in known["eval"]["suites"] for t in config["suites"][suite]}
 
 
 def _flat(value, prefix: str = "") -> dict[str, object]:
@@ -327,10 +347,34 @@ def rerun_evaluation(contents: Contents, model_dir: Path, root: Path, tasks: lis
     return out
 
 
+REQUIRED = ("eval.json", "config/recipe.json")   # what the checks after integrity read
+
+
+def check_readable(contents: Contents) -> list[Finding]:
+    """A fail finding for each required member that is missing and each JSON member that does not parse (a bundle
+    cut or edited by hand): the content checks read them, so they run only when this finds nothing."""
+    out = [Finding("fail", "integrity", f"{name} is missing from the bundle; its content cannot be checked")
+           for name in REQUIRED if name not in contents.members]
+    for name in sorted(n for n in contents.members if n.endswith(".json") and n != MANIFEST):   # integrity's
+        try:
+            parsed = contents.json(name)
+        except ValueError as exc:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            out.append(Finding("fail", "integrity", f"{name} is not readable JSON ({exc}); its content cannot be "
+                                                    "checked"))
+            continue
+        if name in REQUIRED and not isinstance(parsed, dict):
+            out.append(Finding("fail", "integrity", f"{name} holds a JSON {type(parsed).__name__}, not an object; "
+                                                    "its content cannot be checked"))
+    return out
+
+
 def check_bundle(path: str | Path, config: dict | None = None, model_dir: str | Path | None = None,
                  root: str | Path = ".", tasks: list[str] | None = None) -> list[Finding]:
     contents = read_bundle(path)
     findings = check_integrity(contents)
+    unreadable = check_readable(contents)
+    if unreadable:
+        return findings + unreadable
     findings += check_eval(contents)
     findings += check_verdict(contents, config)
     findings += check_config(contents, config)

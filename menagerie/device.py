@@ -38,6 +38,11 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def local_rank() -> int:
+    """This process's GPU on its node (torchrun sets LOCAL_RANK; 0 for a single process)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def is_main_process() -> bool:
     """Rank 0 of a torchrun launch (or the only process): the one that writes the stage's outputs."""
     return rank() == 0

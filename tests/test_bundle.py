@@ -340,3 +340,61 @@ def test_rerun_with_the_model_agrees_and_a_wrong_model_is_named(tmp_path, config
                                                                                    '"rms_norm_eps": 1e-05'))
     bad = failures(check_bundle(bundle, config, model_dir=other, root=root, tasks=["heldout_exact"]))
     assert len(bad) == 1 and bad[0].startswith(f"{other} is not the bundled final model"), bad
+
+
+def test_missing_eval_json_is_named_not_a_traceback(unpacked, config):
+    """A bundle cut by hand (a member removed, the manifest left): one finding, and the content checks, which read
+    eval.json, do not run (they raised KeyError)."""
+    (unpacked / "eval.json").unlink()
+    bad = failures(check_bundle(unpacked, config))
+    assert "eval.json is listed in MANIFEST.json but missing from the bundle" in bad
+    assert "eval.json is missing from the bundle; its content cannot be checked" in bad
+
+
+def test_unparseable_member_is_named_not_a_traceback(unpacked, config):
+    (unpacked / "models/sft.json").write_text('{"files": ')
+    bad = failures(check_bundle(unpacked, config))
+    assert any(m.startswith("models/sft.json was changed after bundling") for m in bad), bad
+    assert any(m.startswith("models/sft.json is not readable JSON (") for m in bad), bad
+    # through the CLI: exit 1 with the findings, no traceback
+    cli = subprocess.run([sys.executable, str(ROOT / "scripts/bundle.py"), "check", str(unpacked)],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr, cli.stdout + cli.stderr
+    assert "models/sft.json is not readable JSON" in cli.stdout
+
+
+def reseal(unpacked: Path, member: str) -> None:
+    """What a submitter who edits a member can also do: record its new hash in MANIFEST.json."""
+    import hashlib
+
+    data = (unpacked / member).read_bytes()
+    edit_json(unpacked / "MANIFEST.json", lambda m: m["files"][member].update(
+        sha256=hashlib.sha256(data).hexdigest(), bytes=len(data)))
+
+
+def test_verdict_against_a_forged_paper_number_fails(unpacked, config):
+    """eval.json compares humaneval_pass1 (12.5) with a published 12.0 instead of the paper's 30.0, verdict and
+    manifest made consistent with the forgery: the organiser's config.yaml number decides."""
+    def forge(entry):
+        task = entry["tasks"]["humaneval_pass1"]
+        task["published"], task["delta_vs_published"] = 12.0, 0.5
+        task["verdict"].update(reproduced=True, delta=0.5)
+    edit_json(unpacked / "eval.json", forge)
+    reseal(unpacked, "eval.json")
+    bad = failures(check_bundle(unpacked, config))
+    assert "task humaneval_pass1 is compared with published 12.0 in eval.json; config.yaml's paper number is 30.0" \
+        in bad, bad
+
+
+def test_verdict_under_a_widened_tolerance_fails_when_the_organisers_flips_it(unpacked, config):
+    edit_json(unpacked / "eval.json", lambda e: e["tasks"]["humaneval_pass1"]["verdict"].update(
+        reproduced=True, tolerance=20.0, bound=20.0))
+    reseal(unpacked, "eval.json")
+    findings = check_bundle(unpacked, config)
+    assert "task humaneval_pass1 was judged with tolerance 20.0, config.yaml declares 1.0 for suite tiny, under " \
+           "which it is reproduced=False" in failures(findings)
+    # a differing tolerance that does not change the outcome stays a warning
+    edit_json(unpacked / "eval.json", lambda e: e["tasks"]["heldout_exact"]["verdict"].update(tolerance=3.0))
+    reseal(unpacked, "eval.json")
+    warned = [f.message for f in check_bundle(unpacked, config) if f.level == "warn"]
+    assert "task heldout_exact was judged with tolerance 3.0, config.yaml declares 1.0 for suite tiny" in warned

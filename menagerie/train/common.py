@@ -7,7 +7,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from menagerie.device import PRECISION_DTYPES, derive_batch, has_cuda, is_main_process, world_size  # noqa: F401
+from menagerie.device import PRECISION_DTYPES, derive_batch, has_cuda, is_main_process, local_rank, world_size  # noqa: F401
 from menagerie.io import atomic_directory
 from menagerie.errors import MissingInputError
 from menagerie.train.budget import BUDGET_FILE, budget_callback, used_gpu_hours_at  # noqa: F401 (moved there)
@@ -42,24 +42,21 @@ def master_dtype(stage: dict):
     return getattr(torch, TORCH_DTYPES[stage["precision"]])
 
 
-def load_training_model(model_dir: str | Path, stage: dict):
-    """Load the model a stage trains: full weights, or a (quantized) base with a fresh LoRA adapter config.
+def load_kwargs(stage: dict) -> dict:
+    """from_pretrained keyword arguments of the model a stage trains (see load_training_model).
 
-    Mixed precision: weights that train are fp32 master weights (with AdamW state in fp32 beside them) and
-    `precision: bf16|fp16` is the compute dtype only (Trainer's autocast, or FSDP's mixed-precision policy). A full
-    fine-tune therefore loads fp32; a LoRA base is frozen, so it loads in the compute dtype (its adapters are created
-    fp32 by peft's autocast_adapter_dtype). Pure bf16 training would round lr-5e-7 updates away entirely.
+    A quantized (bitsandbytes) base is placed at load time, on this process's own GPU: without a device_map
+    transformers puts it on the current CUDA device, GPU 0 for every rank of a torchrun launch (nothing selected a
+    device yet), so 8 ranks would quantize 8 bases onto GPU 0 and accelerate refuses to train a quantized model on
+    another device than its rank's. [OI] finetune.py (`device_map={"": accelerator.local_process_index}`, "force
+    data-parallel training") and [PLc] finetune.py (`{"": LOCAL_RANK}` under DDP) do the same. Unquantized weights
+    load on the host and Trainer / FSDP place them.
     """
     import torch
-    from transformers import AutoModelForCausalLM
 
     kwargs: dict = {"dtype": master_dtype(stage)}
     quant = stage.get("quantization")
     if quant:
-        if not has_cuda():
-            raise MissingInputError(
-                f"{quant['bits']}-bit loading of the base model (bitsandbytes) needs a CUDA GPU and none is visible; "
-                f"run this stage on a GPU node, or use `method: lora` without `quantization` on CPU as the tiny twins do")
         from transformers import BitsAndBytesConfig
 
         if quant["bits"] == 4:
@@ -69,7 +66,26 @@ def load_training_model(model_dir: str | Path, stage: dict):
                 bnb_4bit_compute_dtype=getattr(torch, quant["compute_dtype"]))
         else:
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+        kwargs["device_map"] = {"": local_rank()}
+    return kwargs
+
+
+def load_training_model(model_dir: str | Path, stage: dict):
+    """Load the model a stage trains: full weights, or a (quantized) base with a fresh LoRA adapter config.
+
+    Mixed precision: weights that train are fp32 master weights (with AdamW state in fp32 beside them) and
+    `precision: bf16|fp16` is the compute dtype only (Trainer's autocast, or FSDP's mixed-precision policy). A full
+    fine-tune therefore loads fp32; a LoRA base is frozen, so it loads in the compute dtype (its adapters are created
+    fp32 by peft's autocast_adapter_dtype). Pure bf16 training would round lr-5e-7 updates away entirely.
+    """
+    from transformers import AutoModelForCausalLM
+
+    quant = stage.get("quantization")
+    if quant and not has_cuda():
+        raise MissingInputError(
+            f"{quant['bits']}-bit loading of the base model (bitsandbytes) needs a CUDA GPU and none is visible; "
+            f"run this stage on a GPU node, or use `method: lora` without `quantization` on CPU as the tiny twins do")
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **load_kwargs(stage))
     if quant:
         from peft import prepare_model_for_kbit_training
 
