@@ -55,3 +55,21 @@ def test_unquantized_weights_load_on_the_host_in_fp32(stages, monkeypatch):
 
     monkeypatch.setenv("LOCAL_RANK", "5")
     assert load_kwargs(stages["full"]) == {"dtype": torch.float32}
+
+
+def test_load_training_model_places_the_quantized_base_fake_gpu_loader(stages, monkeypatch, tmp_path):
+    """load_training_model itself, with the two things that need a GPU replaced (CUDA present; the bitsandbytes
+    load, which records its arguments): rank 5's base is asked for GPU 5."""
+    import transformers
+    import peft
+
+    from menagerie.train import common
+
+    seen = {}
+    monkeypatch.setattr(common, "has_cuda", lambda: True)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda path, **kwargs: seen.update(path=path, **kwargs) or "model")
+    monkeypatch.setattr(peft, "prepare_model_for_kbit_training", lambda model, **kwargs: model)
+    monkeypatch.setenv("LOCAL_RANK", "5")
+    assert common.load_training_model(tmp_path, stages["qlora"]) == "model"
+    assert seen["device_map"] == {"": 5} and seen["quantization_config"].load_in_4bit
