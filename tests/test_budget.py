@@ -66,6 +66,20 @@ def test_budget_counts_only_the_stages_it_names(tmp_path):
     assert run_usage(tmp_path, recipe(gpu_hours=3.0))["held"] is False      # counting every stage: 12 GPU-hours
 
 
+def test_a_cut_budget_file_in_a_checkpoint_does_not_stop_every_resume(tmp_path, capsys):
+    """Trainer marks a checkpoint complete (trainer_state.json) before the budget callback writes its file; one cut
+    by a kill there made every resume from that checkpoint fail with a JSONDecodeError."""
+    from menagerie.train.budget import BUDGET_FILE, budget_callback
+
+    checkpoint = tmp_path / "checkpoint-6"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text("{}")
+    (checkpoint / BUDGET_FILE).write_text('{"used_gpu_ho')
+    callback = budget_callback(2.0, 1, checkpoint)
+    assert callback.used_gpu_hours() < 0.01
+    assert f"note: {checkpoint / BUDGET_FILE} is unreadable" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_two_ranks_stop_together_when_rank_0_finds_the_budget_spent(tmp_path, tiny_model):
     """A planted earlier attempt already spent the run's wall budget: rank 0 decides at step 1, broadcasts, and both

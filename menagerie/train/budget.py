@@ -21,6 +21,8 @@ import os
 import time
 from pathlib import Path
 
+from menagerie.io import write_json
+
 BUDGET_FILE = "menagerie_budget.json"      # in each checkpoint: the stage's GPU-hours when it was saved
 LEDGER = Path("budget") / "ledger.jsonl"   # under results/<recipe>/
 HEARTBEAT_S = 30.0
@@ -184,7 +186,14 @@ def used_gpu_hours_at(checkpoint: str | Path | None) -> float:
     if not checkpoint:
         return 0.0
     path = Path(checkpoint) / BUDGET_FILE
-    return float(json.loads(path.read_text())["used_gpu_hours"]) if path.is_file() else 0.0
+    if not path.is_file():
+        return 0.0
+    try:
+        return float(json.loads(path.read_text())["used_gpu_hours"])
+    except (OSError, ValueError, KeyError, TypeError):   # written by an older version non-atomically, cut by a kill
+        print(f"note: {path} is unreadable; the stage's GPU-hours before this attempt count as 0 (the run's ledger, "
+              f"where there is one, still counts them)", flush=True)
+        return 0.0
 
 
 def agree(stop: bool) -> bool:
@@ -260,8 +269,10 @@ def budget_callback(budget_gpu_hours: float | None, gpus: int, resume_from: str 
         def on_save(self, args, state, control, **kwargs):
             checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if checkpoint.is_dir() and state.is_world_process_zero:
-                (checkpoint / BUDGET_FILE).write_text(json.dumps(
-                    {"used_gpu_hours": self.used_gpu_hours(), "global_step": state.global_step}) + "\n")
+                # atomic: the checkpoint counts as complete (trainer_state.json) before this is written, so a kill
+                # mid-write must not leave a cut file that every resume from it would then fail to read
+                write_json({"used_gpu_hours": self.used_gpu_hours(), "global_step": state.global_step},
+                           checkpoint / BUDGET_FILE)
             return control
 
         def on_step_end(self, args, state, control, **kwargs):
