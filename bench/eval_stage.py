@@ -14,8 +14,8 @@ its share from `python -X importtime`.
 
 Default: a real Snakemake run in a scratch copy of the workflow (.cache/bench/eval_stage; the checkout's results/
 stay untouched). First everything the evaluate rule needs (the SmolLM2-135M conversion, the suite's datasets),
-untimed; then per backend and mode `snakemake results/bench-<backend>/eval/base/metrics.json` (the recipe with only
-`eval.backend` changed: its base model on its whole suite). Printed per job: the Snakemake command's seconds, the
+untimed; then per backend and mode `snakemake <the base model's evaluation of bench-<backend>>` (results/evals/
+<model key>/<suite hash>/metrics.json of the recipe with only `eval.backend` changed: its base model on its whole suite). Printed per job: the Snakemake command's seconds, the
 stage's wall time, its `load_model` seconds (imports + tokenizer + engine or from_pretrained), each task's seconds,
 the scores (identical across modes), and the CPU seconds of the job's processes. `--startup-only`: just the
 evaluate job's start-up (`harness.load_lm` in a fresh process, imports included) on the SmolLM2 copy that
@@ -59,6 +59,15 @@ print(json.dumps({"load_model_s": round(time.perf_counter() - start, 1)}))
 def overlay(recipe: str, backends: list[str]) -> str:
     return "recipes:\n" + "".join(f"  bench-{b}:\n    extends: {recipe}\n    eval: {{backend: {b}}}\n"
                                   for b in backends)
+
+
+def base_metrics(work: Path, recipe: str) -> str:
+    """The metrics.json of the recipe's base-model evaluation (menagerie.workflow.RecipePaths.evaluations)."""
+    from menagerie.config import load_config
+    from menagerie.workflow import RecipePaths
+
+    config = load_config(work / "config.yaml", work / "bench.yaml")
+    return RecipePaths(config).evaluations(recipe)["base"]
 
 
 def load() -> float:
@@ -143,7 +152,7 @@ def main() -> None:
     else:
         work = copy_workflow(args.work / "project", share_downloads=True)
         (work / "bench.yaml").write_text(overlay(args.recipe, args.backends))
-        targets = {b: f"results/bench-{b}/eval/base/metrics.json" for b in args.backends}
+        targets = {b: base_metrics(work, f"bench-{b}") for b in args.backends}
         prepared = snakemake(work, env, list(targets.values()), "--omit-from", "evaluate")
         print(json.dumps({"recipe": args.recipe, "prepare_s": round(prepared, 1), "loadavg": load()}), flush=True)
         run_one = lambda backend, mode_environ: job(work, mode_environ, targets[backend])  # noqa: E731

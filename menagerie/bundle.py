@@ -5,9 +5,10 @@
   eval.json                       the scores, deltas and verdicts (schemas/eval.schema.json)
   config/recipe.json              the resolved recipe and what it references (config.recipe_payload; its hash is
                                   eval.json's provenance.config_hash); config/tolerances.json the verdict tolerances
-  provenance/<path>               every stage's provenance.json, the evaluate stage's metrics(.provenance).json
-  logs/<stage>.log                the Snakemake log of every stage (logs/<recipe>/)
-  lm_eval/<which>/...             lm-eval's native results files
+  provenance/<path>               every stage's provenance.json; provenance/eval/<role>/metrics(.provenance).json the
+                                  shared evaluations eval.json links (results/evals/<model key>/<suite hash>/)
+  logs/<stage>.log                the Snakemake log of every stage (logs/<recipe>/; logs/eval/<role>/ the evaluations')
+  lm_eval/<role>/...              lm-eval's native results files of each evaluation (final, base, start)
   data/                           the contamination report and the data mixture reports
   models/<dir>.json               sha256 of every file of each model directory (the weights themselves only with
                                   --with-weights, under models/<dir>/), plus the directory hash provenance uses
@@ -174,13 +175,23 @@ def collect(root: Path, config: dict, recipe: str, with_weights: bool = False) -
     contents.add_json("config/tolerances.json", {s: suite_tolerance(config, s) for s in
                                                  config["recipes"][recipe]["eval"]["suites"]})
     records = []
-    for path in sorted(recipe_dir.glob("*/provenance.json")) + sorted(recipe_dir.glob("eval/*/metrics*.json")):
+    for path in sorted(recipe_dir.glob("*/provenance.json")):
         contents.add_file(f"provenance/{path.relative_to(recipe_dir).as_posix()}", path)
-        if path.name.endswith("provenance.json"):
-            records.append(json.loads(path.read_text()))
+        records.append(json.loads(path.read_text()))
+    # the shared evaluations eval.json read (results/evals/<model key>/<suite hash>/), under eval/<role>/ as before
+    evaluations = {role: root / link["path"] for role, link in entry.get("evaluations", {}).items()}
+    for role, metrics in evaluations.items():
+        if sha256_file(metrics) != entry["evaluations"][role]["sha256"]:
+            raise MenagerieError(f"{metrics} changed after {eval_path} was written (its sha256 is not the one "
+                                 f"eval.json links); rebuild the recipe (make run RECIPE={recipe})")
+        for path in (metrics, metrics.with_suffix(".provenance.json")):
+            contents.add_file(f"provenance/eval/{role}/{path.name}", path)
+        records.append(json.loads(metrics.with_suffix(".provenance.json").read_text()))
+        contents.add_tree(f"lm_eval/{role}", metrics.parent / "lm_eval")
     contents.add_tree("logs", root / "logs" / recipe, keep=lambda p: p.suffix == ".log")
-    for which in ("final", "base"):
-        contents.add_tree(f"lm_eval/{which}", recipe_dir / "eval" / which / "lm_eval")
+    for role, metrics in evaluations.items():
+        contents.add_tree(f"logs/eval/{role}", root / "logs" / metrics.parent.relative_to(root / "results"),
+                          keep=lambda p: p.suffix == ".log")
     contents.add_file("data/contamination.json", recipe_dir / "data" / "contamination.json")
     for report in sorted((recipe_dir / "data").glob("*_report.json")):
         contents.add_file(f"data/{report.name}", report)
@@ -197,7 +208,7 @@ def collect(root: Path, config: dict, recipe: str, with_weights: bool = False) -
     contents.add_json("environment/containers.json", container_digests(config, records, root))
     ledger = recipe_dir / "budget" / "ledger.jsonl"
     contents.add_file("budget/ledger.jsonl", ledger)
-    contents.add_json("budget/usage.json", run_usage(recipe_dir, config["recipes"][recipe]))
+    contents.add_json("budget/usage.json", run_usage(recipe_dir, config["recipes"][recipe], evaluations=evaluations))
     accounting = sacct_accounting(slurm_job_ids(records))
     if accounting is not None:
         contents.members["slurm/sacct.txt"] = accounting.encode()

@@ -270,6 +270,9 @@ def _check_references(config: dict) -> None:
     for name in sorted(recipes, key=order.__getitem__):   # parents first: an inherited mistake names its origin
         recipe = recipes[name]
         where = f"recipe '{name}'"
+        if name == "evals":   # results/evals/ holds the shared evaluations (menagerie.workflow.EVALS_DIR)
+            raise ConfigError(f"{where}: the name 'evals' is reserved (results/evals/ holds the evaluations recipes "
+                              f"share); rename the recipe")
         model = recipe["model"]
         if model.startswith(RECIPE_REF_PREFIX):
             if model[len(RECIPE_REF_PREFIX):] not in recipes:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from menagerie import schemas
 from menagerie.config import RECIPE_REF_PREFIX, recipe_hash
+from menagerie.io import sha256_file
 from menagerie.overrides import recipe_overrides
 from menagerie.provenance import environment
 from menagerie.verdict import average_stderr, judge, overall, recipe_tolerance, task_verdicts
@@ -121,9 +122,17 @@ def add_verdicts(config: dict, recipe_name: str, entry: dict) -> None:
     entry["verdict"] = overall(entry["tasks"], average)
 
 
+def evaluation_links(files: dict[str, Path | str | None], root: Path = Path(".")) -> dict:
+    """eval.json's `evaluations`: path (as given, relative to the project `root`) and sha256 of the shared
+    metrics.json each role's scores were read from."""
+    return {role: {"path": str(path), "sha256": sha256_file(root / path)} for role, path in files.items() if path}
+
+
 def build_eval_entry(config: dict, recipe_name: str, final: dict, base: dict | None, stage_files: dict[str, Path],
-                     final_model: str, start: dict | None = None, start_model: str | None = None) -> dict:
-    """`start`: metrics of the model the last training stage started from (DPO: its SFT model), for Δsft."""
+                     final_model: str, start: dict | None = None, start_model: str | None = None,
+                     evaluations: dict | None = None) -> dict:
+    """`start`: metrics of the model the last training stage started from (DPO: its SFT model), for Δsft;
+    `evaluations`: where final/base/start were read from (evaluation_links)."""
     recipe = config["recipes"][recipe_name]
     suites = {t["name"]: t for s in recipe["eval"]["suites"] for t in config["suites"][s]}
     suite_of = {t["name"]: s for s in recipe["eval"]["suites"] for t in config["suites"][s]}
@@ -170,6 +179,7 @@ def build_eval_entry(config: dict, recipe_name: str, final: dict, base: dict | N
         "paper": recipe.get("paper"), "tiny": recipe["tiny"],
         "model": {"base": base_model_name(config, recipe_name), "final": final_model,
                   **({"start": start_model or recipe["model"]} if start is not None else {})},
+        "evaluations": evaluations or {},
         "tasks": tasks, "average": _mean(ok), "average_as_published": None,
         "base": {"average": _mean(base_ok), "tasks": base["tasks"]} if base else None,
         "start": ({"average": _mean([t["value"] for t in start["tasks"].values() if t["status"] == "ok"]),

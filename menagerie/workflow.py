@@ -10,11 +10,15 @@ import json
 
 from menagerie.config import RECIPE_REF_PREFIX
 from menagerie.device import PRECISION_DTYPES
+from menagerie.errors import MenagerieError
 
 TRAINING_STAGES = ("sft", "dpo")
-SCORING = ("suites", "backend", "dtype", "batch_size", "seed")   # eval settings a model's scores depend on
 # Settings that say where and with what a job runs, never what it computes: editing them reruns nothing.
 RUNTIME_KEYS = ("resources", "save_minutes")
+# `eval:` keys that choose which models eval.json compares, not how a model is scored: out of the suite hash
+EVAL_ROLE_KEYS = ("compare_base", "base_model", "compare_start")
+EVALS_DIR = "results/evals"   # shared evaluations: results/evals/<model key>/<suite hash>/ (RecipePaths.eval_dir)
+EVAL_ROLES = ("final", "base", "start")
 
 
 def settings_hash(payload) -> str:
@@ -79,19 +83,92 @@ class RecipePaths:
         return None if start == self.eval_base_model(name) else start
 
     def start_metrics(self, name: str) -> str | None:
-        """metrics.json of the starting model: the upstream recipe's own final evaluation when the start is that
-        recipe's final model scored with the same eval settings (evaluated once), else this recipe's `start` one."""
+        """metrics.json of the starting model (the shared evaluation: the upstream recipe's own final one when the
+        start is its final model scored with the same suite settings), or None."""
+        return self.evaluations(name).get("start")
+
+    # ---- evaluations, keyed by what determines the scores: results/evals/<model key>/<suite hash>/metrics.json.
+    # Recipes that evaluate the same model under the same suite settings share one job (the three Tulu 2 7B recipes
+    # score Llama-2-7B once; tulu2-dpo-7b's Δsft reads tulu2-7b's final evaluation).
+
+    def model_key(self, model: str) -> str:
+        """The identity of a model directory the DAG names: a prepared model is `<name>@<hash of its models: entry>`
+        (source, repo, revision, file and sha256: what its weights are; the description aside), a recipe's output is
+        `<recipe>.<stage directory>` (the stage that produced it; a retrained stage reruns what reads it)."""
+        prefix = "resources/models/"
+        if model.startswith(prefix):
+            name = model[len(prefix):]
+            entry = {k: v for k, v in self.config["models"][name].items() if k != "description"}
+            return f"{name}@{settings_hash(entry)[:8]}"
+        recipe, _, stage = model[len("results/"):].partition("/")
+        if not model.startswith("results/") or not stage or "/" in stage:
+            raise ValueError(f"no model key for '{model}': not a prepared model or a recipe's stage directory")
+        return f"{recipe}.{stage}"
+
+    def suite_settings(self, name: str) -> dict:
+        """What a model's scores on recipe `name`'s suites depend on: the `eval:` settings but where the job runs
+        (resources) and which models eval.json compares; the suites' tasks, the judges they name and the entries of
+        their datasets; the chat format only where a task wraps its prompts in it (chat_format true)."""
+        recipe = self.recipe(name)
+        suites = self._suites(name)
+        tasks = [t for items in suites.values() for t in items]
+        return {"eval": {k: v for k, v in recipe["eval"].items() if k not in RUNTIME_KEYS + EVAL_ROLE_KEYS},
+                "suites": suites,
+                "chat_format": recipe["chat_format"] if any(t.get("chat_format", True) for t in tasks) else None,
+                "judges": {t[r]: (self.config.get("judges") or {}).get(t[r]) for t in tasks
+                           for r in ("judge", "info_judge") if t.get(r)},
+                "datasets": {t["dataset"]: self.config["datasets"].get(t["dataset"]) for t in tasks
+                             if t.get("dataset")}}
+
+    def suite_hash(self, name: str) -> str:
+        return settings_hash(self.suite_settings(name))
+
+    def eval_dir(self, model: str, name: str) -> str:
+        """Where `model`, scored on recipe `name`'s suites, is evaluated: metrics.json, its provenance, work/ and
+        lm-eval's native results (lm_eval/)."""
+        return f"{EVALS_DIR}/{self.model_key(model)}/{self.suite_hash(name)}"
+
+    def evaluated_models(self, name: str) -> dict[str, str]:
+        """The models eval.json of recipe `name` reports, by role: `final`, `base` (eval.compare_base) and `start`
+        (the model the last training stage started from, when compared and not the base)."""
+        models = {"final": self.final_model(name)}
+        if self.recipe(name)["eval"]["compare_base"]:
+            models["base"] = self.eval_base_model(name)
         start = self.start_model(name)
-        if start is None:
-            return None
-        model = self.recipe(name)["model"]
-        if model.startswith(RECIPE_REF_PREFIX):
-            upstream = model[len(RECIPE_REF_PREFIX):]
-            same = all(self.recipe(upstream)["eval"].get(k) == self.recipe(name)["eval"].get(k) for k in SCORING)
-            same = same and self.recipe(upstream)["chat_format"] == self.recipe(name)["chat_format"]
-            if start == self.final_model(upstream) and same:
-                return f"results/{upstream}/eval/final/metrics.json"
-        return f"results/{name}/eval/start/metrics.json"
+        if start is not None:
+            models["start"] = start
+        return models
+
+    def evaluations(self, name: str) -> dict[str, str]:
+        """metrics.json of each model eval.json of recipe `name` reports, by role (the shared evaluations)."""
+        return {role: f"{self.eval_dir(model, name)}/metrics.json"
+                for role, model in self.evaluated_models(name).items()}
+
+    def _eval_jobs(self) -> dict[str, tuple[str, str]]:
+        """'<model key>/<suite hash>' -> (model directory, the first recipe in config order that asks for it)."""
+        if getattr(self, "_jobs", None) is None:
+            jobs: dict[str, tuple[str, str]] = {}
+            for name in self.config["recipes"]:
+                suite = self.suite_hash(name)
+                for model in self.evaluated_models(name).values():
+                    jobs.setdefault(f"{self.model_key(model)}/{suite}", (model, name))
+            self._jobs = jobs
+        return self._jobs
+
+    def eval_job(self, model_key: str, suite_hash: str) -> tuple[str, str]:
+        """(model directory, recipe whose suite settings the job reads) of results/evals/<model_key>/<suite_hash>:
+        every recipe with that key has the same settings that score (suite_settings), so the first one stands for
+        all of them (its `eval.resources` size the job)."""
+        found = self._eval_jobs().get(f"{model_key}/{suite_hash}")
+        if found is None:
+            raise MenagerieError(f"{EVALS_DIR}/{model_key}/{suite_hash}: no recipe of the config evaluates model key "
+                                 f"'{model_key}' with suite hash '{suite_hash}' (RecipePaths.evaluations names them)")
+        return found
+
+    def eval_job_inputs(self, model_key: str, suite_hash: str) -> dict[str, str]:
+        """The evaluate job's inputs: `model` and the suites' dataset files (by dataset name)."""
+        model, recipe = self.eval_job(model_key, suite_hash)
+        return {"model": model, **self.eval_datasets(recipe)}
 
     def stage_dir(self, name: str, stage: str) -> str:
         return f"results/{name}/{stage}"
@@ -220,7 +297,7 @@ class RecipePaths:
                 records[f"merge.{stage}"] = f"{self.merged_dir(name, stage)}/provenance.json"
         if self.adapter_source(name):
             records["merge.sft"] = f"{self.merged_dir(name, 'sft')}/provenance.json"
-        records["evaluate.final"] = f"results/{name}/eval/final/metrics.provenance.json"
+        records["evaluate.final"] = f"{self.eval_dir(self.final_model(name), name)}/metrics.provenance.json"
         model = self.recipe(name)["model"]
         if model.startswith(RECIPE_REF_PREFIX):   # the recipe whose output this one starts from (DPO: its SFT)
             upstream = self.stage_records(model[len(RECIPE_REF_PREFIX):])
@@ -249,20 +326,6 @@ class RecipePaths:
                 "datasets": {t["dataset"]: self.config["datasets"][t["dataset"]] for tasks in suites.values()
                              for t in tasks if t.get("dataset")}}
 
-    def eval_settings(self, name: str, which: str) -> dict:
-        """The `evaluate` rule: eval settings, chat format, suites and the judges they name; for the base model also
-        the model entry (the final model is an input directory, rebuilt when its training changes)."""
-        suites = self._suites(name)
-        judges = {t[r]: (self.config.get("judges") or {}).get(t[r]) for tasks in suites.values() for t in tasks
-                  for r in ("judge", "info_judge") if t.get(r)}
-        recipe = self.recipe(name)
-        settings = {"eval": _without_runtime(recipe["eval"]), "chat_format": recipe["chat_format"],
-                    "suites": suites, "judges": judges}
-        if which == "base":
-            settings["model"] = recipe["model"] if recipe["model"].startswith(RECIPE_REF_PREFIX) else \
-                self.config["models"][recipe["model"]]
-        return settings
-
     def training_settings(self, name: str, stage: str) -> dict:
         """The `train` rule: the stage's settings and the chat format its rows are rendered in."""
         return {"stage": _without_runtime(self.recipe(name)["stages"][stage]),
@@ -274,10 +337,10 @@ class RecipePaths:
                 "combination": self.merge_combination(name, stage)}
 
     def rule_hash(self, rule: str, name: str, **wildcards: str) -> str:
-        """settings_hash of what `rule` reads for recipe `name` (wildcards: part, stage or which)."""
+        """settings_hash of what `rule` reads for recipe `name` (wildcards: part or stage). The evaluate rule
+        carries none: its output path holds the model key and the suite hash (eval_dir)."""
         settings = {"mixture": lambda: self.mixture_settings(name, wildcards["part"]),
                     "contamination": lambda: self.gate_settings(name),
-                    "evaluate": lambda: self.eval_settings(name, wildcards["which"]),
                     "train": lambda: self.training_settings(name, wildcards["stage"]),
                     "merge": lambda: self.merge_settings(name, wildcards["stage"])}[rule]()
         return settings_hash(settings)

@@ -62,7 +62,8 @@ wildcard_constraints:
     model="[A-Za-z0-9._-]+",
     dataset="[A-Za-z0-9._-]+",
     stage="sft|dpo",
-    which="final|base|start",
+    model_key="[A-Za-z0-9._@-]+",
+    suite_hash="[0-9a-f]{16}",
 
 
 def recipe_hash_param(wildcards):

@@ -1,48 +1,38 @@
-# Score the final model and the base model on the recipe's suites, then assemble eval.json.
+# Score each model once per suite settings (results/evals/<model key>/<suite hash>/, menagerie.workflow
+# RecipePaths.eval_dir: recipes that share a base model and suite share the job), then assemble each recipe's eval.json.
 import re
 
 
-def eval_model(wildcards):
-    if wildcards.which == "base":
-        return PATHS.eval_base_model(wildcards.recipe)
-    if wildcards.which == "start":   # the model the last training stage started from (DPO: its SFT model)
-        return PATHS.start_model(wildcards.recipe)
-    return PATHS.final_model(wildcards.recipe)
+def eval_job_resources(wildcards):
+    """The `eval.resources` of the first recipe asking for the evaluation (where it runs, not what it scores)."""
+    recipe = PATHS.eval_job(wildcards.model_key, wildcards.suite_hash)[1]
+    return CONFIG["recipes"][recipe]["eval"].get("resources") or DEFAULT_RESOURCES
 
 
 rule evaluate:
     input:
-        unpack(lambda w: {"model": eval_model(w), **PATHS.eval_datasets(w.recipe)}),
+        unpack(lambda w: PATHS.eval_job_inputs(w.model_key, w.suite_hash)),
     output:
-        metrics="results/{recipe}/eval/{which}/metrics.json",
+        metrics="results/evals/{model_key}/{suite_hash}/metrics.json",
     params:
-        settings_hash=rule_hash_param("evaluate"),
-        data=lambda w: " ".join(f"{k}={v}" for k, v in PATHS.eval_datasets(w.recipe).items()),
-        work="results/{recipe}/eval/{which}/work",
+        data=lambda w: " ".join(f"{k}={v}" for k, v in PATHS.eval_job_inputs(w.model_key, w.suite_hash).items()
+                                if k != "model"),
+        work="results/evals/{model_key}/{suite_hash}/work",
     log:
-        "logs/{recipe}/evaluate_{which}.log",
+        "logs/evals/{model_key}/{suite_hash}/evaluate.log",
     container: CONTAINERS.get("eval")
-    threads: stage_threads(stage_resources("eval"))
+    threads: stage_threads(eval_job_resources)
     resources:
-        **stage_slurm(stage_resources("eval")),
+        **stage_slurm(eval_job_resources),
     shell:
-        run_stage("scripts/evaluate.py model --config {RESOLVED_CONFIG} --recipe {wildcards.recipe} "
-                  "--model {input.model} --which {wildcards.which} --data {params.data} --work {params.work} "
-                  "--out {output.metrics}")
-
-
-def report_inputs(wildcards):
-    inputs = {"final": f"results/{wildcards.recipe}/eval/final/metrics.json"}
-    if CONFIG["recipes"][wildcards.recipe]["eval"]["compare_base"]:
-        inputs["base"] = f"results/{wildcards.recipe}/eval/base/metrics.json"
-    if PATHS.start_metrics(wildcards.recipe):
-        inputs["start"] = PATHS.start_metrics(wildcards.recipe)
-    return inputs
+        run_stage("scripts/evaluate.py model --config {RESOLVED_CONFIG} "
+                  "--key {wildcards.model_key}/{wildcards.suite_hash} --model {input.model} --data {params.data} "
+                  "--work {params.work} --out {output.metrics}")
 
 
 rule report:
     input:
-        unpack(report_inputs),
+        unpack(lambda w: PATHS.evaluations(w.recipe)),
     output:
         eval="results/{recipe}/eval.json",
     params:
@@ -65,15 +55,15 @@ rule report:
 # (<dir>/<model_name_sanitized>/results_<time>.json), from the native results the evaluate stage keeps.
 rule lm_eval_native:
     input:
-        metrics="results/{recipe}/eval/{which}/metrics.json",
+        metrics="results/evals/{model_key}/{suite_hash}/metrics.json",
     output:
-        directory("results/{recipe}/eval/{which}/lm_eval"),
+        directory("results/evals/{model_key}/{suite_hash}/lm_eval"),
     log:
-        "logs/{recipe}/lm_eval_native_{which}.log",
+        "logs/evals/{model_key}/{suite_hash}/lm_eval_native.log",
     container: CONTAINERS.get("train")
     shell:
-        run_stage("scripts/evaluate.py lm-eval-native --config {RESOLVED_CONFIG} --recipe {wildcards.recipe} "
-                  "--metrics {input.metrics} --out {output}")
+        run_stage("scripts/evaluate.py lm-eval-native --config {RESOLVED_CONFIG} "
+                  "--key {wildcards.model_key}/{wildcards.suite_hash} --metrics {input.metrics} --out {output}")
 
 
 # The Open LLM Leaderboard v1 results.json of the final model, only for recipes scored on that suite.
@@ -82,7 +72,7 @@ OPENLLM_V1_RECIPES = sorted(n for n, r in CONFIG["recipes"].items() if "openllm-
 
 rule openllm_v1:
     input:
-        metrics="results/{recipe}/eval/final/metrics.json",
+        metrics=lambda w: PATHS.evaluations(w.recipe)["final"],
     output:
         "results/{recipe}/openllm_v1/results.json",
     wildcard_constraints:
@@ -102,10 +92,6 @@ def openllm_v1_outputs(recipe):
 def recipe_outputs(recipe):
     """What a build of `recipe` leaves: eval.json, lm-eval's native results per evaluated model and, for recipes
     on the openllm-v1 suite, the v1 results file (rule all asks for these for the configured recipe)."""
-    outputs = [f"results/{recipe}/eval.json", f"results/{recipe}/eval/final/lm_eval"]
-    if CONFIG["recipes"][recipe]["eval"]["compare_base"]:
-        outputs.append(f"results/{recipe}/eval/base/lm_eval")
-    start = PATHS.start_metrics(recipe)
-    if start:
-        outputs.append(str(Path(start).parent / "lm_eval"))
+    outputs = [f"results/{recipe}/eval.json"]
+    outputs += [str(Path(metrics).parent / "lm_eval") for metrics in PATHS.evaluations(recipe).values()]
     return outputs + openllm_v1_outputs(recipe)

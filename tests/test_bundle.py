@@ -20,7 +20,7 @@ from menagerie.bundle import build_bundle, read_bundle, slurm_job_ids
 from menagerie.check import check_bundle, gpu_matches
 from menagerie.config import load_config
 from menagerie.provenance import file_hashes, stage_record
-from menagerie.report import build_eval_entry, validate_eval
+from menagerie.report import build_eval_entry, evaluation_links, validate_eval
 from menagerie.train.budget import append_ledger
 from menagerie.workflow import RecipePaths
 
@@ -95,20 +95,31 @@ def build_run(root: Path, config: dict, tasks: dict | None = None) -> Path:
         write_stage(merged, "merge", 60.0, input_sha256=file_hashes({"adapter": out / "adapter_model.safetensors"}))
         model_in = merged
     final = metrics(tasks or {"heldout_exact": ok(60.0, 3.5, 64), "humaneval_pass1": ok(12.5, 8.3, 16)})
-    (rdir / "eval/final/lm_eval").mkdir(parents=True)
-    (rdir / "eval/final/metrics.json").write_text(json.dumps(final))
-    (rdir / "eval/final/lm_eval/results_2026.json").write_text('{"results": {}}')
-    write_stage(rdir / "eval/final/metrics.provenance.json", "evaluate", 300.0, which="final",
+    evaluated = root / paths.evaluations(RECIPE)["final"]   # the shared evaluation: results/evals/<key>/<hash>/
+    (evaluated.parent / "lm_eval").mkdir(parents=True)
+    evaluated.write_text(json.dumps(final))
+    (evaluated.parent / "lm_eval/results_2026.json").write_text('{"results": {}}')
+    write_stage(evaluated.with_suffix(".provenance.json"), "evaluate", 300.0, key="final",
                 model=paths.final_model(RECIPE))
     logs = root / "logs" / RECIPE
     logs.mkdir(parents=True)
-    for name in ("sft", "dpo", "evaluate_final"):
+    for name in ("sft", "dpo"):
         (logs / f"{name}.log").write_text(f"{name} ran\n")
+    eval_logs = root / "logs" / evaluated.parent.relative_to(root / "results")
+    eval_logs.mkdir(parents=True)
+    (eval_logs / "evaluate.log").write_text("evaluate ran\n")
     shutil.copy(ROOT / "uv.lock", root / "uv.lock")
-    stage_files = {k: root / v for k, v in paths.stage_records(RECIPE).items()}
-    entry = build_eval_entry(config, RECIPE, final, None, stage_files, paths.final_model(RECIPE))
-    (rdir / "eval.json").write_text(json.dumps(entry, indent=2))
+    write_eval_json(root, config, final)
     return rdir
+
+
+def write_eval_json(root: Path, config: dict, final: dict) -> None:
+    """eval.json from `final` (the shared final evaluation's metrics.json, linked with its sha256)."""
+    paths = RecipePaths(config)
+    stage_files = {k: root / v for k, v in paths.stage_records(RECIPE).items()}
+    links = evaluation_links({"final": paths.evaluations(RECIPE)["final"]}, root)
+    entry = build_eval_entry(config, RECIPE, final, None, stage_files, paths.final_model(RECIPE), evaluations=links)
+    (root / "results" / RECIPE / "eval.json").write_text(json.dumps(entry, indent=2))
 
 
 @pytest.fixture
@@ -178,7 +189,8 @@ def test_bundle_holds_the_run(run, config):
     members = read_bundle(bundle).members
     for name in ("eval.json", "config/recipe.json", "provenance/sft/provenance.json",
                  "provenance/dpo_merged/provenance.json", "provenance/eval/final/metrics.json",
-                 "provenance/eval/final/metrics.provenance.json", "logs/sft.log", "lm_eval/final/results_2026.json",
+                 "provenance/eval/final/metrics.provenance.json", "logs/sft.log", "logs/eval/final/evaluate.log",
+                 "lm_eval/final/results_2026.json",
                  "data/contamination.json", "data/sft_report.json", "environment/uv.lock",
                  "environment/containers.json", "models/base.json", "models/dpo_merged.json",
                  "models/sft/trainer_log.json", "budget/usage.json", "REPRODUCTION.md", "MANIFEST.json"):
@@ -321,13 +333,10 @@ def test_rerun_with_the_model_agrees_and_a_wrong_model_is_named(tmp_path, config
     final = run / "dpo_merged"
     shutil.rmtree(final)
     build_tiny_llama(final, tiny_tokenizer)
-    metrics = evaluate_model(config, RECIPE, final, "final", {"tiny-eval": data}, run / "eval/final/metrics.json",
-                             tmp_path / "work")
+    metrics = evaluate_model(config, RECIPE, final, "final", {"tiny-eval": data},
+                             root / RecipePaths(config).evaluations(RECIPE)["final"], tmp_path / "work")
     assert metrics["tasks"]["heldout_exact"]["status"] == "ok" and metrics["tasks"]["heldout_exact"]["n"] == 6
-    paths = RecipePaths(config)
-    stage_files = {k: root / v for k, v in paths.stage_records(RECIPE).items()}
-    entry = build_eval_entry(config, RECIPE, metrics, None, stage_files, paths.final_model(RECIPE))
-    (run / "eval.json").write_text(json.dumps(entry))
+    write_eval_json(root, config, metrics)
     bundle = build_bundle(root, config, RECIPE)
     findings = check_bundle(bundle, config, model_dir=final, root=root, tasks=["heldout_exact"])
     assert failures(findings) == [], [f.line() for f in findings]

@@ -33,14 +33,15 @@ def test_dpo_recipes_start_from_the_sft_recipes_output(config):
         assert paths.eval_base_model(dpo) == f"resources/models/llama-2-{size}"
         assert paths.start_model(dpo) == f"results/tulu2-{size}/sft"
         # the SFT model is scored once, by tulu2-<size>'s own evaluation (same suites and settings)
-        assert paths.start_metrics(dpo) == f"results/tulu2-{size}/eval/final/metrics.json"
+        assert paths.start_metrics(dpo) == paths.evaluations(f"tulu2-{size}")["final"]
+        assert paths.start_metrics(dpo).startswith(f"results/evals/tulu2-{size}.sft/")
     # the 70B SFT stage keeps [T2]'s 1e-5 in tulu2-70b, which tulu2-dpo-70b now reads
     assert config["recipes"]["tulu2-70b"]["stages"]["sft"]["learning_rate"] == pytest.approx(1e-5)
     # SFT-only and merge-only recipes have no separate starting model
     assert paths.start_model("tulu2-7b") is None and paths.start_model("tiny-platypus2-merged") is None
     # the tiny twin chains SFT -> DPO in one recipe: its start is its own merged SFT model, evaluated by itself
     assert paths.start_model("tiny-tulu2-dpo") == "results/tiny-tulu2-dpo/sft_merged"
-    assert paths.start_metrics("tiny-tulu2-dpo") == "results/tiny-tulu2-dpo/eval/start/metrics.json"
+    assert paths.start_metrics("tiny-tulu2-dpo").startswith("results/evals/tiny-tulu2-dpo.sft_merged/")
 
 
 def test_user_can_start_dpo_from_the_released_checkpoint(config):
@@ -51,7 +52,7 @@ def test_user_can_start_dpo_from_the_released_checkpoint(config):
     assert paths.stage_input("tulu2-dpo-7b", "dpo") == "resources/models/tulu-2-7b"
     assert paths.start_model("tulu2-dpo-7b") == "resources/models/tulu-2-7b"
     assert paths.eval_base_model("tulu2-dpo-7b") == "resources/models/llama-2-7b"      # eval.base_model
-    assert paths.start_metrics("tulu2-dpo-7b") == "results/tulu2-dpo-7b/eval/start/metrics.json"
+    assert paths.start_metrics("tulu2-dpo-7b").startswith("results/evals/tulu-2-7b@")   # the released model's
     assert user["models"]["tulu-2-7b"]["repo"] == "allenai/tulu-2-7b"
     raw["recipes"]["tulu2-dpo-7b"]["eval"]["base_model"] = "llama-3-8b"
     with pytest.raises(ConfigError, match="recipe 'tulu2-dpo-7b'.*key 'eval.base_model' names unknown model "
@@ -102,12 +103,14 @@ def test_dry_run_of_tulu2_dpo_7b_shares_one_sft_job_with_tulu2_7b(tmp_path):
     assert sorted(trains) == [("tulu2-7b", "sft"), ("tulu2-dpo-7b", "dpo")]
     dpo = next(j for j in jobs if j["rule"] == "train" and j["wildcards"]["stage"] == "dpo")
     assert "results/tulu2-7b/sft" in dpo["input"].split(", ")
-    evaluations = sorted((j["wildcards"]["recipe"], j["wildcards"]["which"]) for j in jobs if j["rule"] == "evaluate")
-    # the SFT model is evaluated once (tulu2-7b's final), and read by both reports
-    assert evaluations == [("tulu2-7b", "base"), ("tulu2-7b", "final"), ("tulu2-dpo-7b", "base"),
-                           ("tulu2-dpo-7b", "final")]
-    report = next(j for j in jobs if j["rule"] == "report" and j["wildcards"]["recipe"] == "tulu2-dpo-7b")
-    assert "results/tulu2-7b/eval/final/metrics.json" in report["input"].split(", ")
+    evaluated = sorted(j["input"] for j in jobs if j["rule"] == "evaluate")
+    # Llama-2-7B and the SFT model are evaluated once each (the SFT model by tulu2-7b, as its final model), and
+    # read by both reports
+    assert evaluated == ["resources/models/llama-2-7b", "results/tulu2-7b/sft", "results/tulu2-dpo-7b/dpo"]
+    sft_eval = next(j["output"] for j in jobs if j["rule"] == "evaluate" and j["input"] == "results/tulu2-7b/sft")
+    for recipe in ("tulu2-7b", "tulu2-dpo-7b"):
+        report = next(j for j in jobs if j["rule"] == "report" and j["wildcards"]["recipe"] == recipe)
+        assert sft_eval in report["input"].split(", ")
     # the DPO recipe alone still builds the SFT model it needs
     alone = parse_jobs(snakemake(workdir, "-n", "--cores", "1", "results/tulu2-dpo-7b/eval.json").stdout)
     assert sorted((j["wildcards"]["recipe"], j["wildcards"]["stage"]) for j in alone if j["rule"] == "train") == [

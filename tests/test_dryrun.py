@@ -13,14 +13,20 @@ from pathlib import Path
 import pytest
 from workflow_copy import SNAKEMAKE, copy_workflow
 
+from menagerie.config import load_config
+from menagerie.workflow import RecipePaths
+
+ROOT = Path(__file__).resolve().parents[1]
+
 pytestmark = pytest.mark.slow
 
 TIMEOUT = 300
 
 # recipe -> (base model, rules run for the recipe itself, training stages, merge target model or None)
-SFT = {"mixture", "contamination", "train", "evaluate", "report"}
+# (evaluate jobs carry no recipe: results/evals/<model key>/<suite hash>/, shared by the recipes that ask for it)
+SFT = {"mixture", "contamination", "train", "report"}
 ADAPTER = SFT | {"merge"}
-MERGE_ONLY = {"merge", "evaluate", "report"}
+MERGE_ONLY = {"merge", "report"}
 PUBLISHED = {
     "tulu2-7b": ("llama-2-7b", SFT, ["sft"], None),
     "tulu2-13b": ("llama-2-13b", SFT, ["sft"], None),
@@ -84,6 +90,11 @@ def parse_jobs(output: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
+def paths() -> RecipePaths:
+    return RecipePaths(load_config(ROOT / "config.yaml"))
+
+
+@pytest.fixture(scope="module")
 def dry_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, list[dict]]:
     workdir = copy_workflow(tmp_path_factory.mktemp("dryrun"))
     targets = [f"results/{name}/eval.json" for name in PUBLISHED]
@@ -91,23 +102,26 @@ def dry_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, list[dict]]:
     return result, parse_jobs(result.stdout + "\n" + result.stderr)
 
 
-def test_dry_run_of_every_published_recipe_succeeds(dry_run):
+def test_dry_run_of_every_published_recipe_succeeds(dry_run, paths):
     result, jobs = dry_run
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stdout + result.stderr
     assert jobs, result.stdout[-3000:]
-    # one report and one final + one base evaluation per recipe, nothing twice
+    # one report per recipe and one evaluation per (model, suite settings), nothing twice
     reports = sorted(j["wildcards"]["recipe"] for j in jobs if j["rule"] == "report")
     assert reports == sorted(PUBLISHED)
     outputs = [j.get("output") for j in jobs]
     assert len(outputs) == len(set(outputs))
+    evaluations = sorted(j["output"] for j in jobs if j["rule"] == "evaluate")
+    asked = [m for name in PUBLISHED for m in paths.evaluations(name).values()]
+    assert evaluations == sorted(set(asked)) and len(evaluations) < len(asked)
     # every job Snakemake counted was parsed
     total = re.search(r"^total\s+(\d+)\s*$", result.stdout, re.MULTILINE)
     assert total and int(total.group(1)) == len(jobs)
 
 
 @pytest.mark.parametrize("recipe", sorted(PUBLISHED))
-def test_dry_run_jobs_per_recipe(dry_run, recipe):
+def test_dry_run_jobs_per_recipe(dry_run, paths, recipe):
     result, jobs = dry_run
     assert result.returncode == 0, result.stderr[-3000:]
     base, rules, stages, merge_into = PUBLISHED[recipe]
@@ -116,10 +130,13 @@ def test_dry_run_jobs_per_recipe(dry_run, recipe):
 
     report = [j for j in own if j["rule"] == "report"]
     assert len(report) == 1 and report[0]["output"] == f"results/{recipe}/eval.json"
-    evaluations = {j["wildcards"]["which"] for j in own if j["rule"] == "evaluate"}
-    assert evaluations == {"final", "base"}
-    base_eval = next(j for j in own if j["rule"] == "evaluate" and j["wildcards"]["which"] == "base")
+    # the report reads the shared evaluations of its final and base models (results/evals/<model key>/<suite hash>)
+    evaluations = paths.evaluations(recipe)
+    assert {"final", "base"} <= set(evaluations) and set(evaluations.values()) <= set(report[0]["input"].split(", "))
+    by_output = {j["output"]: j for j in jobs if j["rule"] == "evaluate"}
+    base_eval = by_output[evaluations["base"]]
     assert base_eval["input"] == f"resources/models/{base}"
+    assert base_eval["output"].startswith(f"results/evals/{base}@")
     if "contamination" in rules:   # the gate asks SLURM for the GPU its MiniLM check runs on
         gate = next(j for j in own if j["rule"] == "contamination")
         assert "gres=gpu:1," in gate["resources"] and "runtime=240," in gate["resources"], gate["resources"]
@@ -131,7 +148,7 @@ def test_dry_run_jobs_per_recipe(dry_run, recipe):
 
     model_outputs = {j["output"] for j in jobs if j["rule"] == "model"}
     assert f"resources/models/{base}" in model_outputs
-    final_eval = next(j for j in own if j["rule"] == "evaluate" and j["wildcards"]["which"] == "final")
+    final_eval = by_output[evaluations["final"]]
     if "merge" in rules:
         merges = [j for j in own if j["rule"] == "merge"]
         assert [j["wildcards"]["stage"] for j in merges] == ["sft"]
@@ -152,8 +169,8 @@ def test_dry_run_jobs_per_recipe(dry_run, recipe):
         dpo = next(j for j in own if j["rule"] == "train" and j["wildcards"]["stage"] == "dpo")
         sft = recipe.replace("-dpo", "")
         assert f"results/{sft}/sft" in dpo["input"].split(", ")
-        report = next(j for j in own if j["rule"] == "report")
-        assert f"results/{sft}/eval/final/metrics.json" in report["input"].split(", ")     # Δsft, scored once
+        # Δsft: the SFT model is scored once, by the SFT recipe's own final evaluation
+        assert evaluations["start"] == paths.evaluations(sft)["final"]
 
 
 def test_birbal_ni_sampling_stage_in_the_dag(dry_run):

@@ -21,10 +21,11 @@ RECIPE = "tiny-tulu2-dpo"
 
 
 def hashes(raw: dict, recipe: str = RECIPE) -> dict[str, str]:
+    """Each rule's settings hash; for the evaluations their path (results/evals/<model key>/<suite hash>/)."""
     paths = RecipePaths(validate_config(copy.deepcopy(raw)))
     out = {f"mixture {p}": paths.rule_hash("mixture", recipe, part=p) for p in ("sft", "dpo")}
     out["contamination"] = paths.rule_hash("contamination", recipe)
-    out.update({f"evaluate {w}": paths.rule_hash("evaluate", recipe, which=w) for w in ("base", "final")})
+    out.update({f"evaluate {w}": paths.evaluations(recipe)[w] for w in ("base", "final")})
     out.update({f"train {s}": paths.rule_hash("train", recipe, stage=s) for s in ("sft", "dpo")})
     out.update({f"merge {s}": paths.rule_hash("merge", recipe, stage=s) for s in ("sft", "dpo")})
     return out
@@ -76,9 +77,14 @@ def test_a_dataset_or_suite_entry_reaches_the_rules_that_read_it(raw):
     assert changed(raw, suite) == {"contamination", "evaluate base", "evaluate final"}
 
     def base_model(recipe, config):
-        config["models"]["smollm2-135m"]["description"] = "edited"
+        config["models"]["smollm2-135m"]["dtype"] = "float16"
 
     assert changed(raw, base_model) == {"evaluate base"}   # the final model is an input directory, rebuilt upstream
+
+    def description(recipe, config):
+        config["models"]["smollm2-135m"]["description"] = "edited"
+
+    assert changed(raw, description) == set()   # the same weights: the same model key
 
 
 OVERLAY = """
@@ -144,10 +150,19 @@ def edited(work: Path, **stages_and_more) -> set[str]:
         (work / "o.yaml").write_text(OVERLAY)
 
 
+def evaluation_jobs(role: str, overlay: dict | None = None) -> set[str]:
+    """The evaluate and lm_eval_native jobs of tiny-rr's `role` model (results/evals/<model key>/<suite hash>/)."""
+    from menagerie.config import deep_merge, load_yaml
+
+    config = validate_config(deep_merge(load_yaml(Path(__file__).resolve().parents[1] / "config.yaml"),
+                                       overlay or yaml.safe_load(OVERLAY)))
+    metrics = RecipePaths(config).evaluations("tiny-rr")[role]
+    return {f"evaluate {metrics}", f"lm_eval_native {metrics.rsplit('/', 1)[0]}/lm_eval"}
+
+
 DOWNSTREAM_OF_SFT = {
     "train results/tiny-rr/sft", "merge results/tiny-rr/sft_merged", "train results/tiny-rr/dpo",
-    "merge results/tiny-rr/dpo_merged", "evaluate results/tiny-rr/eval/final/metrics.json",
-    "lm_eval_native results/tiny-rr/eval/final/lm_eval", "report results/tiny-rr/eval.json",
+    "merge results/tiny-rr/dpo_merged", *evaluation_jobs("final"), "report results/tiny-rr/eval.json",
     "leaderboard results/leaderboard.json", "leaderboard results/leaderboard.md", "leaderboard results/leaderboard.html",
     "leaderboard results/leaderboard"}
 
@@ -155,8 +170,7 @@ DOWNSTREAM_OF_SFT = {
 @pytest.mark.timeout(300)
 def test_an_sft_learning_rate_edit_reruns_sft_and_what_follows_only(touched):
     # what follows SFT includes the evaluation of DPO's starting model (the SFT model, for eval.json's Δsft)
-    start = {"evaluate results/tiny-rr/eval/start/metrics.json", "lm_eval_native results/tiny-rr/eval/start/lm_eval"}
-    assert edited(touched, stages__sft__learning_rate=5e-4) == DOWNSTREAM_OF_SFT | start
+    assert edited(touched, stages__sft__learning_rate=5e-4) == DOWNSTREAM_OF_SFT | evaluation_jobs("start")
 
 
 @pytest.mark.timeout(300)
@@ -171,6 +185,9 @@ def test_a_dpo_edit_leaves_sft_and_a_resources_edit_only_the_report(touched):
 @pytest.mark.timeout(300)
 def test_an_eval_edit_reruns_both_evaluations_and_nothing_trained(touched):
     plan = edited(touched, eval__batch_size=3)
-    assert {"evaluate results/tiny-rr/eval/base/metrics.json", "evaluate results/tiny-rr/eval/final/metrics.json"} \
-        <= plan
+    # a new suite hash: the evaluations under it are new jobs, those under the old one stay as they are
+    overlay = yaml.safe_load(OVERLAY)
+    overlay["recipes"]["tiny-rr"]["eval"] = {"batch_size": 3}
+    new = {job for role in ("base", "final", "start") for job in evaluation_jobs(role, overlay)}
+    assert new <= plan and not new & {job for role in ("base", "final") for job in evaluation_jobs(role)}
     assert not {p for p in plan if p.split()[0] in ("train", "merge", "mixture", "contamination", "dataset", "model")}

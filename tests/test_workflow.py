@@ -25,6 +25,11 @@ def paths(config) -> RecipePaths:
     return RecipePaths(config)
 
 
+def final_eval(paths: RecipePaths, name: str, model_key: str) -> str:
+    """The provenance of recipe `name`'s final evaluation: results/evals/<model key>/<its suite hash>/."""
+    return f"results/evals/{model_key}/{paths.suite_hash(name)}/metrics.provenance.json"
+
+
 def test_path_helpers():
     assert dataset_file("tiny-eval") == "resources/datasets/tiny-eval.jsonl"
     assert model_dir("smollm2-135m") == "resources/models/smollm2-135m"
@@ -65,7 +70,7 @@ def test_tiny_tulu2_dpo_stage_records(paths):
         "data.dpo": "results/tiny-tulu2-dpo/data/dpo_report.json",
         "dpo": "results/tiny-tulu2-dpo/dpo/provenance.json",
         "merge.dpo": "results/tiny-tulu2-dpo/dpo_merged/provenance.json",
-        "evaluate.final": "results/tiny-tulu2-dpo/eval/final/metrics.provenance.json",
+        "evaluate.final": final_eval(paths, "tiny-tulu2-dpo", "tiny-tulu2-dpo.dpo_merged"),
     }
 
 
@@ -93,7 +98,7 @@ def test_tulu2_dpo_7b_stage_records_have_no_merges(paths):
     """Its own DPO records and those of the SFT stage it starts from."""
     assert paths.stage_records("tulu2-dpo-7b") == {
         "data.dpo": "results/tulu2-dpo-7b/data/dpo_report.json", "dpo": "results/tulu2-dpo-7b/dpo/provenance.json",
-        "evaluate.final": "results/tulu2-dpo-7b/eval/final/metrics.provenance.json",
+        "evaluate.final": final_eval(paths, "tulu2-dpo-7b", "tulu2-dpo-7b.dpo"),
         "start.data.sft": "results/tulu2-7b/data/sft_report.json", "start.sft": "results/tulu2-7b/sft/provenance.json"}
 
 
@@ -136,7 +141,7 @@ def test_platypus_merge_recipes(paths, name, target):
     assert paths.merge_dtype(name, "sft") == "float16"
     assert paths.stage_records(name) == {
         "merge.sft": f"results/{name}/sft_merged/provenance.json",
-        "evaluate.final": f"results/{name}/eval/final/metrics.provenance.json",
+        "evaluate.final": final_eval(paths, name, f"{name}.sft_merged"),
     }
 
 
@@ -159,7 +164,7 @@ def test_tiny_platypus2_merges_into_the_base(paths):
         "data.sft": "results/tiny-platypus2/data/sft_report.json",
         "sft": "results/tiny-platypus2/sft/provenance.json",
         "merge.sft": "results/tiny-platypus2/sft_merged/provenance.json",
-        "evaluate.final": "results/tiny-platypus2/eval/final/metrics.provenance.json",
+        "evaluate.final": final_eval(paths, "tiny-platypus2", "tiny-platypus2.sft_merged"),
     }
 
 
@@ -188,7 +193,7 @@ def test_every_recipe_has_a_consistent_dag(paths, name):
     final = paths.final_model(name)
     assert final.startswith(f"results/{name}/")
     records = paths.stage_records(name)
-    assert records["evaluate.final"] == f"results/{name}/eval/final/metrics.provenance.json"
+    assert records["evaluate.final"] == final_eval(paths, name, f"{name}.{final.split('/')[-1]}")
     for stage in paths.training_stages(name):
         assert records[stage] == f"results/{name}/{stage}/provenance.json"
         assert records[f"data.{stage}"] == f"results/{name}/data/{stage}_report.json"
@@ -196,9 +201,10 @@ def test_every_recipe_has_a_consistent_dag(paths, name):
         model = paths.recipe(name)["model"]
         upstream = model.removeprefix("recipe:") if model.startswith("recipe:") else None
         assert source.startswith(("resources/models/", f"results/{name}/", f"results/{upstream}/"))
-    # every provenance file lives under the recipe's results, or (start.*) the recipe whose output it starts from
+    # every provenance file lives under the recipe's results, or (start.*) the recipe whose output it starts from,
+    # but the final evaluation's (results/evals/, shared)
     assert all(p.startswith(f"results/{name}/") or (k.startswith("start.") and p.startswith(f"results/{upstream}/"))
-               for k, p in records.items())
+               for k, p in records.items() if k != "evaluate.final")
     # the final model is what the last stage produced (merged when the stage trained an adapter)
     stages = paths.training_stages(name)
     if stages and not paths.adapter_source(name):

@@ -1,6 +1,6 @@
 """lm-eval's own results file, and the Open LLM Leaderboard v1 results.json, from the native lm-eval results the
-evaluate stage keeps (`results/<recipe>/eval/<which>/work/lm_eval_results.json`: one `simple_evaluate` output per
-task of the recipe, keyed by the task's name in config.yaml).
+evaluate stage keeps (`results/evals/<model key>/<suite hash>/work/lm_eval_results.json`: one `simple_evaluate`
+output per task of the recipe, keyed by the task's name in config.yaml).
 
 lm-eval's file (`write_native_results`) follows lm-eval 0.4.13's EvaluationTracker.save_results_aggregated
 (lm_eval/loggers/evaluation_tracker.py): `<output_path>/<model_name_sanitized>/results_<date_id>.json`, where
@@ -179,7 +179,7 @@ def native_results(config: dict, recipe_name: str, metrics: dict, native: dict, 
         "chat_template": template, "chat_template_sha": metrics.get("chat_template_sha256") if template else None,
         "total_evaluation_time_seconds": str(times[2]) if times else None,
     })
-    merged["menagerie"] = {"recipe": recipe_name, "which": metrics.get("which"), "source": str(native_path),
+    merged["menagerie"] = {"recipe": recipe_name, "key": metrics.get("key"), "source": str(native_path),
                            "task_configs": {name: out.get("config", {}) for name, out in ran.items()}}
     end = datetime.fromtimestamp(times[1]) if times else datetime.fromtimestamp(native_path.stat().st_mtime)
     return f"results_{end.isoformat().replace(':', '-')}.json", merged

@@ -1,4 +1,5 @@
-"""Evaluate one model (a recipe's final model, or its base) on every task of the recipe's suites."""
+"""Evaluate one model on every task of a recipe's suites (one shared evaluation: results/evals/<model key>/<suite
+hash>/, the same for every recipe with that model and those suite settings, menagerie.workflow.RecipePaths.eval_dir)."""
 
 from __future__ import annotations
 
@@ -29,9 +30,11 @@ def release_memory() -> None:
         pass
 
 
-def evaluate_model(config: dict, recipe_name: str, model_dir: Path, which: str, data_files: dict[str, Path],
+def evaluate_model(config: dict, recipe_name: str, model_dir: Path, key: str, data_files: dict[str, Path],
                    out_file: Path, work_dir: Path, judge_loader=None) -> dict:
-    """Write `out_file`: one entry per task (`ok` with value/stderr/n, or `skipped` with the reason).
+    """Write `out_file`: one entry per task (`ok` with value/stderr/n, or `skipped` with the reason). `recipe_name`:
+    the recipe whose suites and eval settings are used; `key`: what the evaluation is recorded as (its
+    '<model key>/<suite hash>', or a label such as 'final').
 
     Judged tasks run in two phases: the model's outputs while it is loaded, then (model freed) each judge's
     scores; `judge_loader` replaces judged.load_judge (tests)."""
@@ -42,7 +45,7 @@ def evaluate_model(config: dict, recipe_name: str, model_dir: Path, which: str, 
     template = formats.chat_template_jinja(recipe["chat_format"]) or ""
     tasks: dict[str, dict] = {}
     native: dict[str, dict] = {}
-    with stage_record("evaluate", out_file.with_suffix(".provenance.json"), recipe=recipe_name, which=which,
+    with stage_record("evaluate", out_file.with_suffix(".provenance.json"), recipe=recipe_name, key=key,
                       model=str(model_dir), input_sha256=file_hashes({k: v for k, v in data_files.items()})) as rec:
         seconds: dict[str, float] = {}   # where the stage's time goes: import + engine start-up, each task
         started = time.perf_counter()
@@ -81,7 +84,7 @@ def evaluate_model(config: dict, recipe_name: str, model_dir: Path, which: str, 
                 except judged.Skipped as skip:
                     tasks[prepared.task["name"]] = skip.entry
                 seconds[f"judge:{prepared.task['name']}"] = round(time.perf_counter() - started, 2)
-        result = {"recipe": recipe_name, "which": which, "model": str(model_dir), "backend": settings["backend"],
+        result = {"recipe": recipe_name, "key": key, "model": str(model_dir), "backend": settings["backend"],
                   "backend_settings": backend_settings, "library_versions": harness.library_versions(),
                   "dtype": settings["dtype"], "batch_size": settings["batch_size"], "seed": settings["seed"],
                   "chat_format": recipe["chat_format"],

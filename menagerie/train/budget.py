@@ -103,10 +103,13 @@ def counted(budget: dict | None, name: str) -> bool:
     return counts is None or stage_kind(name) in counts
 
 
-def run_usage(recipe_dir: str | Path, recipe: dict, exclude_attempt: str | None = None) -> dict:
+def run_usage(recipe_dir: str | Path, recipe: dict, exclude_attempt: str | None = None,
+              evaluations: dict[str, Path] | None = None) -> dict:
     """GPU-hours and wall hours of the run so far, per stage, and whether the recipe's budget held.
 
-    Training stages count from the ledger (every attempt), other stages from their provenance's wall_time_s."""
+    Training stages count from the ledger (every attempt), other stages from their provenance's wall_time_s.
+    Evaluations: `evaluations` (role -> the shared metrics.json eval.json links), else <recipe_dir>/eval/<role>/
+    (a bundle's layout)."""
     recipe_dir = Path(recipe_dir)
     ledgered = {k: v for k, v in attempts(read_ledger(recipe_dir)).items() if k != exclude_attempt}
     stages: dict[str, dict] = {}
@@ -119,7 +122,11 @@ def run_usage(recipe_dir: str | Path, recipe: dict, exclude_attempt: str | None 
         s["gpus"] = max(s["gpus"], attempt["gpus"])
         s["stopped_for_budget"] |= attempt["stopped_for_budget"]
     records = [(p.parent.name, p) for p in sorted(recipe_dir.glob("*/provenance.json"))]
-    records += [(f"eval.{p.parent.name}", p) for p in sorted(recipe_dir.glob("eval/*/metrics.provenance.json"))]
+    if evaluations is None:
+        records += [(f"eval.{p.parent.name}", p) for p in sorted(recipe_dir.glob("eval/*/metrics.provenance.json"))]
+    else:
+        records += [(f"eval.{role}", Path(m).with_suffix(".provenance.json")) for role, m in evaluations.items()
+                    if Path(m).with_suffix(".provenance.json").exists()]
     for name, path in records:
         if name in stages or name in ("bundle", "budget"):
             continue

@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from menagerie.io import sha256_file
 from menagerie.report import validate_eval
 from workflow_copy import SNAKEMAKE, copy_workflow
 
@@ -75,8 +76,13 @@ def test_tiny_twin_end_to_end(tmp_path):
     assert entry["start"]["tasks"]["heldout_exact"]["status"] == "ok"
     assert "delta_vs_start" in entry["tasks"]["heldout_exact"]
     assert entry["dpo"]["validation"]["reward_accuracy"] is not None
-    for which in ("final", "base", "start"):      # lm-eval's own results file per evaluated model
-        assert len(list((results / "eval" / which / "lm_eval").glob("*/results_*.json"))) == 1
+    # each evaluated model's shared evaluation (results/evals/<model key>/<suite hash>/), linked with its sha256,
+    # and lm-eval's own results file beside it
+    assert set(entry["evaluations"]) == {"final", "base", "start"}
+    for link in entry["evaluations"].values():
+        metrics = work / link["path"]
+        assert metrics.parent.parent.parent == work / "results" / "evals" and sha256_file(metrics) == link["sha256"]
+        assert len(list((metrics.parent / "lm_eval").glob("*/results_*.json"))) == 1
     leftovers = [p for p in (work / "results").rglob(".*tmp-*")]
     assert not leftovers, leftovers
 
