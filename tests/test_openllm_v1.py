@@ -71,9 +71,10 @@ def native_runs(arc_shots: int = 25, limit: int | None = None, skip: tuple[str, 
 
 
 def write_eval(tmp: Path, **kwargs) -> Path:
-    """results/platypus2-13b/eval/final/{metrics.json, metrics.provenance.json, work/lm_eval_results.json}."""
+    """The final model's shared evaluation (results/evals/<model key>/<suite hash>/): {metrics.json,
+    metrics.provenance.json, work/lm_eval_results.json}."""
     skip = kwargs.get("skip", ())
-    final = tmp / "results/platypus2-13b/eval/final"
+    final = tmp / "results/evals/platypus2-13b.sft_merged/0123456789abcdef"
     (final / "work").mkdir(parents=True)
     native = native_runs(**kwargs)
     (final / "work/lm_eval_results.json").write_text(json.dumps(native))
@@ -81,7 +82,7 @@ def write_eval(tmp: Path, **kwargs) -> Path:
                     else {"status": "ok", "harness": "lm-eval", "metric": "acc", "value": 50.0, "stderr": 1.0,
                           "n": 100, "lm_eval_version": "0.4.13"})
              for name in native}
-    metrics = {"recipe": "platypus2-13b", "which": "final", "model": MODEL, "backend": "hf", "dtype": "bfloat16",
+    metrics = {"recipe": "platypus2-13b", "key": "platypus2-13b.sft_merged/0123456789abcdef", "model": MODEL, "backend": "hf", "dtype": "bfloat16",
                "batch_size": 8, "seed": 1234, "chat_format": "alpaca", "chat_template_sha256": "0" * 64,
                "tasks": tasks, "lm_eval_results": str(final / "work/lm_eval_results.json")}
     (final / "metrics.json").write_text(json.dumps(metrics))
@@ -322,6 +323,7 @@ def test_native_results_file_follows_lm_eval(config, tmp_path):
     # the openllm-v1 tasks run without the chat template (config.yaml: chat_format: false)
     assert data["chat_template"] is None and data["fewshot_as_multiturn"] is False
     assert set(data["menagerie"]["task_configs"]) == set(native_runs())
+    assert data["menagerie"]["key"] == "platypus2-13b.sft_merged/0123456789abcdef"   # the shared evaluation's
 
     # rewritten whole: one results file, no temporaries
     write_native_results(config, "platypus2-13b", metrics_path, out_dir)
