@@ -43,6 +43,7 @@ class RecipePaths:
 
     def __init__(self, config: dict):
         self.config = config
+        self._jobs: dict[str, tuple[str, str]] | None = None   # _eval_jobs, built on first use
 
     def recipe(self, name: str) -> dict:
         return self.config["recipes"][name]
@@ -146,7 +147,7 @@ class RecipePaths:
 
     def _eval_jobs(self) -> dict[str, tuple[str, str]]:
         """'<model key>/<suite hash>' -> (model directory, the first recipe in config order that asks for it)."""
-        if getattr(self, "_jobs", None) is None:
+        if self._jobs is None:
             jobs: dict[str, tuple[str, str]] = {}
             for name in self.config["recipes"]:
                 suite = self.suite_hash(name)
