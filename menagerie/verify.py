@@ -3,7 +3,8 @@
 Checked, under results/<recipe>/ (project root = its grandparent):
 * data/<part>_report.json: `sha256.train` / `sha256.validation` against data/<part>.jsonl / <part>_val.jsonl, and each
   source's `input_sha256` against resources/datasets/<dataset>.jsonl;
-* every stage's provenance.json (sft, dpo, *_merged) and eval/*/metrics.provenance.json: each `input_sha256` entry
+* every stage's provenance.json (sft, dpo, *_merged) and the metrics.provenance.json of each shared evaluation
+  eval.json links (`evaluations`, results/evals/<model key>/<suite hash>/): each `input_sha256` entry
   against the file or model directory it names (train/validation mixtures, adapters, model dirs — a directory hashes
   as in menagerie.provenance.file_hashes). A model input is matched against the candidate directories the DAG can
   feed (base model, sft, sft_merged, ...); entries whose file is absent are reported as missing.
@@ -59,6 +60,14 @@ def _input_candidates(recipe_dir: Path, stage: str, name: str) -> list[Path]:
     return [recipe_dir.parent.parent / "resources/datasets" / f"{name}.jsonl"]  # eval data: dataset name
 
 
+def _evaluation_records(recipe_dir: Path) -> list[Path]:
+    """The provenance of each evaluation the recipe's eval.json links (none before its report is written)."""
+    entry = recipe_dir / "eval.json"
+    links = json.loads(entry.read_text()).get("evaluations") or {} if entry.is_file() else {}
+    paths = [recipe_dir.parent.parent / link["path"] for link in links.values()]
+    return [p.with_suffix(".provenance.json") for p in paths if p.with_suffix(".provenance.json").is_file()]
+
+
 def verify_recipe(recipe_dir: str | Path) -> list[Check]:
     recipe_dir = Path(recipe_dir)
     root = recipe_dir.parent.parent
@@ -74,7 +83,7 @@ def verify_recipe(recipe_dir: str | Path) -> list[Check]:
             if source.get("input_sha256"):
                 _compare(checks, report_path, f"sources.{source['dataset']}", source["input_sha256"],
                          [root / "resources/datasets" / f"{source['dataset']}.jsonl"])
-    records = sorted(recipe_dir.glob("*/provenance.json")) + sorted(recipe_dir.glob("eval/*/*provenance.json"))
+    records = sorted(recipe_dir.glob("*/provenance.json")) + _evaluation_records(recipe_dir)
     for record_path in records:
         record = json.loads(record_path.read_text())
         stage = record_path.parent.name if record_path.name == "provenance.json" else "eval"

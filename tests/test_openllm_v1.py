@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from menagerie.workflow import RecipePaths
+
 from menagerie.config import load_config
 from menagerie.errors import MenagerieError
 from menagerie.evaluate.openllm_v1 import (MMLU_SUBJECTS, sanitize_model_name, validate_v1, write_native_results,
@@ -342,7 +344,8 @@ def test_cli(config, tmp_path):
     evaluate_cli.main(["openllm-v1", "--config", str(resolved), "--recipe", "platypus2-13b",
                        "--metrics", str(metrics_path), "--out", str(out)])
     validate_v1(json.loads(out.read_text()), str(out))
-    evaluate_cli.main(["lm-eval-native", "--config", str(resolved), "--recipe", "platypus2-13b",
+    key = "/".join(RecipePaths(config).evaluations("platypus2-13b")["final"].split("/")[2:4])
+    evaluate_cli.main(["lm-eval-native", "--config", str(resolved), "--key", key,   # the shared evaluation's key
                        "--metrics", str(metrics_path), "--out", str(tmp_path / "lm_eval")])
     assert len(list((tmp_path / "lm_eval").glob("*/results_*.json"))) == 1
 

@@ -60,3 +60,27 @@ def test_tampered_files_fail(tmp_path):
     run = subprocess.run([sys.executable, str(REPO / "scripts/verify.py"), str(recipe)], capture_output=True,
                          text=True, timeout=60)
     assert run.returncode == 1 and "MISMATCH" in run.stderr
+
+
+def test_the_shared_evaluations_eval_json_links_are_verified(tmp_path):
+    """An evaluation lives under results/evals/<model key>/<suite hash>/ (shared by recipes); verify follows
+    eval.json's `evaluations` links to its provenance and checks the model and eval data it read."""
+    recipe = build_tree(tmp_path)
+    evaluated = tmp_path / "results/evals/base@0a1b2c3d/0123456789abcdef"
+    evaluated.mkdir(parents=True)
+    (evaluated / "metrics.json").write_text("{}")
+    data = tmp_path / "resources/datasets/tiny-eval.jsonl"
+    data.write_text('{"question": "1 + 1?", "answer": "2"}\n')
+    (evaluated / "metrics.provenance.json").write_text(json.dumps(
+        {"stage": "evaluate", "model": "resources/models/base",
+         "input_sha256": file_hashes({"model": tmp_path / "resources/models/base", "tiny-eval": data})}))
+    link = {"path": "results/evals/base@0a1b2c3d/0123456789abcdef/metrics.json",
+            "sha256": sha256_file(evaluated / "metrics.json")}
+    (recipe / "eval.json").write_text(json.dumps({"evaluations": {"base": link}}))
+    checks = verify_recipe(recipe)
+    linked = [c for c in checks if c.record.endswith("metrics.provenance.json")]
+    assert {c.key for c in linked} == {"input_sha256.model", "input_sha256.tiny-eval"}
+    assert all(c.status == "ok" for c in checks) and len(checks) == 9
+    data.write_text('{"question": "1 + 1?", "answer": "3"}\n')
+    assert [(c.key, c.status) for c in verify_recipe(recipe) if c.status != "ok"] == [
+        ("input_sha256.tiny-eval", "mismatch")]
