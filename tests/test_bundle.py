@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -219,6 +220,18 @@ def test_missing_or_stale_eval_json_is_one_sentence(tmp_path, config, run):
     config["recipes"][RECIPE]["stages"]["sft"]["learning_rate"] = 0.5
     with pytest.raises(MenagerieError, match=r"was built from another version of recipe 'tiny-tulu2-dpo'"):
         build_bundle(run.parent.parent, config, RECIPE)
+
+
+def test_a_shared_evaluation_changed_after_eval_json_is_one_sentence(config, run):
+    """The final evaluation lives in results/evals/ (shared); eval.json links it by sha256, so a re-evaluation
+    that eval.json has not caught up with is refused rather than bundled beside the old scores."""
+    from menagerie.errors import MenagerieError
+
+    root = run.parent.parent
+    metrics = root / RecipePaths(config).evaluations(RECIPE)["final"]
+    edit_json(metrics, lambda m: m["tasks"]["heldout_exact"].update(value=61.0))
+    with pytest.raises(MenagerieError, match=rf"^{re.escape(str(metrics))} changed after .*eval.json was written"):
+        build_bundle(root, config, RECIPE)
 
 
 def test_slurm_job_ids_from_provenance():
