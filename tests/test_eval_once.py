@@ -205,8 +205,9 @@ def test_a_second_twin_build_skips_the_base_evaluation(tmp_path, paths):
     base = paths.evaluations(SECOND)["base"]
     assert base == paths.evaluations(TWIN)["base"] and (work / base).exists()
     jobs = parse_jobs(_snakemake(work, "-n", f"results/{SECOND}/eval.json"))
-    evaluated = [(j["input"], j["output"]) for j in jobs if j["rule"] == "evaluate"]
+    evaluated = [(j["input"].split(", ")[0], j["output"]) for j in jobs if j["rule"] == "evaluate"]   # model first
     assert evaluated == [(f"results/{SECOND}/sft_merged", paths.evaluations(SECOND)["final"])]
+    assert {j["rule"] for j in jobs} == {"merge", "evaluate", "report"}    # nothing of the first builds reruns
     report = next(j for j in jobs if j["rule"] == "report")
     assert base in report["input"].split(", ")                 # eval.json reads the shared base evaluation
     # without the first build's evaluation the same dry run evaluates the base model too
