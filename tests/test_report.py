@@ -136,7 +136,8 @@ def test_provenance(config, tiny_final, tiny_base, stage_files):
                                      "chat_template_sha256": "0" * 64, "seed": 1234, "fewshot_seed": 1234,
                                      "backend_settings": {"dtype": "float32", "seed": 1234, "enforce_eager": True},
                                      "library_versions": {"lm-eval": "0.4.13", "transformers": "5.19.0",
-                                                          "vllm": None}}
+                                                          "vllm": None},
+                                     "judge_protocols": {}}            # no judged task in the tiny suite
     assert prov["seeds"]["eval"] == config["recipes"]["tiny-tulu2-dpo"]["eval"]["seed"]
     assert {"eval", "sft", "dpo", "data.sft", "data.dpo"} <= set(prov["seeds"])
     assert isinstance(prov["git_commit"], str) and prov["packages"]

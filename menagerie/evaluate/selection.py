@@ -109,10 +109,10 @@ def prepare(task: dict, leaves: dict, tokenizer) -> tuple[dict[str, list[int]] |
     if fit and task.get("num_fewshot"):
         if tokenizer is None:
             raise MenagerieError(f"suite task '{task['name']}': fit_prompt needs the evaluated model's tokenizer")
-        shots: dict[str, int] = {}              # filled while lm-eval builds the prompts: {shots: items}
+        kept: dict[str, int] = {}               # filled while lm-eval builds the prompts: {shots: items}
         for leaf in leaves.values():
-            _fit_prompts(leaf, tokenizer, fit["max_tokens"], shots)
-        record["fit_prompt"] = {"max_tokens": fit["max_tokens"], "shots": shots,
+            _fit_prompts(leaf, tokenizer, fit["max_tokens"], kept)
+        record["fit_prompt"] = {"max_tokens": fit["max_tokens"], "shots": kept,
                                 "tokenizer": getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__}
     if select["method"] == "first":
         return None, record
