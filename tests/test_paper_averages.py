@@ -21,7 +21,8 @@ PLATYPUS2_13B = {"arc_challenge_25shot": 61.26, "hellaswag_10shot": 82.56, "mmlu
 
 
 # rows whose per-task numbers (as recipes.md gives them) do not give their own published average: Tulu 2+DPO 7B's
-# 50.7/34.5/45.5/44.5/40.0/85.1/(100-0.5) average 57.11, its Avg (7) says 56.3 (to check against the paper's PDF)
+# 50.7/34.5/45.5/44.5/40.0/85.1/(100-0.5) average 57.11, its Avg (7) says 56.3 (to check against the paper's PDF;
+# test_no_other_averaging_rule_explains_the_dpo_7b_row: no other choice of tasks or ToxiGen handling does either)
 INCONSISTENT_ROWS = {"tulu2-dpo-7b": (50.7 + 34.5 + 45.5 + 44.5 + 40.0 + 85.1 + 99.5) / 7}
 
 
@@ -98,6 +99,39 @@ def test_every_published_average_is_recomputed_from_its_own_rows(config):
     assert {"tulu2-7b", "tulu2-13b", "tulu2-70b", "tulu2-dpo-7b", "tulu2-dpo-13b", "tulu2-dpo-70b",
             "tulu2-qlora-7b", "tulu2-qlora-13b", "tulu2-qlora-70b", "platypus2-13b",
             "stable-platypus2-13b", "openorca-platypus2-13b"} <= set(checked)
+
+
+# [T2] Table 1 rows as recipes.md gives them: MMLU, GSM8k, BBH, TydiQA, Codex P@10, AlpacaEval, ToxiGen, Avg (7)
+TULU2_ROWS = {"tulu2-7b": (50.4, 34.0, 48.5, 46.4, 36.9, 73.9, 7.0, 54.7),
+              "tulu2-dpo-7b": (50.7, 34.5, 45.5, 44.5, 40.0, 85.1, 0.5, 56.3),
+              "tulu2-13b": (55.4, 46.0, 49.5, 53.2, 49.0, 78.9, 1.7, 61.5),
+              "tulu2-dpo-13b": (55.3, 49.5, 49.4, 39.7, 48.9, 89.5, 1.1, 61.6),
+              "tulu2-70b": (67.3, 73.0, 68.4, 53.6, 68.5, 86.6, 0.5, 73.8),
+              "tulu2-dpo-70b": (67.8, 71.5, 66.0, 35.8, 68.9, 95.1, 0.2, 72.1)}
+AVERAGING_RULES = {     # which of the sheet's numbers enter the average, and how ToxiGen enters
+    "7 tasks, 100 - ToxiGen": lambda r: (sum(r[:6]) + 100 - r[6]) / 7,
+    "7 tasks, raw ToxiGen": lambda r: sum(r[:7]) / 7,
+    "6 tasks, no ToxiGen": lambda r: sum(r[:6]) / 6,
+    "6 tasks, no AlpacaEval": lambda r: (sum(r[:5]) + 100 - r[6]) / 6,
+    "5 tasks, neither judged task": lambda r: sum(r[:5]) / 5,
+}
+
+
+def test_no_other_averaging_rule_explains_the_dpo_7b_row():
+    """The paper's rule (7 tasks, 100 - ToxiGen) gives the published Avg of the five other Tulu 2 / +DPO rows; for
+    Tulu 2+DPO 7B neither it nor leaving out or not inverting the judged tasks gives 56.3. Its gap is the per-task
+    sum being 5.7 points higher than 7 x 56.3: one number of the row differing from the paper's by about that much,
+    or the average mistyped (unresolved here: recipes.md is the only source on this machine)."""
+    paper = AVERAGING_RULES["7 tasks, 100 - ToxiGen"]
+    for name, row in TULU2_ROWS.items():
+        if name != "tulu2-dpo-7b":
+            assert abs(paper(row) - row[7]) <= 0.05, name
+    row = TULU2_ROWS["tulu2-dpo-7b"]
+    assert {rule: round(f(row), 2) for rule, f in AVERAGING_RULES.items()} == {
+        "7 tasks, 100 - ToxiGen": 57.11, "7 tasks, raw ToxiGen": 42.97, "6 tasks, no ToxiGen": 50.05,
+        "6 tasks, no AlpacaEval": 52.45, "5 tasks, neither judged task": 43.04}
+    assert all(abs(f(row) - 56.3) > 0.05 for f in AVERAGING_RULES.values())
+    assert 7 * paper(row) - 7 * 56.3 == pytest.approx(5.7)
 
 
 def test_delta_only_when_every_task_ran_and_names_the_missing(config):
