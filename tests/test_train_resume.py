@@ -219,8 +219,10 @@ def test_multi_node_launch_is_srun_with_one_torchrun_agent_per_node_and_a_c10d_r
     from menagerie.train import launch
 
     argv = launch.command({"gpus": 8, "nodes": 4}, python="py", env={})
-    assert argv[:4] == ["srun", "--overlap", "--nodes=4", "--ntasks-per-node=1"]
-    assert argv[4:] == ["py", "-m", "torch.distributed.run", "--nnodes=4", "--nproc_per_node=8", "--rdzv_backend=c10d",
+    # --ntasks too: inside the plugin's `srun -n1` step a nested srun reads the step's SLURM_NTASKS=1 as its -n
+    # (checked on the SLURM test cluster: `--ntasks-per-node=2` alone started 1 task there, with `--ntasks=2` two)
+    assert argv[:5] == ["srun", "--overlap", "--nodes=4", "--ntasks=4", "--ntasks-per-node=1"]
+    assert argv[5:] == ["py", "-m", "torch.distributed.run", "--nnodes=4", "--nproc_per_node=8", "--rdzv_backend=c10d",
                         "--rdzv_endpoint", launch.Shell(f"{launch.FIRST_NODE}:29500"), "--rdzv_id", launch.JOB_ID]
     assert "--standalone" not in argv
     line = launch.shell_prefix({"gpus": 8, "nodes": 4}, python="env PYTHONPATH=. python", env={})
@@ -228,7 +230,8 @@ def test_multi_node_launch_is_srun_with_one_torchrun_agent_per_node_and_a_c10d_r
     assert ('--rdzv_endpoint "$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)":29500 '
             '--rdzv_id "$SLURM_JOB_ID"') in line
     words = shlex.split(line)
-    assert words[:7] == ["srun", "--overlap", "--nodes=4", "--ntasks-per-node=1", "env", "PYTHONPATH=.", "python"]
+    assert words[:8] == ["srun", "--overlap", "--nodes=4", "--ntasks=4", "--ntasks-per-node=1", "env", "PYTHONPATH=.",
+                         "python"]
     # MENAGERIE_NPROC overrides the processes per node, not the node count
     assert "--nproc_per_node=2" in launch.command({"gpus": 8, "nodes": 2}, python="py", env={"MENAGERIE_NPROC": "2"})
 

@@ -6,8 +6,8 @@ the stage derives per-device batch and accumulation from it (common.derive_batch
 recipe's whatever nodes x GPUs run it. MENAGERIE_NPROC overrides the process count per node (e.g. 2 CPU processes
 with the gloo backend in tests).
 
-Multi-node: the job script runs on the allocation's first node; `srun --nodes N --ntasks-per-node 1` starts one
-torchrun agent on every node, and the agents meet at a c10d rendezvous on the first node (no `--standalone`, which
+Multi-node: the job script runs on the allocation's first node; `srun --nodes N --ntasks N --ntasks-per-node 1`
+starts one torchrun agent on every node, and the agents meet at a c10d rendezvous on the first node (no `--standalone`, which
 would make each node its own world): world size = nodes x GPUs per node. The rule itself runs inside the SLURM
 plugin's one-task job step on the first node (menagerie/resources.py), so the agents' step shares the allocation's
 resources with it (`--overlap`) instead of waiting for that step to end. The first node's host name and the job id
@@ -71,7 +71,9 @@ def command(resources: Mapping | None, python: str | None = None, env: Mapping[s
     nodes = node_count(resources)
     if nodes == 1:
         return python_argv if nproc == 1 else [*python_argv, *torchrun(1, nproc)]
-    return ["srun", "--overlap", f"--nodes={nodes}", "--ntasks-per-node=1", *python_argv,
+    # --ntasks explicitly: the rule runs inside the plugin's `srun -n1` step, whose SLURM_NTASKS=1 a nested srun
+    # reads as its -n (which outranks --ntasks-per-node), so it would start ONE agent and the rendezvous never fills
+    return ["srun", "--overlap", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1", *python_argv,
             *torchrun(nodes, nproc, Shell(f"{FIRST_NODE}:{RDZV_PORT}"), Shell(JOB_ID))]
 
 
