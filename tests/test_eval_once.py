@@ -214,3 +214,33 @@ def test_a_second_twin_build_skips_the_base_evaluation(tmp_path, paths):
     (work / base).unlink()
     again = parse_jobs(_snakemake(work, "-n", f"results/{SECOND}/eval.json"))
     assert sorted(j["output"] for j in again if j["rule"] == "evaluate") == sorted([base, evaluated[0][1]])
+
+
+def test_the_report_script_links_the_evaluations_it_read(tmp_path, monkeypatch, paths):
+    """scripts/evaluate.py report (as the report rule calls it): eval.json's `evaluations` hold the path and sha256
+    of the shared metrics.json each role was read from."""
+    import hashlib
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("menagerie_evaluate_cli", ROOT / "scripts/evaluate.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    monkeypatch.chdir(tmp_path)
+    resolved = tmp_path / "resolved.json"
+    resolved.write_text(json.dumps(paths.config))
+    evaluations = paths.evaluations("tiny-platypus2")
+    for role, value in (("final", 60.0), ("base", 10.0)):
+        metrics = {"recipe": "tiny-platypus2", "key": role, "model": "m", "backend": "hf", "dtype": "float32",
+                   "batch_size": 16, "seed": 1234, "chat_format": "alpaca", "chat_template_sha256": "0" * 64,
+                   "tasks": {"heldout_exact": {"status": "ok", "metric": "exact_match", "value": value,
+                                               "stderr": 3.0, "n": 64}}}
+        Path(evaluations[role]).parent.mkdir(parents=True)
+        Path(evaluations[role]).write_text(json.dumps(metrics))
+    cli.main(["report", "--config", str(resolved), "--recipe", "tiny-platypus2", "--final", evaluations["final"],
+              "--base", evaluations["base"], "--final-model", "results/tiny-platypus2/sft_merged",
+              "--out", "results/tiny-platypus2/eval.json"])
+    entry = json.loads(Path("results/tiny-platypus2/eval.json").read_text())
+    assert entry["evaluations"] == {role: {"path": evaluations[role], "sha256": hashlib.sha256(
+        Path(evaluations[role]).read_bytes()).hexdigest()} for role in ("final", "base")}
+    assert entry["tasks"]["heldout_exact"]["delta_vs_base"] == pytest.approx(50.0)
