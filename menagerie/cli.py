@@ -57,7 +57,7 @@ def cmd_dryrun(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from menagerie.config import load_config
-    from menagerie.plan import assumptions, plan_recipe, refusal, runtime_problem, table
+    from menagerie.plan import assumptions, job_chain_note, plan_recipe, refusal, runtime_problem, table
 
     config = load_config(*args.config)
     names = args.recipes or [n for n, r in config["recipes"].items() if not r.get("tiny")]
@@ -68,7 +68,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(table(estimates))
     print()
     print(assumptions())
-    for note in [f"{e.recipe} {e.stage}: {n}" for e in estimates for n in e.notes]:
+    chains = [(e, n) for e in estimates if (n := job_chain_note(e))]
+    for note in [f"{e.recipe} {e.stage}: {n}" for e in estimates for n in e.notes] + [
+            f"{e.recipe} {e.stage}: {n}" for e, n in chains]:
         print(f"note: {note}")
     problems = [refusal(e) for e in estimates if not e.fits] + [p for e in estimates if (p := runtime_problem(e))]
     for problem in problems:

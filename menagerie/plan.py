@@ -606,6 +606,19 @@ def recommended_runtime_min(est: Estimate) -> int | None:
     return int(math.ceil(est.hours * RUNTIME_MARGIN)) * 60
 
 
+def job_chain_note(est: Estimate, env=None) -> str | None:
+    """For a stage declared longer than one SLURM job may run (menagerie.resources.max_job_runtime): how many jobs,
+    each resuming from the last checkpoint, it takes."""
+    from menagerie.resources import jobs_needed, max_job_runtime
+
+    if est.runtime_min is None or jobs_needed(est.runtime_min, env) == 1:
+        return None
+    n, limit = jobs_needed(est.runtime_min, env), max_job_runtime(env)
+    return (f"runtime_min {est.runtime_min} exceeds the per-job limit of {limit} min (MENAGERIE_SLURM_MAX_RUNTIME_MIN):"
+            f" it runs as {n} SLURM jobs, each resuming from the last checkpoint; the profile's retries give 3, "
+            f"then rerun the same snakemake command (or raise `retries` to {n - 1})")
+
+
 def runtime_problem(est: Estimate) -> str | None:
     """A training stage whose declared runtime_min is below the planner's estimate."""
     if est.hours is None or est.runtime_min is None or est.runtime_min >= est.hours * 60:

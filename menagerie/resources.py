@@ -23,6 +23,7 @@ unset: the cluster's default partition); the GPU one falls back to the CPU one.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -33,6 +34,8 @@ SLURM_KEYS = ("nodes", "gres", "tasks_per_gpu", "cpus_per_gpu", "slurm_extra", "
               "runtime")
 GPU_PARTITION_ENV = "MENAGERIE_SLURM_GPU_PARTITION"
 CPU_PARTITION_ENV = "MENAGERIE_SLURM_PARTITION"
+MAX_RUNTIME_ENV = "MENAGERIE_SLURM_MAX_RUNTIME_MIN"
+DEFAULT_MAX_RUNTIME_MIN = 2880   # 48 h: a common MaxTime of GPU partitions; a longer stage is a chain of jobs
 _GPU_MODEL = re.compile(r"^[A-Za-z0-9_.]+$")  # what the plugin accepts in a GRES type
 
 
@@ -43,10 +46,34 @@ def partition(gpus: int, env: Mapping[str, str] | None = None) -> str:
     return (env.get(GPU_PARTITION_ENV) or cpu) if gpus else cpu
 
 
+def max_job_runtime(env: Mapping[str, str] | None = None) -> int:
+    """The longest time limit one SLURM job may ask (MENAGERIE_SLURM_MAX_RUNTIME_MIN, the partition's MaxTime;
+    unset: 48 h). A stage declared longer runs as a chain of jobs, each resuming from the last checkpoint."""
+    env = os.environ if env is None else env
+    raw = env.get(MAX_RUNTIME_ENV) or ""
+    try:
+        value = int(raw) if raw else DEFAULT_MAX_RUNTIME_MIN
+    except ValueError:
+        raise ConfigError(f"{MAX_RUNTIME_ENV}={raw!r}: expected the partition's maximum time limit in whole "
+                          "minutes") from None
+    if value < 1:
+        raise ConfigError(f"{MAX_RUNTIME_ENV}={raw!r}: expected a positive number of minutes")
+    return value
+
+
+def jobs_needed(runtime_min: int, env: Mapping[str, str] | None = None) -> int:
+    """How many SLURM jobs (first submission + retries / reruns, each resuming from the last checkpoint) a stage of
+    `runtime_min` minutes takes under the per-job time limit."""
+    return max(1, math.ceil(int(runtime_min) / max_job_runtime(env)))
+
+
 def slurm_resources(resources: Mapping, attempt: int = 1, env: Mapping[str, str] | None = None,
                     where: str = "resources") -> dict:
-    """Snakemake resources of one job from a stage's `resources:` block. Memory and runtime grow with the retry
-    attempt (profiles/slurm sets `retries`): a job killed for OOM or time limit is resubmitted with 2x, then 3x."""
+    """Snakemake resources of one job from a stage's `resources:` block, for retry `attempt` (profiles/slurm sets
+    `retries`). Runtime grows with the attempt (2x, then 3x), never beyond the per-job limit (max_job_runtime): a
+    job killed at its time limit resumes from its checkpoint. A GPU job's memory is the node's declared `mem_gb`
+    on every attempt (a whole-node job asking 2x its node's memory could never be scheduled); a CPU job's memory
+    grows with the attempt like its runtime (a job killed for OOM gets 2x, then 3x)."""
     gpus, nodes = int(resources["gpus"]), int(resources.get("nodes") or 1)
     model = resources.get("gpu_model") or ""
     if model and not _GPU_MODEL.match(model):
@@ -54,8 +81,9 @@ def slurm_resources(resources: Mapping, attempt: int = 1, env: Mapping[str, str]
     if nodes > 1 and not gpus:
         raise ConfigError(f"{where}.nodes: {nodes} nodes for a stage without GPUs (gpus: 0); multi-node jobs are "
                           "for multi-GPU training")
-    out = {"nodes": nodes, "mem_mb": int(resources["mem_gb"] * 1024) * attempt,
-           "runtime": int(resources["runtime_min"]) * attempt, "slurm_partition": partition(gpus, env),
+    mem_mb = int(resources["mem_gb"] * 1024)
+    out = {"nodes": nodes, "mem_mb": mem_mb if gpus else mem_mb * attempt,
+           "runtime": min(int(resources["runtime_min"]) * attempt, max_job_runtime(env)), "slurm_partition": partition(gpus, env),
            "tasks_per_gpu": 0}
     if gpus:
         out.update(gres=f"gpu:{model}:{gpus}" if model else f"gpu:{gpus}", cpus_per_gpu=int(resources["cpus_per_gpu"]),

@@ -113,7 +113,7 @@ def stage_slurm(lookup):
     """The SLURM resources of a stage's job (menagerie.resources: one task per node with all its GPUs), one callable
     per key, for `resources: **stage_slurm(...)`. `lookup(wildcards)` returns the stage's `resources:` block. The
     runtime (grown with the retry attempt) is capped by what the recipe's `budget:` has left (budget.cap_runtime)."""
-    from menagerie.resources import SLURM_KEYS, slurm_resources
+    from menagerie.resources import SLURM_KEYS, max_job_runtime, slurm_resources
     from menagerie.train.budget import cap_runtime
 
     def getter(key):
@@ -122,7 +122,7 @@ def stage_slurm(lookup):
             if key == "runtime" and hasattr(wildcards, "recipe"):   # never beyond what the recipe's budget has left
                 r = lookup(wildcards)
                 stage = getattr(lookup, "stage", None)
-                value = cap_runtime(value, int(r["runtime_min"]), f"results/{wildcards.recipe}",
+                value = cap_runtime(value, min(int(r["runtime_min"]), max_job_runtime()), f"results/{wildcards.recipe}",
                                     CONFIG["recipes"][wildcards.recipe], stage(wildcards) if callable(stage) else stage,
                                     int(r["gpus"]) * int(r.get("nodes") or 1))
             return value

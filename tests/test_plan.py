@@ -310,3 +310,15 @@ def test_a_training_job_whose_host_cannot_load_the_model_is_refused(raw):
     with pytest.raises(ConfigError, match=r"stage sft cannot run on 4 node\(s\) x 8 x a100_80gb under fsdp: the first "
                                           r"node's host memory needs an estimated 324 GB"):
         check_plan(planted, ["tulu2-70b"])
+
+
+def test_plan_says_a_stage_longer_than_one_job_runs_as_a_chain_of_resumed_jobs(config, monkeypatch):
+    """tulu2-qlora-70b's SFT (19 days) cannot be one SLURM job on a cluster with a 48 h MaxTime."""
+    from menagerie.plan import job_chain_note, plan_recipe
+
+    monkeypatch.delenv("MENAGERIE_SLURM_MAX_RUNTIME_MIN", raising=False)
+    sft = next(e for e in plan_recipe(config, "tulu2-qlora-70b") if e.stage == "sft")
+    note = job_chain_note(sft)
+    assert note is not None and "runtime_min 27420 exceeds the per-job limit of 2880 min" in note
+    assert "runs as 10 SLURM jobs, each resuming from the last checkpoint" in note
+    assert job_chain_note(sft, {"MENAGERIE_SLURM_MAX_RUNTIME_MIN": "30000"}) is None

@@ -83,6 +83,27 @@ def test_memory_and_runtime_grow_with_the_attempt():
     assert "--mem 6144" in third and "-t 90" in third
 
 
+def test_gpu_job_retry_grows_runtime_not_the_nodes_memory():
+    # a whole-node GPU job (960 GB) killed at its time limit resumes from its checkpoint on the retry: asking
+    # 1,920 / 2,880 GB of a 960 GB node could never be scheduled
+    node = stage(nodes=2, gpus=8, gpu_model="h100", cpus_per_gpu=12, mem_gb=960, runtime_min=600)
+    for attempt, minutes in ((1, 600), (2, 1200), (3, 1800)):
+        sbatch, _ = lines(node, cores=96, attempt=attempt)
+        assert "--mem 983040" in sbatch and f"-t {minutes}" in sbatch, (attempt, sbatch)
+
+
+def test_runtime_never_exceeds_the_per_job_limit():
+    from menagerie.resources import MAX_RUNTIME_ENV, jobs_needed, max_job_runtime
+
+    qlora70 = stage(gpus=8, gpu_model="h100", mem_gb=960, runtime_min=27420)   # tulu2-qlora-70b: 19 days
+    assert "-t 2880" in lines(qlora70)[0]                                      # default per-job limit: 48 h
+    assert "-t 4320" in lines(qlora70, env={MAX_RUNTIME_ENV: "4320"})[0]
+    assert "-t 90" in lines(stage(runtime_min=30), attempt=3, env={MAX_RUNTIME_ENV: "4320"})[0]
+    assert jobs_needed(27420, {}) == 10 and jobs_needed(60, {}) == 1 and max_job_runtime({}) == 2880
+    with pytest.raises(ConfigError, match=r"MENAGERIE_SLURM_MAX_RUNTIME_MIN='2d': expected"):
+        max_job_runtime({MAX_RUNTIME_ENV: "2d"})
+
+
 def test_gpu_and_cpu_partitions_are_separate():
     env = {CPU_PARTITION_ENV: "cpu", GPU_PARTITION_ENV: "gpu"}
     assert "-p gpu" in lines(stage(gpus=1), env=env)[0]
