@@ -385,3 +385,37 @@ def test_tiny_suite_task_reads_its_materialised_file(config, manager, tmp_path):
                     chat=lambda msgs, add: msgs[-1]["content"])
     entry, _ = harness.run_lm_eval_task(lm, task, data, seed=0)
     assert entry["value"] == pytest.approx(100 * 2 / 3) and entry["n"] == 3 and entry["filter"] == "last_number"
+
+
+def _failing_build(exc):
+    def build(spec):
+        raise exc
+    return build
+
+
+@pytest.mark.parametrize("make_error", [
+    lambda torch: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    lambda torch: RuntimeError("CUDA error: an illegal memory access was encountered"),
+    lambda torch: RuntimeError("NCCL error in: ProcessGroupNCCL.cpp:1970, unhandled cuda error"),
+], ids=["oom", "cuda", "nccl"])
+def test_device_errors_fail_the_task_never_skip_it_with_fake_gpu_error(manager, monkeypatch, make_error):
+    """A GPU OOM / CUDA / NCCL failure (injected: no GPU here) must fail the job, not become `status: skipped`."""
+    import torch
+
+    error = make_error(torch)
+    monkeypatch.setattr(harness, "build", _failing_build(error))
+    with pytest.raises(type(error)) as raised:
+        harness.run_lm_eval_task(ScriptedLM(prefer=" A"), mmlu_task(), None, seed=7)
+    assert raised.value is error
+
+
+def test_only_unavailable_data_is_skipped_with_the_reason_with_fake_hub(manager, monkeypatch):
+    monkeypatch.setattr(harness, "build", _failing_build(ConnectionError(
+        "Couldn't reach 'cais/mmlu' on the Hub (OfflineModeIsEnabled)")))
+    entry, native = harness.run_lm_eval_task(ScriptedLM(prefer=" A"), mmlu_task(), None, seed=7)
+    assert entry["status"] == "skipped" and native == {}
+    assert "ConnectionError: Couldn't reach 'cais/mmlu'" in entry["reason"]
+    # anything else (a bug, a bad argument) fails the job naming the task
+    monkeypatch.setattr(harness, "build", _failing_build(TypeError("unexpected keyword 'foo'")))
+    with pytest.raises(MenagerieError, match=r"lm-eval task mmlu_5shot failed: TypeError: unexpected keyword"):
+        harness.run_lm_eval_task(ScriptedLM(prefer=" A"), mmlu_task(), None, seed=7)

@@ -321,6 +321,40 @@ def _number(value):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+_DEVICE_WORDS = ("cuda", "nccl", "cudnn", "cublas", "out of memory", "device-side assert", "hip error")
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def device_error(exc: BaseException) -> bool:
+    """A GPU out-of-memory, CUDA, NCCL error (or host MemoryError) anywhere in the exception's chain."""
+    try:
+        import torch
+        oom = (torch.OutOfMemoryError,)
+    except (ImportError, AttributeError):   # pragma: no cover - torch is a hard dependency
+        oom = ()
+    for e in _chain(exc):
+        if isinstance(e, (MemoryError, *oom)):
+            return True
+        if isinstance(e, RuntimeError) and any(w in str(e).lower() for w in _DEVICE_WORDS):
+            return True
+    return False
+
+
+def data_unavailable(exc: BaseException) -> bool:
+    """The task's data could not be had: the hub unreachable or offline, a dataset or file missing (OSError covers
+    ConnectionError, huggingface_hub's HTTP/offline/local-entry errors and datasets' DatasetNotFoundError)."""
+    from huggingface_hub.errors import EntryNotFoundError   # a file missing from a hub repo (not an OSError)
+
+    return any(isinstance(e, (OSError, EntryNotFoundError)) for e in _chain(exc))
+
+
 def run_lm_eval_task(lm, task: dict, data_files: Path | dict | None, seed: int) -> tuple[dict, dict]:
     """Run one suite task; returns (our entry, lm-eval's native results for it)."""
     import lm_eval
@@ -351,7 +385,12 @@ def run_lm_eval_task(lm, task: dict, data_files: Path | dict | None, seed: int) 
                 fewshot_random_seed=seed, bootstrap_iters=1000)
     except MenagerieError:
         raise
-    except Exception as exc:  # noqa: BLE001 - hub data offline: recorded as skipped, with the reason
+    except Exception as exc:  # noqa: BLE001 - sorted below: only data/hub unavailability becomes "skipped"
+        if device_error(exc):   # a GPU OOM / CUDA / NCCL failure fails the job (a retry may fit), never a skip
+            raise
+        if not data_unavailable(exc):
+            raise MenagerieError(f"lm-eval task {task['name']} failed: {type(exc).__name__}: "
+                                 f"{(str(exc).splitlines() or [''])[0][:300]}") from exc
         if data_files is not None:
             raise MenagerieError(f"lm-eval task {task['name']} on {data_files} failed: {exc}") from exc
         reason = (f"lm-eval task '{task['lm_eval_task']}' could not run here: {type(exc).__name__}: "
