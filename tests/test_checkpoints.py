@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +171,44 @@ def test_ranks_agree_to_save_when_any_clock_is_due():
         results = manager.dict()
         mp.spawn(_rank_decides, args=(port, results), nprocs=2, join=True)
         assert dict(results) == {0: True, 1: True}
+
+
+def _two_ranks(rank: int, store: str, work: str, out: str) -> None:
+    """One of two gloo ranks (CPU): rank 0 hashes and binds slowly (standing in for 140 GB of model files and
+    ~1.1 TB of stale checkpoints on a shared filesystem); rank 1's file-poll budget (wait_s=1) is far shorter."""
+    import json as _json
+    import time as _time
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=60))
+    try:
+        calls = []
+
+        def slow_hash():
+            calls.append(rank)
+            _time.sleep(3)
+            return {"model": f"sha-from-rank-{rank}"}
+
+        hashes = checkpoints.from_main_process(slow_hash, rank == 0)
+        if rank == 0:
+            _time.sleep(3)   # a slow removal of stale checkpoints before rank 0 binds
+        resume = checkpoints.bind_work_dir(work, fingerprint(), is_main=rank == 0, wait_s=1, log=lambda line: None)
+        Path(out, f"rank{rank}.json").write_text(_json.dumps({"hashes": hashes, "hashed": calls, "resume": resume}))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_only_rank_0_hashes_and_the_others_wait_for_its_slow_binding_with_2_cpu_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    work = tmp_path / "work"
+    checkpoints.bind_work_dir(work, fingerprint(), log=lambda line: None)
+    make_checkpoint(work, 3)
+    mp.spawn(_two_ranks, args=(str(tmp_path / "store"), str(work), str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["hashed"] == [0] and ranks[1]["hashed"] == []          # one read of the inputs, on rank 0
+    assert ranks[0]["hashes"] == ranks[1]["hashes"] == {"model": "sha-from-rank-0"}
+    assert ranks[0]["resume"] == ranks[1]["resume"] == str(work / "checkpoint-3")

@@ -71,26 +71,72 @@ def recorded_hash(work_dir: Path) -> str | None:
         return None
 
 
+# How long the other ranks of a launch wait for rank 0's one-off work before the job fails (the process group's
+# timeout, TrainingArguments.ddp_timeout): rank 0 may hash a 140 GB model directory and remove ~1.1 TB of stale
+# sharded checkpoints on a shared filesystem first. 3 h is far above either at shared-filesystem speeds (>= 100 MB/s
+# hashing, metadata-bound removal) and far below a job's time limit; transformers' default is 30 min.
+RANK0_WAIT_S = 3 * 3600
+
+
+def _process_group():
+    try:
+        import torch.distributed as dist
+    except ImportError:   # pragma: no cover - torch is a hard dependency
+        return None
+    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
+
+
+def from_main_process(compute, is_main: bool):
+    """`compute()` run on rank 0 only, its result on every rank (torch.distributed.broadcast_object_list); without a
+    process group of several ranks, `compute()` itself. The other ranks wait in the broadcast, i.e. up to the
+    process group's timeout (RANK0_WAIT_S), however long rank 0 takes. A failure on rank 0 fails every rank."""
+    dist = _process_group()
+    if dist is None:
+        return compute()
+    box = [None]
+    if is_main:
+        try:
+            box = [("ok", compute())]
+        except BaseException as exc:
+            dist.broadcast_object_list([("error", f"{type(exc).__name__}: {exc}")], src=0)
+            raise
+    dist.broadcast_object_list(box, src=0)
+    status, value = box[0]
+    if status != "ok":
+        from menagerie.errors import MenagerieError
+
+        raise MenagerieError(f"rank 0 failed before training: {value}")
+    return value
+
+
 def bind_work_dir(work_dir: str | Path, fingerprint: dict, is_main: bool = True, wait_s: float = 600.0,
                   log=None) -> str | None:
     """Make `work_dir` hold checkpoints of this trajectory only; return the checkpoint to resume from (or None).
 
     Checkpoints recorded under another hash (or none: made before checkpoints were bound) are removed, with one log
-    line. Only the main process changes the directory; the other ranks of a multi-process launch wait until it
-    records this trajectory, then read the same checkpoint.
+    line. Only the main process changes the directory; in a multi-process launch the other ranks receive its answer
+    (from_main_process: they wait as long as the removal takes, up to the process group's timeout). Without a
+    process group a non-main caller polls until the trajectory is recorded (at most `wait_s`).
     """
+    if _process_group() is not None:
+        return from_main_process(lambda: _bind(Path(work_dir), fingerprint, log), is_main)
+    if is_main:
+        return _bind(Path(work_dir), fingerprint, log)
     work_dir = Path(work_dir)
+    wanted = trajectory_hash(fingerprint)
+    deadline = time.time() + wait_s
+    while recorded_hash(work_dir) != wanted:
+        if time.time() > deadline:
+            from menagerie.errors import MenagerieError
+
+            raise MenagerieError(f"{work_dir}: rank 0 did not record the training settings within {wait_s:.0f} s")
+        time.sleep(0.2)
+    return last_checkpoint(work_dir)
+
+
+def _bind(work_dir: Path, fingerprint: dict, log=None) -> str | None:
     log = log or (lambda line: print(line, flush=True))
     wanted = trajectory_hash(fingerprint)
-    if not is_main:
-        deadline = time.time() + wait_s
-        while recorded_hash(work_dir) != wanted:
-            if time.time() > deadline:
-                from menagerie.errors import MenagerieError
-
-                raise MenagerieError(f"{work_dir}: rank 0 did not record the training settings within {wait_s:.0f} s")
-            time.sleep(0.2)
-        return last_checkpoint(work_dir)
     found = recorded_hash(work_dir)
     if found != wanted and work_dir.is_dir() and any(work_dir.iterdir()):
         checkpoints = sorted(d.name for d in work_dir.iterdir() if CHECKPOINT_RE.match(d.name))

@@ -123,6 +123,8 @@ def trainer_arguments(stage: dict, batch: dict, work_dir: Path, has_validation: 
         load_best_model_at_end=keep_best, metric_for_best_model="eval_loss" if keep_best else None,
         greater_is_better=False if keep_best else None, dataloader_num_workers=0, disable_tqdm=True,
         use_cpu=not has_cuda(),
+        # the other ranks wait for rank 0's hashing and stale-checkpoint removal inside a collective
+        ddp_timeout=checkpoints.RANK0_WAIT_S,
     )
     return args
 

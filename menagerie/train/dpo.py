@@ -36,15 +36,19 @@ def preference_dataset(rows: list[dict], work_dir: Path, name: str, stage: dict)
     path = Path(work_dir) / "datasets" / f"{name}.jsonl"
     expected = "".join(jsonl_line(row) for row in rows).encode("utf-8")
     current = lambda: path.read_bytes() if path.is_file() else None  # noqa: E731
-    if common.is_main_process():
+    def write() -> bool:
         if current() != expected:
             write_jsonl(rows, path)
-    else:   # rank 0 writes (atomically); the others wait for exactly these bytes (one file, one dataset cache)
-        deadline = time.time() + 600
-        while current() != expected:
-            if time.time() > deadline:
-                raise MenagerieError(f"{path}: rank 0 did not write the preference rows within 10 minutes")
-            time.sleep(0.2)
+        return True
+
+    # rank 0 writes (atomically); the others wait in the broadcast (checkpoints.RANK0_WAIT_S), then check the bytes
+    checkpoints.from_main_process(write, common.is_main_process())
+    deadline = time.time() + 120   # another node's view of a shared filesystem may lag behind rank 0's write
+    while current() != expected and time.time() < deadline:
+        time.sleep(0.5)
+    if current() != expected:
+        raise MenagerieError(f"{path}: rank 0 wrote other preference rows than this rank holds (the ranks disagree "
+                             "on the training data)")
     return Dataset.from_json(str(path), cache_dir=str(path.parent / "cache"))
 
 
@@ -72,7 +76,8 @@ def run_dpo(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, v
                      model_init_kwargs={"dtype": common.TORCH_DTYPES[stage["precision"]]}
                      if stage["method"] == "full" else None)
     inputs = {"model": model_dir, "train": train_file, **({"validation": val_file} if val_file else {})}
-    input_sha256 = file_hashes(inputs)
+    # hashed once, on rank 0 (8 ranks reading a 140 GB model directory each would be 8x the I/O), then broadcast
+    input_sha256 = checkpoints.from_main_process(lambda: file_hashes(inputs), common.is_main_process())
     trajectory = checkpoints.trajectory(stage, recipe["chat_format"], batch, input_sha256,
                                         sharing if batch["processes"] > 1 else None)
     resume = checkpoints.bind_work_dir(work_dir, trajectory, is_main=common.is_main_process())

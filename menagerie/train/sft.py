@@ -47,7 +47,8 @@ def run_sft(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, v
                      max_length=stage["max_seq_length"], packing=stage["packing"],
                      neftune_noise_alpha=stage["neftune_noise_alpha"], dataset_num_proc=None)
     inputs = {"model": model_dir, "train": train_file, **({"validation": val_file} if val_file else {})}
-    input_sha256 = file_hashes(inputs)
+    # hashed once, on rank 0 (8 ranks reading a 140 GB model directory each would be 8x the I/O), then broadcast
+    input_sha256 = checkpoints.from_main_process(lambda: file_hashes(inputs), common.is_main_process())
     trajectory = checkpoints.trajectory(stage, recipe["chat_format"], batch, input_sha256,
                                         sharing if batch["processes"] > 1 else None)
     resume = checkpoints.bind_work_dir(work_dir, trajectory, is_main=common.is_main_process())
