@@ -20,11 +20,13 @@ def recipe(**budget) -> dict:
             "stages": {"sft": {"resources": {"gpus": 2}}}, "eval": {"resources": {"gpus": 1}}}
 
 
-def plant(recipe_dir: Path, attempt: str, stage: str, gpus: int, hours: float, end: bool = True) -> None:
-    start = time.time() - hours * 3600 - 60
-    append_ledger(recipe_dir, {"attempt": attempt, "stage": stage, "gpus": gpus, "event": "start", "at": start})
-    append_ledger(recipe_dir, {"attempt": attempt, "stage": stage, "gpus": gpus, "event": "end" if end else "beat",
-                               "at": start + hours * 3600})
+def plant(recipe_dir: Path, attempt: str, stage: str, gpus: int, hours: float, end: bool = True,
+          trajectory: str | None = None, ago_h: float = 0.0, stopped: bool = False) -> None:
+    start = time.time() - (hours + ago_h) * 3600 - 60
+    line = {"attempt": attempt, "stage": stage, "gpus": gpus, **({"trajectory": trajectory} if trajectory else {})}
+    append_ledger(recipe_dir, {**line, "event": "start", "at": start})
+    append_ledger(recipe_dir, {**line, "event": "end" if end else "beat", "at": start + hours * 3600,
+                               **({"stopped_for_budget": True} if stopped else {})})
 
 
 def test_ledger_counts_killed_attempts_and_other_stages(tmp_path):
@@ -78,6 +80,26 @@ def test_a_cut_budget_file_in_a_checkpoint_does_not_stop_every_resume(tmp_path, 
     callback = budget_callback(2.0, 1, checkpoint)
     assert callback.used_gpu_hours() < 0.01
     assert f"note: {checkpoint / BUDGET_FILE} is unreadable" in capsys.readouterr().out
+
+
+def test_stage_budget_counts_only_attempts_on_the_same_trajectory(tmp_path):
+    """After a settings edit training restarts at step 1 (new trajectory): the old settings' 3 GPU-hours must not
+    stop it at once; the recipe-level budget still counts every attempt since the run's start."""
+    from menagerie.train.budget import budget_callback
+
+    plant(tmp_path, "sft-old", "sft", 1, 3.0, trajectory="aaaa", ago_h=10, stopped=True)   # other settings
+    plant(tmp_path, "sft-done", "sft", 1, 1.5, trajectory="bbbb", ago_h=5)                 # an earlier finished build
+    plant(tmp_path, "sft-b1", "sft", 1, 0.5, end=False, trajectory="bbbb")                # killed: same steps resume
+    r = recipe(gpu_hours=100.0)
+    fresh = budget_callback(2.0, 1, None, recipe_dir=tmp_path, recipe=r, stage="sft", trajectory="cccc")
+    assert fresh.previous_gpu_hours == 0.0 and fresh.spent() is None
+    resumed = budget_callback(2.0, 1, None, recipe_dir=tmp_path, recipe=r, stage="sft", trajectory="bbbb")
+    assert resumed.previous_gpu_hours == pytest.approx(0.5, abs=0.01)   # not the finished build's 1.5
+    again = budget_callback(2.0, 1, None, recipe_dir=tmp_path, recipe=r, stage="sft", trajectory="aaaa")
+    assert again.previous_gpu_hours == pytest.approx(3.0, abs=0.01) and again.spent().startswith("stage budget")
+    assert fresh.run_before["gpu_hours"] == pytest.approx(5.0, abs=0.01)  # the run budget counts them all
+    lines = [e for e in read_ledger(tmp_path) if e["attempt"] == fresh.attempt]
+    assert [(e["event"], e["trajectory"]) for e in lines] == [("start", "cccc")]   # the ledger records it
 
 
 @pytest.mark.slow

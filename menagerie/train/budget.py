@@ -59,12 +59,14 @@ def append_ledger(recipe_dir: str | Path, entry: dict) -> None:
 
 
 def attempts(entries: list[dict]) -> dict[str, dict]:
-    """Attempt id -> {stage, gpus, started, last, hours, ended, stopped_for_budget} from ledger lines."""
+    """Attempt id -> {stage, gpus, started, last, hours, ended, stopped_for_budget, trajectory} from ledger lines
+    (trajectory: the checkpoints' trajectory hash the attempt trained, menagerie.train.checkpoints; None in lines
+    written before it was recorded)."""
     out: dict[str, dict] = {}
     for e in entries:
         a = out.setdefault(e["attempt"], {"stage": e["stage"], "gpus": e.get("gpus", 0), "started": e["at"],
                                           "last": e["at"], "ended": False, "stopped_for_budget": False,
-                                          "gpu_names": e.get("gpu_names", [])})
+                                          "gpu_names": e.get("gpu_names", []), "trajectory": e.get("trajectory")})
         a["started"] = min(a["started"], e["at"])
         a["last"] = max(a["last"], e["at"])
         a["ended"] |= e.get("event") == "end"
@@ -218,11 +220,24 @@ def agree(stop: bool) -> bool:
     return bool(flag.item())
 
 
+def trajectory_attempts(ledger: dict[str, dict], stage: str, trajectory: str | None) -> list[dict]:
+    """The ledger attempts that count toward a stage's `budget_gpu_hours`: those of this stage on this trajectory
+    (same settings and inputs: the steps its checkpoints resume) since the last one that finished it (ended without
+    stopping for the budget). Attempts with other settings, or of an earlier finished build, trained other steps;
+    the recipe's `budget:` still counts them all (run_usage)."""
+    same = sorted((a for a in ledger.values() if a["stage"] == stage and a.get("trajectory") == trajectory),
+                  key=lambda a: a["started"])
+    finished = [i for i, a in enumerate(same) if a["ended"] and not a["stopped_for_budget"]]
+    return same[finished[-1] + 1:] if finished else same
+
+
 def budget_callback(budget_gpu_hours: float | None, gpus: int, resume_from: str | Path | None = None, *,
-                    recipe_dir: str | Path | None = None, recipe: dict | None = None, stage: str = "train"):
+                    recipe_dir: str | Path | None = None, recipe: dict | None = None, stage: str = "train",
+                    trajectory: str | None = None):
     """A TrainerCallback that stops training when the stage's or the run's budget is spent (checkpoint saved).
 
-    Without `recipe_dir` only the stage budget counts, from the figure in the checkpoint resumed from."""
+    Without `recipe_dir` only the stage budget counts, from the figure in the checkpoint resumed from. With it, the
+    stage's earlier attempts on the same `trajectory` (trajectory_attempts) count, killed ones included."""
     from transformers import TrainerCallback
 
     rank0 = int(os.environ.get("RANK", "0")) == 0
@@ -240,7 +255,7 @@ def budget_callback(budget_gpu_hours: float | None, gpus: int, resume_from: str 
             self.run_before = {"gpu_hours": 0.0, "wall_hours": 0.0}
             if recipe_dir is not None and recipe is not None:
                 before = attempts(read_ledger(recipe_dir))
-                stage_attempts = [a for a in before.values() if a["stage"] == stage]
+                stage_attempts = trajectory_attempts(before, stage, trajectory)
                 if stage_attempts:   # the ledger counts killed attempts too; the checkpoint only saved ones
                     self.previous_gpu_hours = sum(a["hours"] * max(a["gpus"], 1) for a in stage_attempts)
                 usage = run_usage(recipe_dir, recipe)
@@ -251,7 +266,7 @@ def budget_callback(budget_gpu_hours: float | None, gpus: int, resume_from: str 
             if recipe_dir is None or not rank0:
                 return
             append_ledger(recipe_dir, {"attempt": self.attempt, "stage": stage, "gpus": gpus, "event": event,
-                                       "at": time.time(), **fields})
+                                       "at": time.time(), "trajectory": trajectory, **fields})
             self.last_beat = time.time()
 
         def elapsed_hours(self) -> float:
@@ -303,10 +318,12 @@ def budget_callback(budget_gpu_hours: float | None, gpus: int, resume_from: str 
     return BudgetCallback()
 
 
-def stage_budget(recipe: dict, stage: str, out_dir: str | Path, resume_from: str | Path | None):
-    """The budget callback of a training stage writing `out_dir` = results/<recipe>/<stage>."""
+def stage_budget(recipe: dict, stage: str, out_dir: str | Path, resume_from: str | Path | None,
+                 trajectory: str | None = None):
+    """The budget callback of a training stage writing `out_dir` = results/<recipe>/<stage>; `trajectory`: the
+    hash its work dir is bound to (checkpoints.trajectory_hash)."""
     settings = recipe["stages"][stage]
     resources = settings.get("resources") or {}
     gpus = int(resources.get("gpus") or 0) * int(resources.get("nodes") or 1)
     return budget_callback(settings.get("budget_gpu_hours"), gpus, resume_from, recipe_dir=Path(out_dir).parent,
-                           recipe=recipe, stage=stage)
+                           recipe=recipe, stage=stage, trajectory=trajectory)

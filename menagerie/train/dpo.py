@@ -81,7 +81,7 @@ def run_dpo(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, v
     trajectory = checkpoints.trajectory(stage, recipe["chat_format"], batch, input_sha256,
                                         sharing if batch["processes"] > 1 else None)
     resume = checkpoints.bind_work_dir(work_dir, trajectory, is_main=common.is_main_process())
-    budget = stage_budget(recipe, "dpo", out_dir, resume)
+    budget = stage_budget(recipe, "dpo", out_dir, resume, checkpoints.trajectory_hash(trajectory))
     with strategy.cpu_fsdp():
         trainer = DPOTrainer(model=model, ref_model=None, args=args,
                              train_dataset=preference_dataset(train, work_dir, "train", stage),

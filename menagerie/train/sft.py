@@ -52,7 +52,7 @@ def run_sft(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, v
     trajectory = checkpoints.trajectory(stage, recipe["chat_format"], batch, input_sha256,
                                         sharing if batch["processes"] > 1 else None)
     resume = checkpoints.bind_work_dir(work_dir, trajectory, is_main=common.is_main_process())
-    budget = stage_budget(recipe, "sft", out_dir, resume)
+    budget = stage_budget(recipe, "sft", out_dir, resume, checkpoints.trajectory_hash(trajectory))
     with strategy.cpu_fsdp():
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
                              eval_dataset=Dataset.from_list(val) if val else None, processing_class=tokenizer,
