@@ -544,7 +544,10 @@ def choose_strategy(config: dict, recipe_name: str, stage: str) -> str:
     resources = _resources(settings)
     if not resources["gpus"] or _processes(resources) == 1:
         return "ddp"
-    return "ddp" if estimate_training(config, recipe_name, stage, "ddp").fits else "fsdp"
+    ddp = estimate_training(config, recipe_name, stage, "ddp")
+    # the GPU bytes alone decide: a host-memory shortfall (est.problem) is the same under either strategy and is
+    # reported as such, not answered with a sharding the GPUs do not need
+    return "ddp" if ddp.total <= ddp.capacity else "fsdp"
 
 
 def plan_recipe(config: dict, recipe_name: str) -> list[Estimate]:

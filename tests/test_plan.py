@@ -322,3 +322,12 @@ def test_plan_says_a_stage_longer_than_one_job_runs_as_a_chain_of_resumed_jobs(c
     assert note is not None and "runtime_min 27420 exceeds the per-job limit of 2880 min" in note
     assert "runs as 10 SLURM jobs, each resuming from the last checkpoint" in note
     assert job_chain_note(sft, {"MENAGERIE_SLURM_MAX_RUNTIME_MIN": "30000"}) is None
+
+
+def test_a_host_memory_shortfall_does_not_switch_the_strategy_to_fsdp(raw):
+    """Platypus2-13B LoRA on 2 GPUs fits replicated (ddp); 8 GB of host memory is too little under any strategy, so
+    the planner keeps ddp and names the host memory instead of choosing FSDP for a GPU shortfall that is not there."""
+    planted = with_changes(raw, **{"platypus2-13b": {"stages": {"sft": {"resources": {"gpus": 2, "mem_gb": 8}}}}})
+    assert choose_strategy(planted, "platypus2-13b", "sft") == "ddp"
+    with pytest.raises(ConfigError, match=r"stage sft cannot run on .* under ddp: the first node's host memory"):
+        check_plan(planted, ["platypus2-13b"])
