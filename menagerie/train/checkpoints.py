@@ -19,6 +19,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 TRAJECTORY_FILE = "menagerie_trajectory.json"
@@ -93,7 +94,7 @@ def from_main_process(compute, is_main: bool):
     dist = _process_group()
     if dist is None:
         return compute()
-    box = [None]
+    box: list[Any] = [None]
     if is_main:
         try:
             box = [("ok", compute())]
