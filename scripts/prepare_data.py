@@ -77,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def contamination(config: dict, args: argparse.Namespace) -> None:
     """The gate: read the mixtures and eval items, write the report and the kept rows per part."""
-    from menagerie.data.gate import eval_items, load_part, run_gate
+    from menagerie.data.contamination.gate import run_gate
+    from menagerie.data.contamination.items import eval_items, load_part
     from menagerie.io import jsonl_sha256
 
     inputs = name_paths(args.inputs, "--inputs")

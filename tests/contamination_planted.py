@@ -288,7 +288,7 @@ ANSWER_NEAR_MISSES = [  # (item it resembles, messages): same template, other nu
 def answer_items() -> list[dict]:
     """The eval items of the answer set: questions and reference answers (task `planted-qa`) and HumanEval's
     prompts and canonical solutions (task `humaneval`), each as the gate builds them."""
-    from menagerie.data.gate import distinctive, humaneval_items
+    from menagerie.data.contamination.items import distinctive, humaneval_items
 
     items = []
     for item_id, question, answer in SOLVED:

@@ -7,9 +7,10 @@ import json
 import pytest
 
 from contamination_planted import NEAR_MISSES, PARAPHRASES, answer_items, answer_rows, planted
-from menagerie.data.contamination import (NgramIndex, guard_reason, guard_terms, guard_words, ngram_matches,
-                                          passes_guard, words)
-from menagerie.data.gate import ContaminationError, find_pairs, run_gate
+from menagerie.data.contamination.guard import guard_reason, guard_terms, guard_words, passes_guard
+from menagerie.data.contamination.ngram import NgramIndex, ngram_matches
+from menagerie.data.contamination.text import words
+from menagerie.data.contamination.gate import ContaminationError, find_pairs, run_gate
 
 SETTINGS = {"methods": ["ngram", "embedding"], "ngram": 13, "ngram_min_overlap": 0.2, "cosine": 0.8, "action": "drop",
             "guard": True}
@@ -31,14 +32,14 @@ def test_ngram_long_item_needs_a_13_gram():
              "the quick brown fox jumps over the lazy dog",   # only 9 words: no 13-gram
              "unrelated text about cooking pasta"]
     found = ngram_matches(train, [item], n=13)
-    assert [(row, item_index) for row, item_index, _ in found] == [(0, 0)]
-    assert 0 < found[0][2] < 1   # score: fraction of the item's 13-grams present
+    assert [(m.row, m.item) for m in found] == [(0, 0)]
+    assert 0 < found[0].score < 1   # score: fraction of the item's 13-grams present
 
 
 def test_ngram_short_item_must_appear_whole():
     found = ngram_matches(["<|user|>\nwhat IS 23 plus 58??\n<|assistant|>\n81", "what is 23 plus 59"],
                           ["What is 23 plus 58?"])
-    assert [(r, i, s) for r, i, s in found] == [(0, 0, 1.0)]
+    assert [(m.row, m.item, m.score) for m in found] == [(0, 0, 1.0)]
 
 
 def test_ngram_index_is_hashed_not_pairwise():
@@ -53,7 +54,7 @@ def test_ngram_shared_by_several_items_counts_for_each():
     template = "Select the best English interpretation of the given proposition, using the following translation key:"
     items = [f"{template} Ax: x is an apple. Bx: x is blue.", f"{template} Cx: x is a cat. Dx: x is dark."]
     found = ngram_matches([f"Intro text. {items[1]} Answer: (A)", f"{items[0]} Answer: (B)"], items, n=13)
-    assert [(row, item, score) for row, item, score in found] == [(0, 1, 1.0), (1, 0, 1.0)]
+    assert [(m.row, m.item, m.score) for m in found] == [(0, 1, 1.0), (1, 0, 1.0)]
 
 
 def test_guard_numbers_entities_operations_units():
@@ -253,7 +254,7 @@ def test_recipes_get_default_gate():
 def test_tiny_generated_data_passes_the_ngram_gate():
     """All generated training sets vs tiny-eval + HumanEval: disjoint by construction, so nothing is flagged."""
     from menagerie.config import load_config
-    from menagerie.data.gate import humaneval_items, row_texts
+    from menagerie.data.contamination.items import humaneval_items, row_texts
     from menagerie.data.sources import normalize, raw_rows
 
     config = load_config("config.yaml")
@@ -268,7 +269,7 @@ def test_tiny_generated_data_passes_the_ngram_gate():
 @pytest.mark.slow
 def test_tiny_generated_data_passes_the_full_gate(tmp_path):
     from menagerie.config import load_config
-    from menagerie.data.gate import eval_items
+    from menagerie.data.contamination.items import eval_items
     from menagerie.data.sources import normalize, raw_rows
     from menagerie.io import write_jsonl
 
@@ -315,7 +316,5 @@ def test_platypus_recipes_encode_curation():
 
 def test_guard_counts_repeated_numbers():
     """'54 + 17' must not match '54 + 54' (the embedding scored them 0.89; the guard once compared sets)."""
-    from menagerie.data.contamination import guard_words
-
     assert not passes_guard(guard_terms("What is 54 + 54?"), guard_words("What is 54 + 17?"))
     assert passes_guard(guard_terms("What is 54 + 54?"), guard_words("Compute 54 plus 54."))

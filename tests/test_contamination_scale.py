@@ -8,9 +8,11 @@ import pytest
 
 from contamination_planted import FILLER, PARAPHRASES, long_context, planted
 from menagerie.data import embeddings
-from menagerie.data.candidates import LexicalIndex, content_terms, stem
-from menagerie.data.contamination import embedding_matches, lexical_candidates
-from menagerie.data.gate import row_texts
+from menagerie.data.contamination.candidates import LexicalIndex, lexical_candidates
+from menagerie.data.contamination.embedding import embedding_matches
+from menagerie.data.contamination.records import Run
+from menagerie.data.contamination.text import content_terms, stem
+from menagerie.data.contamination.items import row_texts
 
 POSITIVE = ("copy", "reformatted", "paraphrase")
 
@@ -46,13 +48,15 @@ def test_candidates_keep_every_planted_positive(layout):
     """The lexical filter drops no planted copy, reformatting or paraphrase, short or inside a long row."""
     eval_texts, rows = planted() if layout == "short" else _long_rows()
     prompts = [row_texts(r)[1] for r in rows]
-    stats = {}
-    pairs = {(row, item) for _, row, item, _ in lexical_candidates(prompts, eval_texts, stats=stats)}
+    run = Run()
+    pairs = {(c.row, c.item) for c in lexical_candidates(prompts, eval_texts, run=run)}
     missing = [(r["kind"], r["messages"][0]["content"][-80:]) for k, r in enumerate(rows)
                if r["kind"] in POSITIVE and (k, eval_texts.index(r["target"])) not in pairs]
     assert missing == []
     positives = sum(r["kind"] in POSITIVE for r in rows)
-    assert stats["verified_pairs"] >= positives and stats["candidate_pairs"] >= stats["verified_pairs"]
+    counts = run.counts
+    assert counts["verified_pairs"] >= positives and counts["candidate_pairs"] >= counts["verified_pairs"]
+    assert [p.name for p in run.phases] == ["index", "candidates", "verify"] and all(p.seconds >= 0 for p in run.phases)
 
 
 def test_candidate_filter_rejects_unrelated_rows():
@@ -60,8 +64,8 @@ def test_candidate_filter_rejects_unrelated_rows():
     eval_texts, _ = planted()
     prompts = [long_context("Explain how a hash table works.", k, 200) for k in range(50)]
     index = LexicalIndex(eval_texts)
-    rows, items, fractions, _ = index.candidates(prompts)
-    assert len(rows) < 50 and (fractions >= 0.15).all()
+    linked = index.candidates(prompts)
+    assert len(linked.rows) < 50 and (linked.fractions >= 0.15).all()
     assert lexical_candidates(prompts, eval_texts) == []
 
 
@@ -79,14 +83,14 @@ def test_only_candidates_are_embedded(monkeypatch):
 
     monkeypatch.setattr(embeddings, "encode", counting_encode)
     candidates = lexical_candidates(prompts, eval_texts)
-    stats = {}
-    found = embedding_matches(prompts, eval_texts, stats=stats, cache_dir=None)
-    windows = {w for *_, w in candidates}
-    items = {eval_texts[i] for _, _, i, _ in candidates}
-    assert stats["embedded_windows"] == len(windows) and stats["embedded_items"] == len(items)
+    run = Run()
+    found = embedding_matches(prompts, eval_texts, run=run, cache_dir=None)
+    windows = {c.window for c in candidates}
+    items = {eval_texts[c.item] for c in candidates}
+    assert run.counts["embedded_windows"] == len(windows) and run.counts["embedded_items"] == len(items)
     assert len(encoded) == len(windows) + len(items) and set(encoded) <= windows | items
     assert len(windows) < len(rows) / 3          # embedding every row would encode 412 prompts
-    assert not {row for row, _, _ in found} & set(range(len(rows) - 300, len(rows)))   # filler never flagged
+    assert not {m.row for m in found} & set(range(len(rows) - 300, len(rows)))   # filler never flagged
 
 
 def test_long_rows_are_checked_in_a_window():
@@ -96,7 +100,7 @@ def test_long_rows_are_checked_in_a_window():
     keep = [k for k, r in enumerate(rows) if r["kind"] in ("paraphrase", "near_miss")]
     rows = [rows[k] for k in keep]
     prompts = [row_texts(r)[1] for r in rows]
-    found = {row: item for row, item, _ in embedding_matches(prompts, eval_texts, cache_dir=None)}
+    found = {m.row: m.item for m in embedding_matches(prompts, eval_texts, cache_dir=None)}
     para = [k for k, r in enumerate(rows) if r["kind"] == "paraphrase"]
     caught = [k for k in para if k in found and eval_texts[found[k]] == rows[k]["target"]]
     assert len(caught) >= len(PARAPHRASES) - 2
@@ -127,11 +131,12 @@ def test_eval_item_vectors_are_cached(tmp_path, monkeypatch):
 def test_budget_embeds_best_ranked_and_counts_the_rest():
     eval_texts, rows = planted()
     prompts = [row_texts(r)[1] for r in rows]
-    full, capped = {}, {}
-    embedding_matches(prompts, eval_texts, stats=full, cache_dir=None)
-    found = embedding_matches(prompts, eval_texts, stats=capped, cache_dir=None, max_pairs=10)
-    assert capped["embedded_pairs"] == 10 and capped["unchecked_pairs"] == full["verified_pairs"] - 10
-    assert full["unchecked_pairs"] == 0 and 0 < len(found) <= 10
+    full, capped = Run(), Run()
+    embedding_matches(prompts, eval_texts, run=full, cache_dir=None)
+    found = embedding_matches(prompts, eval_texts, run=capped, cache_dir=None, max_pairs=10)
+    assert capped.counts["embedded_pairs"] == 10
+    assert capped.counts["unchecked_pairs"] == full.counts["verified_pairs"] - 10
+    assert full.counts["unchecked_pairs"] == 0 and 0 < len(found) <= 10
 
 
 def test_window_is_the_sentence_or_line_around_the_match():
@@ -169,7 +174,7 @@ def test_embedding_cache_stays_in_the_project_however_snakemake_is_started(tmp_p
         "rule encode:\n"
         "    output: 'where.txt'\n"
         f"    shell: \"{sys.executable} -c 'from menagerie.data.embeddings import encode_cached; "
-        "from menagerie.data.gate import embedding_cache_dir; d = embedding_cache_dir(); "
+        "from menagerie.data.contamination.gate import embedding_cache_dir; d = embedding_cache_dir(); "
         "encode_cached([\\\"What is 47 plus 38?\\\"], cache_dir=d); print(d)' > {output}\"\n")
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "MENAGERIE_EMBEDDING_CACHE")}
     env.update(HOME=str(home), PYTHONPATH=str(Path(__file__).resolve().parents[1]), HF_HUB_OFFLINE="1")

@@ -7,9 +7,12 @@ import os
 import pytest
 
 from contamination_planted import FILLER, long_context, planted
-from menagerie.data import embeddings, shards
-from menagerie.data.contamination import lexical_candidates, ngram_matches
-from menagerie.data.gate import row_texts
+from menagerie.data import embeddings
+from menagerie.data.contamination import shards
+from menagerie.data.contamination.candidates import lexical_candidates
+from menagerie.data.contamination.ngram import ngram_matches
+from menagerie.data.contamination.records import Run
+from menagerie.data.contamination.items import row_texts
 
 
 def test_ranges_cover_the_rows_in_order():
@@ -44,11 +47,11 @@ def rows_and_items():
 @pytest.mark.timeout(300)
 def test_lexical_candidates_do_not_depend_on_workers(rows_and_items):
     texts, eval_texts = rows_and_items
-    one, two = {}, {}
-    serial = lexical_candidates(texts, eval_texts, stats=one, workers=1)
-    forked = lexical_candidates(texts, eval_texts, stats=two, workers=2)
+    one, two = Run(), Run()
+    serial = lexical_candidates(texts, eval_texts, run=one, workers=1)
+    forked = lexical_candidates(texts, eval_texts, run=two, workers=2)
     assert len(serial) > 50 and forked == serial
-    assert one == two
+    assert one.counts == two.counts
 
 
 @pytest.mark.timeout(300)

@@ -36,8 +36,11 @@ MODULES = {
     "report": ["report", "leaderboard", "leaderboard_html", "verify", "verdict", "reproduction"],
     "cli": ["cli", "__main__", "bundle", "check"],
 }
-# the contamination gate's two modules still import each other (issue 17, deliverable 2: a package in one direction)
-KNOWN_CYCLES = [{"menagerie.data.contamination", "menagerie.data.candidates"}]
+# inside the contamination gate's package, each stage imports only the stages before it (its __init__ documents it)
+CONTAMINATION = "menagerie.data.contamination"
+CONTAMINATION_ORDER = [["records", "text", "arrays", "shards"], ["guard"], ["ngram", "code_match"], ["candidates"],
+                       ["embedding", "items"], ["gate"]]
+ENTRY_POINTS = {f"{CONTAMINATION}.gate", f"{CONTAMINATION}.items"}   # what the rest of the package may import
 
 
 def module_name(path: Path) -> str:
@@ -133,8 +136,22 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_cycles(graph):
-    unexpected = [c for c in cycles(graph) if set(c) not in KNOWN_CYCLES]
-    assert not unexpected, f"import cycles: {unexpected}"
+    assert not cycles(graph), f"import cycles: {cycles(graph)}"
+
+
+def test_contamination_stages_import_in_one_direction(graph):
+    """text <- guard <- n-gram / code <- lexical candidates <- embedding <- gate: a stage imports only earlier ones,
+    and the rest of the package reaches it only through the gate and its items (scripts, bench and tests may)."""
+    level = {f"{CONTAMINATION}.{name}": k for k, names in enumerate(CONTAMINATION_ORDER) for name in names}
+    inside = {m for m in graph if m.startswith(CONTAMINATION + ".")}
+    assert inside == set(level), "a module of the package is missing from CONTAMINATION_ORDER, or gone"
+    backward = [f"{m} imports {t}" for m in sorted(inside) for t in sorted(graph[m])
+                if t in level and level[t] >= level[m] and t != m]
+    assert not backward, "contamination stages importing later or same-level ones:\n" + "\n".join(backward)
+    assert not graph[CONTAMINATION], "the package's __init__ imports nothing: callers import the stage they need"
+    outside = [f"{m} imports {t}" for m in sorted(set(graph) - inside - {CONTAMINATION}) for t in sorted(graph[m])
+               if t in level and t not in ENTRY_POINTS]
+    assert not outside, "the package's stages imported from outside it:\n" + "\n".join(outside)
 
 
 def test_the_checks_catch_an_upward_in_function_import_and_a_cycle(tmp_path):

@@ -3,11 +3,11 @@
 MiniLM costs ~20-100 ms a text on 2 CPU cores, so the embedding method embeds only the pairs proposed here. A
 paraphrase keeps most of an eval item's content words, close together; so does any copy. Three cheap steps:
 
-1. **Content terms.** ``words()`` tokens minus English stopwords, stemmed by a trivial suffix rule (``-ies`` ->
-   ``-y``; ``-ing``/``-ed``/``-s``, then a final ``-e``: "boiling", "boils" -> "boil"; "minutes", "minute" ->
-   "minut"), operation words folded into their class ("plus", "sum", "+" -> ``op:add``; "minus", "subtract" ->
-   ``op:sub``: the guard's classes), number words as digits ("four" -> "4", "dozen" -> "12"), unit spellings as
-   one unit ("km" -> "kilometer"). Numbers are terms.
+1. **Content terms** (text.py). ``words()`` tokens minus English stopwords, stemmed by a trivial suffix rule
+   (``-ies`` -> ``-y``; ``-ing``/``-ed``/``-s``, then a final ``-e``: "boiling", "boils" -> "boil"; "minutes",
+   "minute" -> "minut"), operation words folded into their class ("plus", "sum", "+" -> ``op:add``; "minus",
+   "subtract" -> ``op:sub``: the guard's classes), number words as digits ("four" -> "4", "dozen" -> "12"), unit
+   spellings as one unit ("km" -> "kilometer"). Numbers are terms.
 2. **Links (vectorised, no pairwise work).** A link is an unordered pair of distinct terms at most ``DISTANCE``
    content words apart. Each eval item's links go into one sorted table of 64-bit keys; each training text's links
    are looked up chunk by chunk (``searchsorted``). A pair (row, item) is a candidate when the row holds at least
@@ -40,10 +40,15 @@ import math
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
-from menagerie.data.contamination import NUMBER_VALUES, OPERATIONS, UNIT_OF, _ranges, memoised, words
+from menagerie.data.contamination.arrays import CHUNK_ROWS, concat_ranges, memoised
+from menagerie.data.contamination.guard import GuardTerms, guard_reason, guard_terms, guard_words, passes_guard
+from menagerie.data.contamination.records import Candidate, Run
+from menagerie.data.contamination.shards import map_shards
+from menagerie.data.contamination.text import content_terms, term, words
 
 DISTANCE = 3             # links join terms at most this many content words apart
 MIN_LINK_FRACTION = 0.15
@@ -51,55 +56,28 @@ MIN_CONTAINMENT = 0.4
 WINDOW_MARGIN = 4        # extra words a window may reach past half the item length, for its sentence
 MIN_WINDOW_TERMS = 3     # items with fewer distinct terms are compared with whole (short) prompts only
 MIN_LENGTH_RATIO = 0.6   # a text compared with an item has at least this share of its words
-CHUNK_ROWS = 4096
 _SKIP, _OTHER = -2, -1   # token codes: stopword/symbol; content word no eval item has
 _SENTENCE_END = (".", "?", "!", '."', '?"', ".)", "?)", ":")
 _PIECE = re.compile(r"(\S+)(\s*)")
 
-STOPWORDS = frozenset("""
-a about above after again against all also am an and any are aren as at be because been before being below between
-both but by can cannot could couldn did didn do does doesn doing don down during else ever every few for from
-further had hadn has hasn have haven having he her here hers herself him himself his how i if in into is isn it its
-itself just let ll me might most much must mustn my myself no nor not now of off on once only or other ought our
-ours ourselves out over own re s same shall shan she should shouldn so some such t than that the their theirs them
-themselves then there these they this those through to too under until up upon us ve very was wasn we were weren what
-when where which while who whom whose why will with won would wouldn you your yours yourself yourselves d m o y ma
-get got many please answer question following
-""".split())
-OP_TERMS = {word: f"op:{name}" for name, vocab in OPERATIONS.items() for word in vocab}
+REVIEW_LINK_FRACTION = 0.25   # a guard veto is reviewed when the row holds this share of the item's links
+REVIEW_K = 2                  # ... at most this many a row, most links first
+TOP_K = 8                     # candidates a row keeps, best ranked first
 
 
-def stem(word: str) -> str:
-    """Trivial suffix stemmer: enough for "boils"/"boiling", "minutes"/"minute", "cities"/"city"."""
-    if len(word) <= 3 or not word.isalpha():
-        return word
-    if word.endswith("ies") and len(word) > 4:
-        return word[:-3] + "y"
-    for suffix in ("ing", "ed", "s"):
-        if word.endswith(suffix) and not word.endswith("ss") and len(word) - len(suffix) >= 3:
-            word = word[:-len(suffix)]
-            break
-    if word.endswith("e") and len(word) > 3:
-        word = word[:-1]
-    return word
+class Linked(NamedTuple):
+    """What `LexicalIndex.candidates` finds in some rows: the (row, item) pairs holding enough of the item's links
+    (parallel arrays, rows in order), per term how many of the rows hold it (their document frequency, for ranking),
+    and how many (row, item link) hits the lookups made."""
+    rows: np.ndarray
+    items: np.ndarray
+    fractions: np.ndarray   # the share of the item's links in the row
+    row_df: np.ndarray
+    link_hits: int
 
 
-def term(token: str) -> str | None:
-    """The content term of one ``words()`` token, None for stopwords and other symbols."""
-    if token in OP_TERMS:
-        return OP_TERMS[token]
-    if token in NUMBER_VALUES:   # "four" is the term "4", as the guard reads it
-        return NUMBER_VALUES[token]
-    if token in UNIT_OF:         # "km" is "kilometer"
-        return stem(UNIT_OF[token])
-    if token in STOPWORDS or not token[0].isalnum():
-        return None
-    return stem(token)
-
-
-def content_terms(text: str) -> list[str]:
-    """Content terms of `text`, in order."""
-    return [t for t in map(term, words(text)) if t is not None]
+def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
 class LexicalIndex:
@@ -154,11 +132,12 @@ class LexicalIndex:
         """Per token: its term's vocabulary id, _OTHER for a content word no item has, _SKIP for stopwords."""
         return np.array(memoised(tokens, self.cache, self._code), dtype=np.int64)
 
-    def candidates(self, texts: Sequence[str], min_fraction: float = MIN_LINK_FRACTION,
-                   stats: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(row, item, fraction of the item's links in the row) for every pair at or above `min_fraction`, and
-        per term how many of the texts hold it (the rows' document frequency, for ranking)."""
-        out_r, out_i, out_f = [], [], []
+    def candidates(self, texts: Sequence[str], min_fraction: float = MIN_LINK_FRACTION) -> Linked:
+        """Every (row, item) pair at or above `min_fraction` of the item's links, with per term how many of the
+        texts hold it (see `Linked`)."""
+        out_r: list[np.ndarray] = []
+        out_i: list[np.ndarray] = []
+        out_f: list[np.ndarray] = []
         hits_total = 0
         n_items = len(self.lengths)
         row_df = np.zeros(self.size, dtype=np.int64)
@@ -181,7 +160,7 @@ class LexicalIndex:
             rows, at = distinct // len(self.key_set), distinct % len(self.key_set)
             lo, n = self.key_start[at], self.key_items[at]
             hits_total += int(n.sum())
-            pair = np.repeat(rows, n) * n_items + self.link_items[_ranges(lo, n)]
+            pair = np.repeat(rows, n) * n_items + self.link_items[concat_ranges(lo, n)]
             pair, count = np.unique(pair, return_counts=True)
             p_rows, p_items = pair // n_items, pair % n_items
             fraction = count / self.links[p_items]
@@ -189,10 +168,7 @@ class LexicalIndex:
             out_r.append(start + p_rows[keep])
             out_i.append(p_items[keep])
             out_f.append(fraction[keep])
-        if stats is not None:
-            stats["link_hits"] = stats.get("link_hits", 0) + hits_total
-        cat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
-        return cat(out_r, np.int64), cat(out_i, np.int64), cat(out_f, np.float64), row_df
+        return Linked(_cat(out_r, np.int64), _cat(out_i, np.int64), _cat(out_f, np.float64), row_df, hits_total)
 
     def item_weights(self, item: int) -> dict[int, float]:
         lo, hi = self.indptr[item], self.indptr[item + 1]
@@ -282,3 +258,116 @@ def _measure(found: list[tuple[int, int]], weights: dict[int, float]) -> tuple[f
     matched = sorted({t for _, t in found if t in weights})
     distinct = len({t if t >= 0 else ("?", i) for i, t in found})
     return sum(weights[t] for t in matched), matched, len(matched) / max(distinct, 1)
+
+
+def lexical_candidates(train_prompts: Sequence[str], eval_texts: Sequence[str], guard: bool = True,
+                       terms: Sequence[GuardTerms] | None = None, run: Run | None = None, workers: int = 1,
+                       vetoed: list[Candidate] | None = None) -> list[Candidate]:
+    """The pairs the embedding method embeds, best first per row.
+
+    A pair qualifies when the row holds at least ``MIN_LINK_FRACTION`` of the item's term links, its best window
+    holds at least ``MIN_CONTAINMENT`` of the item's term weight and (with `guard`) the prompt and the window pass the
+    guard; a row keeps its ``TOP_K`` best. Rank: window containment x window density (share of its content terms
+    that are the item's) x the summed rarity (log inverse row frequency) of the item's terms in it, so a dense,
+    specific match ranks above common words scattered in a long text. Two passes over the rows, each in `workers`
+    processes: link candidates and term row frequencies, then (with the rarities of all rows) the windows.
+
+    `run`: gets the counts (link_hits, skipped_items, candidate_pairs, verified_pairs, rows_with_candidates) and the
+    timings (index, candidates, verify). `vetoed`: receives the pairs the guard rejected among those holding at
+    least ``REVIEW_LINK_FRACTION`` of the item's links (a near copy, in words), ``REVIEW_K`` a row, each with its
+    window and the guard's reason: what the report's `reviewed` list is made of.
+    """
+    run = Run() if run is None else run
+    with run.phase("index"):
+        index = LexicalIndex(eval_texts)
+        if guard and terms is None:
+            terms = [guard_terms(t) for t in eval_texts]
+    with run.phase("candidates"):
+        def propose(lo: int, hi: int) -> Linked:
+            found = index.candidates(train_prompts[lo:hi])
+            return found._replace(rows=lo + found.rows)
+
+        parts = map_shards(propose, len(train_prompts), workers)
+        rows = _cat([p.rows for p in parts], np.int64)
+        items = _cat([p.items for p in parts], np.int64)
+        fractions = _cat([p.fractions for p in parts], np.float64)
+        row_df = sum((p.row_df for p in parts), np.zeros(index.size, np.int64))
+        run.add("link_hits", sum(p.link_hits for p in parts))
+    with run.phase("verify"):
+        order = np.lexsort((items, rows))
+        rows, items, fractions = rows[order], items[order], fractions[order]
+        idf = np.log((len(train_prompts) + 1) / (row_df + 1))   # how rare each term is in these rows
+        review = vetoed is not None and guard
+
+        def check(lo: int, hi: int) -> tuple[list[Candidate], list[Candidate]]:
+            a, b = np.searchsorted(rows, [lo, hi])
+            return _verify(index, train_prompts, rows[a:b].tolist(), items[a:b].tolist(),
+                           fractions[a:b].tolist(), idf, terms if guard else None, review)
+
+        results = map_shards(check, len(train_prompts), workers)
+        verified = [v for part, _ in results for v in part]
+        if vetoed is not None:
+            vetoed.extend(v for _, part in results for v in part)
+        run.counts.update(skipped_items=index.skipped, candidate_pairs=len(rows), verified_pairs=len(verified),
+                          rows_with_candidates=len({v.row for v in verified}))
+    return verified
+
+
+def _verify(index: LexicalIndex, prompts: Sequence[str], rows: list[int], items: list[int], fractions: list[float],
+            idf: np.ndarray, terms: Sequence[GuardTerms] | None,
+            review: bool = False) -> tuple[list[Candidate], list[Candidate]]:
+    """`lexical_candidates`' window check of (row, item) pairs sorted by row: each row's ``TOP_K`` best, and (with
+    `review`) its windows of the ``REVIEW_K`` guard vetoes holding the most of their item's links (at least
+    ``REVIEW_LINK_FRACTION``): a bounded extra cost, two windows a row at most."""
+    verified: list[Candidate] = []
+    vetoed: list[Candidate] = []
+
+    def windowed(row: int, item: int, occurrences: tuple) -> tuple[float, str] | None:
+        window, containment, matched, density = index.window(prompts[row], item, occurrences)
+        if containment < MIN_CONTAINMENT - 1e-9:
+            return None
+        return containment * density * float(idf[matched].sum()), window
+
+    def flush(row: int, passed: list[int], refused: list[tuple[float, int]]) -> None:
+        prompt, occurrences = prompts[row], None
+        row_words: set[str] = set()
+        kept: list[Candidate] = []
+        if terms is not None and (passed or refused):
+            row_words = guard_words(prompt)
+        for item in passed:
+            if terms is not None and not passes_guard(terms[item], row_words):
+                if review and fractions_of[item] >= REVIEW_LINK_FRACTION - 1e-9:
+                    refused.append((-fractions_of[item], item))
+                continue
+            occurrences = occurrences or index.occurrences(prompt)
+            found = windowed(row, item, occurrences)
+            if found is None:
+                continue
+            rank, window = found
+            if terms is not None and window is not prompt and not passes_guard(terms[item], guard_words(window)):
+                if review and fractions_of[item] >= REVIEW_LINK_FRACTION - 1e-9:
+                    refused.append((-fractions_of[item], item))
+                continue
+            kept.append(Candidate(row, item, rank, window))
+        verified.extend(sorted(kept, key=Candidate.order)[:TOP_K])
+        for _, item in sorted(refused)[:REVIEW_K]:
+            assert terms is not None   # only the guard refuses
+            occurrences = occurrences or index.occurrences(prompt)
+            found = windowed(row, item, occurrences)
+            if found is not None:
+                rank, window = found
+                reason = guard_reason(terms[item], guard_words(window)) or guard_reason(terms[item], row_words)
+                vetoed.append(Candidate(row, item, rank, window, reason or "guard"))
+
+    fractions_of: dict[int, float] = {}
+    current, pending = None, []
+    for row, item, fraction in zip(rows, items, fractions):
+        if row != current:
+            if current is not None:
+                flush(current, pending, [])
+            current, pending, fractions_of = row, [], {}
+        pending.append(item)
+        fractions_of[item] = fraction
+    if current is not None:
+        flush(current, pending, [])
+    return verified, vetoed

@@ -24,9 +24,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from menagerie.data.contamination.arrays import PRIME, token_hash
+from menagerie.data.contamination.records import Match, Run
+from menagerie.data.contamination.shards import map_shards
+from menagerie.data.contamination.text import char_spans
+
 K = 12
-_MASK = (1 << 64) - 1
-_PRIME = np.uint64(1099511628211)
 _DISTANCE = np.uint64(0x9E3779B97F4A7C15)
 _TOKEN = re.compile(r"[A-Za-z_]\w*|\d+(?:\.\d+)?|==|!=|<=|>=|//|\*\*|->|\+=|-=|\*=|/=|#[^\n]*"
                     r'|"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|[^\s\w]')
@@ -64,7 +67,7 @@ def _renameable(token: str) -> bool:
     return (token[0].isalpha() or token[0] == "_") and token not in KEPT
 
 
-_NAME = (hash("\0name") * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & _MASK
+_NAME = token_hash("\0name")
 
 
 def _arrays_of(tokens: list[str], cache: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -74,8 +77,7 @@ def _arrays_of(tokens: list[str], cache: dict) -> tuple[np.ndarray, np.ndarray]:
     for k, token in enumerate(tokens):
         entry = cache.get(token)
         if entry is None:
-            entry = cache[token] = ((hash(token) * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & _MASK,
-                                    _renameable(token))
+            entry = cache[token] = (token_hash(token), _renameable(token))
         if entry[1] and not after_dot:
             hashes.append(_NAME)
             back.append(k - last[token] if token in last else 1 << 40)
@@ -106,7 +108,7 @@ def window_hashes(base: np.ndarray, back: np.ndarray, length: int) -> np.ndarray
         for j in range(length):
             distance = back[j:j + n]
             inside = np.where(distance <= j, distance, 0).astype(np.uint64)
-            out = out * _PRIME + (base[j:j + n] ^ (inside * _DISTANCE))
+            out = out * PRIME + (base[j:j + n] ^ (inside * _DISTANCE))
     return out ^ np.uint64(length)
 
 
@@ -114,7 +116,8 @@ class CodeIndex:
     """Reference solutions as sets of normalised windows, one table per window length."""
 
     def __init__(self, solutions: Sequence[str], k: int = K):
-        self.k, self.cache = k, {}
+        self.k = k
+        self.cache: dict[str, tuple[int, bool]] = {}
         self.total = np.zeros(len(solutions), dtype=np.int64)
         per_length: dict[int, dict[int, set[int]]] = {}
         for item, text in enumerate(solutions):
@@ -133,7 +136,7 @@ class CodeIndex:
     def query(self, texts: Sequence[str], min_score: float = 0.0) -> list[tuple[int, int, float]]:
         """(text index, item, share of the item's windows found) for every pair at or above `min_score` (and at
         least one window), best first per text."""
-        found = []
+        found: list[tuple[int, int, float]] = []
         if not self.tables:
             return found
         for row, text in enumerate(texts):
@@ -155,6 +158,20 @@ class CodeIndex:
         return found
 
 
+def code_matches(train_texts: Sequence[str], solutions: Sequence[str], min_overlap: float = 0.5,
+                 run: Run | None = None, workers: int = 1) -> list[Match]:
+    """Training texts holding at least `min_overlap` of a solution's normalised windows, every such solution, best
+    first per row (score: the share of its windows), by row; `workers` processes; `run` times it (phase "code")."""
+    run = Run() if run is None else run
+    with run.phase("code"):
+        index = CodeIndex(solutions)
+
+        def lookup(lo: int, hi: int) -> list[Match]:
+            return [Match(lo + row, item, score) for row, item, score in index.query(train_texts[lo:hi], min_overlap)]
+
+        return [match for part in map_shards(lookup, len(train_texts), workers) for match in part]
+
+
 def code_spans(train_text: str, solution: str, k: int = K) -> tuple[list[tuple[int, int]], list[tuple[int, int]],
                                                                      int, int]:
     """(character spans of the matched windows in the training text, in the solution, windows matched, the
@@ -170,14 +187,6 @@ def code_spans(train_text: str, solution: str, k: int = K) -> tuple[list[tuple[i
     matched = wanted & set(train_hashes)
     train_hit = {p for s, h in enumerate(train_hashes) if h in matched for p in range(s, s + length)}
     item_hit = {p for s, h in enumerate(item_hashes) if h in matched for p in range(s, s + length)}
-    return _spans(train, train_hit), _spans(item, item_hit), len(matched), len(wanted)
+    return (char_spans([t[2:] for t in train], train_hit), char_spans([t[2:] for t in item], item_hit),
+            len(matched), len(wanted))
 
-
-def _spans(tokens: list[tuple[str, bool, int, int]], hit: set[int]) -> list[tuple[int, int]]:
-    spans: list[tuple[int, int]] = []
-    for k in sorted(hit):
-        if spans and k - 1 in hit:
-            spans[-1] = (spans[-1][0], tokens[k][3])
-        else:
-            spans.append((tokens[k][2], tokens[k][3]))
-    return spans
