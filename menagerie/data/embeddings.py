@@ -97,7 +97,8 @@ def _key(text: str, max_tokens: int) -> bytes:
 
 
 def _read_store(directory: Path) -> tuple[dict[bytes, np.ndarray], list[Path]]:
-    store, shards = {}, sorted(directory.glob("shard-*.npz"))
+    store: dict[bytes, np.ndarray] = {}
+    shards = sorted(directory.glob("shard-*.npz"))
     for shard in shards:
         try:
             with np.load(shard) as data:

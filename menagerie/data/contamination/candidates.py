@@ -178,7 +178,8 @@ class LexicalIndex:
         """What `window` needs of one text, computed once per row: (pieces, (piece index, term id) of every content
         term in order, their piece indices, term id -> piece indices, indices of pieces that end a sentence or a
         line). Terms no eval item has get id -1 (they still count as content in a window's density)."""
-        pieces, ends = [], set()
+        pieces: list[str] = []
+        ends: set[int] = set()
         for match in _PIECE.finditer(text):
             if match.group(1).endswith(_SENTENCE_END) or "\n" in match.group(2):
                 ends.add(len(pieces))
@@ -186,7 +187,8 @@ class LexicalIndex:
         cache, get = self.piece_terms, self.vocab.get
         if len(cache) > 2_000_000:
             cache.clear()
-        found, positions = [], {}
+        found: list[tuple[int, int]] = []
+        positions: dict[int, list[int]] = {}
         for index, piece in enumerate(pieces):
             ids = cache.get(piece)
             if ids is None:
@@ -219,7 +221,8 @@ class LexicalIndex:
         if len(weights) < MIN_WINDOW_TERMS:   # a 2-word item inside a long text: any short phrase would do
             return "", 0.0, [], 0.0
         hits = sorted((index, t) for t in weights for index in positions.get(t, ()))
-        best, span, counts, score, left = 0.0, (0, 0), {}, 0.0, 0
+        best, span, score, left = 0.0, (0, 0), 0.0, 0
+        counts: dict[int, int] = {}
         for index, term_id in hits:
             counts[term_id] = counts.get(term_id, 0) + 1
             if counts[term_id] == 1:
@@ -360,7 +363,8 @@ def _verify(index: LexicalIndex, prompts: Sequence[str], rows: list[int], items:
                 vetoed.append(Candidate(row, item, rank, window, reason or "guard"))
 
     fractions_of: dict[int, float] = {}
-    current, pending = None, []
+    current: int | None = None
+    pending: list[int] = []
     for row, item, fraction in zip(rows, items, fractions):
         if row != current:
             if current is not None:

@@ -73,7 +73,10 @@ _NAME = token_hash("\0name")
 def _arrays_of(tokens: list[str], cache: dict) -> tuple[np.ndarray, np.ndarray]:
     """Per token: its hash (every renameable name the same) and how far back the same name was last used (a large
     number at its first use, 0 for other tokens). `cache`: token -> (hash, renameable)."""
-    hashes, back, last, after_dot = [], [], {}, False
+    hashes: list[int] = []
+    back: list[int] = []
+    last: dict[str, int] = {}
+    after_dot = False
     for k, token in enumerate(tokens):
         entry = cache.get(token)
         if entry is None:

@@ -139,7 +139,10 @@ def run_gate(recipe_name: str, settings: dict, parts: dict[str, list[dict]],
              items: list[dict], unchecked: list[str], workers: int = 1) -> tuple[dict[str, list[dict]], dict]:
     """Filter every part per `settings` (the recipe's data.contamination); returns (kept rows per part, report).
     `workers`: processes for the row-wise work, a runtime knob (the job's threads) that changes no result."""
-    flagged_by_part, reviewed_by_part, kept, summary_parts = {}, {}, {}, {}
+    flagged_by_part: dict[str, list[dict]] = {}
+    reviewed_by_part: dict[str, list[dict]] = {}
+    kept: dict[str, list[dict]] = {}
+    summary_parts: dict[str, dict] = {}
     methods = list(settings["methods"]) + (["code"] if "ngram" in settings["methods"] else [])
     for part, rows in parts.items():
         run = Run()

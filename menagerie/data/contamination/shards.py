@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 MIN_ROWS_PER_WORKER = 2048   # below this, starting a worker costs more than it saves
 _WORK: Callable | None = None   # the work of the map in flight, inherited by the forked workers
 
 
-def _run(bounds: tuple[int, int]) -> object:
+def _run(bounds: tuple[int, int]) -> Any:
     assert _WORK is not None
     return _WORK(*bounds)
 
