@@ -22,5 +22,5 @@ include: "rules/leaderboard.smk"
 rule all:
     default_target: True
     input:
-        recipe_outputs(CONFIG["recipe"]),
+        JOBS.recipe_outputs(CONFIG["recipe"]),
         "results/leaderboard.json",

@@ -13,12 +13,7 @@ import sys
 KEPT = [
     (r"^rule ", r"^Shell command directly uses variable RESOLVED_CONFIG from outside of the rule",
      "the resolved config's path changes with every config edit, so as a param it would rerun every rule on any "
-     "edit; rules carry the hash of what they read instead (rules/common.smk)"),
-    (r"^snakefile .*rules/(common|data|evaluate|leaderboard)\.smk$", r"^Mixed rules and functions in same snakefile",
-     "input/params functions beside their rules, pending issue 17 deliverable 3 (all of them in workflow.py)"),
-    (r"^snakefile .*rules/data\.smk$", r"^Absolute path \"/\"\)\[1\] for a in sys\.argv",
-     "not a path: the unpinned-hub-dataset note reads the command line's targets (Snakemake knows them only after "
-     "parsing); pending issue 17 deliverable 3"),
+     "edit; rules carry the hash of what they read instead (menagerie.jobs.write_resolved_config)"),
 ]
 
 HEADER = re.compile(r"^Lints for (snakefile (?P<file>\S+)|rule (?P<rule>\S+) \(line \d+, (?P<rfile>\S+)\)):$")

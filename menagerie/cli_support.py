@@ -7,8 +7,8 @@ import json
 import signal
 import sys
 from pathlib import Path
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
 
 from menagerie.bytecode import cache_bytecode
 from menagerie.errors import ConfigError, MenagerieError
@@ -64,6 +64,11 @@ def name_paths(values: Sequence[str], flag: str) -> dict[str, Path]:
             raise ConfigError(f"{flag} expects NAME=PATH, got {value!r}")
         out[name] = Path(path)
     return out
+
+
+def name_path_words(paths: Mapping[str, Any]) -> str:
+    """{name: path} as the `NAME=PATH ...` words name_paths parses (rules pass them to the stage scripts)."""
+    return " ".join(f"{name}={path}" for name, path in paths.items())
 
 
 def recipe_from(config: dict, name: str) -> dict:

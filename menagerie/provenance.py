@@ -33,7 +33,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-GIT_COMMIT_ENV = "MENAGERIE_GIT_COMMIT"   # set once on the host (rules/common.smk); jobs and images inherit it
+GIT_COMMIT_ENV = "MENAGERIE_GIT_COMMIT"   # set once on the host (menagerie.jobs.export_git_commit); jobs and images inherit it
 IMAGE_ENV = ("APPTAINER_CONTAINER", "SINGULARITY_CONTAINER")   # what Apptainer sets inside an image: its path
 
 

@@ -1,5 +1,5 @@
 """How a stage's `resources:` (config.yaml) become a SLURM job, in the Snakemake resources that
-snakemake-executor-plugin-slurm 2.6 reads. Rules call these through rules/common.smk; tests/test_resources.py builds
+snakemake-executor-plugin-slurm 2.6 reads. Rules call these through menagerie/jobs.py; tests/test_resources.py builds
 the plugin's own sbatch and srun lines from them.
 
 A GPU stage is ONE job with one task per node holding all of that node's GPUs (`--ntasks-per-node=1`

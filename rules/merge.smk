@@ -3,19 +3,19 @@
 
 rule merge:
     input:
-        unpack(lambda w: PATHS.merge_inputs(w.recipe, w.stage)),
+        unpack(JOBS.merge_inputs),
     output:
         model=directory("results/{recipe}/{stage}_merged"),
     params:
-        dtype=lambda w: PATHS.merge_dtype(w.recipe, w.stage),
-        settings_hash=rule_hash_param("merge"),
+        dtype=JOBS.merge_dtype,
+        settings_hash=JOBS.rule_hash("merge"),
     log:
         "logs/{recipe}/{stage}_merge.log",
     container: CONTAINERS.get("train")
-    threads: stage_threads(stage_resources("merge"))
+    threads: JOBS.threads("merge")
     resources:
-        **stage_slurm(stage_resources("merge")),
+        **JOBS.slurm("merge"),
     shell:
-        run_stage("scripts/merge.py --adapter {input.adapter} --into {input.into} --out {output.model} "
-                  "--dtype {params.dtype} --label '{wildcards.recipe} ({wildcards.stage} merged)' "
-                  "--config {RESOLVED_CONFIG} --recipe {wildcards.recipe} --stage {wildcards.stage}")
+        JOBS.run_stage("scripts/merge.py --adapter {input.adapter} --into {input.into} --out {output.model} "
+                       "--dtype {params.dtype} --label '{wildcards.recipe} ({wildcards.stage} merged)' "
+                       "--config {RESOLVED_CONFIG} --recipe {wildcards.recipe} --stage {wildcards.stage}")

@@ -8,7 +8,8 @@
     merge     merge
     evaluate  menagerie.evaluate.*
     report    report, leaderboard, leaderboard_html, verify, verdict, reproduction
-    cli       cli, __main__ (the `menagerie` command), bundle, check (reproduction bundles: read every stage)
+    cli       cli, __main__ (the `menagerie` command), bundle, check (reproduction bundles: read every stage), jobs
+              (what rules/*.smk call: the workflow's entry)
 
 Every import of a `menagerie` module is read with ast, at module level and inside functions alike (an in-function
 import hides a dependency from a reader, not from this test). A new top-level module must be given a layer here.
@@ -34,7 +35,7 @@ MODULES = {
     "config": ["config", "plan", "workflow", "models", "ni_settings", "overrides"],
     "merge": ["merge"],
     "report": ["report", "leaderboard", "leaderboard_html", "verify", "verdict", "reproduction"],
-    "cli": ["cli", "__main__", "bundle", "check"],
+    "cli": ["cli", "__main__", "bundle", "check", "jobs"],
 }
 # inside the contamination gate's package, each stage imports only the stages before it (its __init__ documents it)
 CONTAMINATION = "menagerie.data.contamination"

@@ -281,7 +281,7 @@ def test_a_qlora_dequantize_merge_on_the_cpu_is_refused(raw):
 
 
 def test_the_shipped_config_passes_the_check_the_workflow_runs(config):
-    check_plan(config)   # every recipe, the tiny twins included (rules/common.smk runs this at workflow start)
+    check_plan(config)   # every recipe, the tiny twins included (menagerie.jobs.config_or_exit runs this at workflow start)
 
 
 def test_plan_cli_prints_the_table_and_exits_1_naming_a_stage_that_cannot_fit(tmp_path, capsys):

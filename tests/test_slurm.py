@@ -2,7 +2,7 @@
 (tests/slurm_cluster.py), brought up under tmp_path and torn down at the end.
 
 One Snakemake run through `--profile profiles/slurm` builds the tiny twin's cheap stages (a generated dataset and an
-SFT mixture), a GPU stage whose resources come from the recipe through rules/common.smk's `stage_slurm` (an overlay
+SFT mixture), a GPU stage whose resources come from the recipe through menagerie.jobs's `Jobs.slurm` (an overlay
 recipe asks `gpus: 2, gpu_model: fake` for SFT) and whose command is started by the training launcher (torchrun with
 one process per GPU; gloo on CPU), and a job that always fails. sacct then shows each stage as its own job with the
 requested resources (the 2-GPU stage: one job, one step holding both GPUs, two processes that finish), and the
@@ -32,7 +32,6 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = "slurm-test"
 SNAKEFILE = f"""
 include: "{REPO}/Snakefile"
-from menagerie.train import launch as train_launch
 
 
 rule gpu_probe:
@@ -40,10 +39,10 @@ rule gpu_probe:
     output:
         "probe/{{recipe}}.gpu.txt",
     params:
-        launch=lambda w: train_launch.shell_prefix(stage_resources("sft")(w), PYTHON),
-    threads: stage_threads(stage_resources("sft"))
+        launch=JOBS.launcher("sft"),
+    threads: JOBS.threads("sft")
     resources:
-        **stage_slurm(stage_resources("sft")),
+        **JOBS.slurm("sft"),
     shell:
         "{{params.launch}} dist_probe.py {{output}}.rank && cat {{output}}.rank* > {{output}}"
 

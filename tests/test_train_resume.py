@@ -196,7 +196,7 @@ def test_launch_rejects_a_bad_process_override():
 
     with pytest.raises(ConfigError, match="MENAGERIE_NPROC='two'"):
         launch.command({"gpus": 1}, env={"MENAGERIE_NPROC": "two"})
-    # the interpreter is shell words (rules/common.smk quotes the host's path), split before quoting
+    # the interpreter is shell words (menagerie.jobs.python_command quotes the host's path), split before quoting
     assert launch.shell_prefix({"gpus": 2}, python="'/opt/my py'", env={}) == \
         "'/opt/my py' -m torch.distributed.run --standalone --nproc_per_node=2"
 
