@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from menagerie.data import mixture as steps
 from menagerie.data.mixture import build_mixture
 from menagerie.data.sources import materialize_dataset
 from menagerie.errors import ConfigError
@@ -112,6 +113,77 @@ def test_report_fields_and_hashes_match_the_written_files(raw: dict[str, Path], 
     assert report["sha256"]["validation"] == sha256_file(tmp_path / "v.jsonl")
     lengths = [sum(len(m["content"]) for m in r["messages"]) + len(r.get("context", "")) for r in train + val]
     assert report["chars"] == {"mean": round(sum(lengths) / len(lengths), 1), "max": max(lengths)}
+
+
+# ---- the steps build_mixture chains: select -> filter -> sample -> curate -> split -> report
+
+def test_select_loads_each_dataset_once_in_first_use_order(raw: dict[str, Path]) -> None:
+    sources, datasets = steps.select(mix([{"dataset": "units"}, {"dataset": "arith", "count": 10}]), DATASETS, raw,
+                                     "sft")
+    assert list(datasets) == ["units", "arith"] and [s.position for s in sources] == [0, 1]
+    assert [(s.where, s.available, len(s.selected)) for s in sources] == [
+        ("data.sft.sources.0", 200, 200), ("data.sft.sources.1", 600, 600)]
+    assert datasets["units"].digest == sha256_file(raw["units"])
+    assert set(datasets["arith"].claimed.values()) == {1} and len(datasets["arith"].claimed) == 600
+    with pytest.raises(ConfigError, match="data.sft.sources.1: dataset 'nope' is not defined in datasets"):
+        steps.select(mix([{"dataset": "units"}, {"dataset": "nope"}]), DATASETS, raw, "sft")
+
+
+def test_filter_keeps_the_selection_without_filters_and_counts_what_each_drops(raw: dict[str, Path]) -> None:
+    sources, _ = steps.select(mix([{"dataset": "arith"}]), DATASETS, raw, "sft")
+    (source,) = steps.filter_rows(sources, {})
+    assert source.eligible == source.selected and source.filtered_out == {}
+    (source,) = steps.filter_rows(sources, {"max_prompt_words": 1})
+    assert source.eligible == [] and source.filtered_out == {"max_prompt_words": 600}
+
+
+def test_sample_draws_each_source_and_concatenates_in_item_order(raw: dict[str, Path]) -> None:
+    sources, _ = steps.select(mix([{"dataset": "units", "fraction": 0.1}, {"dataset": "arith", "count": 7},
+                                   {"dataset": "plat"}]), DATASETS, raw, "sft")
+    rows = steps.sample(steps.filter_rows(sources, {}), "sft", 42)
+    assert [(s.requested, len(s.picked)) for s in sources] == [("fraction 0.1", 20), (7, 7), ("all", 300)]
+    assert [r["source"] for r in rows] == ["units"] * 20 + ["arith"] * 7 + ["plat"] * 300
+    again, _ = steps.select(mix([{"dataset": "arith", "count": 7}]), DATASETS, raw, "sft")
+    assert steps.sample(steps.filter_rows(again, {}), "sft", 42) == sources[1].picked   # its own generator
+
+
+def test_curate_drops_repeated_inputs_only_when_asked() -> None:
+    rows = [{"messages": [{"role": "user", "content": c}, {"role": "assistant", "content": "a"}]}
+            for c in ("same question", "same question", "other")]
+    untouched = steps.curate(rows, {}, None)
+    assert untouched.rows == rows and untouched.dedup_dropped is None and untouched.curation is None
+    deduped = steps.curate(rows, {"dedup_input": True}, None)
+    assert deduped.rows == [rows[0], rows[2]] and deduped.dedup_dropped == 1
+
+
+def test_split_shuffles_with_the_seed_and_keeps_the_last_rows_for_validation() -> None:
+    rows = [{"id": i} for i in range(10)]
+    train, val = steps.split(rows, 3, 4, "sft")
+    assert (len(train), len(val)) == (6, 4) and sorted(r["id"] for r in train + val) == list(range(10))
+    assert steps.split(rows, 3, 4, "sft") == (train, val) and rows == [{"id": i} for i in range(10)]
+    assert steps.split(rows, 4, 4, "sft")[0] != train
+    with pytest.raises(ConfigError, match="data.dpo: the mixture's sources provide no rows"):
+        steps.split([], 3, 0, "dpo")
+    with pytest.raises(ConfigError, match=r"data.sft.validation \(10\) must be smaller than the 10 rows"):
+        steps.split(rows, 3, 10, "sft")
+
+
+def test_report_counts_only_the_rows_that_survive_curation(raw: dict[str, Path]) -> None:
+    sources, datasets = steps.select(mix([{"dataset": "units", "count": 5, "paper_count": 9}]), DATASETS, raw, "sft")
+    rows = steps.sample(steps.filter_rows(sources, {}), "sft", 1)
+    curated = steps.Curated(rows[:3], curation={"exact_duplicates": 2})
+    train, val = steps.split(curated.rows, 1, 1, "sft")
+    report = steps.report("sft", 1, sources, datasets, curated, train, val, {})
+    (entry,) = report["sources"]
+    assert list(entry) == ["dataset", "requested", "paper_count", "available", "sampled", "input_sha256",
+                           "obtained", "length"]
+    assert (entry["sampled"], entry["obtained"], entry["paper_count"]) == (5, 3, 9)
+    assert report["curation"] == {"exact_duplicates": 2} and (report["train_rows"], report["validation_rows"]) == (2, 1)
+    with pytest.raises(ConfigError, match="mixture kind must be one of sft, dpo"):
+        steps.mixture_settings({}, "rm")
+    with pytest.raises(ConfigError, match="data.dpo.filters: the Birbal filters apply to sft mixtures only"):
+        steps.mixture_settings({"filters": {"dedup_input": True}}, "dpo")
+    assert steps.mixture_settings({"sources": []}, "sft") == (42, 0, {})
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
