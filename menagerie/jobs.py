@@ -107,8 +107,9 @@ def one_of(names: Iterable[str]) -> str:
 def requested_recipes(config: dict, targets: Sequence[str]) -> list[str]:
     """The recipes the command line's targets build (results/<recipe>/...), else the default recipe."""
     named = {t.split("/")[1] for t in targets if t.startswith("results/") and t.count("/") >= 2}
-    return sorted(r for r in named if r in config["recipes"]) or [
-        r for r in [config.get("recipe")] if r in config["recipes"]]
+    default = config.get("recipe")
+    return sorted(r for r in named if r in config["recipes"]) or (
+        [default] if isinstance(default, str) and default in config["recipes"] else [])
 
 
 def unpinned_notes(config: dict, recipes: Iterable[str]) -> list[str]:
