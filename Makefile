@@ -26,7 +26,7 @@ export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
 export UV_PYTHON_DOWNLOADS := never
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help env run lint test test-fast test-shared plan dryrun lock clean slurm-test envs containers containers-pin verify bundle check
+.PHONY: help env run lint test test-fast test-shared plan dryrun lock clean slurm-test envs containers containers-pin verify bundle check report
 help:
 	@echo "make run [RECIPE=tiny-tulu2-dpo|tiny-platypus2|tiny-birbal]  build results/<recipe>/eval.json"
 	@echo "make run RECIPE=my-recipe CONFIG=my.yaml                   a recipe from your own config file"
@@ -35,6 +35,7 @@ help:
 	@echo "make plan [RECIPE=tulu2-70b]                                memory and time per stage (all real recipes)"
 	@echo "make bundle RECIPE=<name> [WITH_WEIGHTS=1]                  results/<recipe>/bundle/<recipe>-<commit>.tar.gz"
 	@echo "make check BUNDLE=<path> [MODEL=<dir>] [TASKS=a,b]          an organiser's check of a bundle"
+	@echo "make report [RECIPE=<name>] [CONFIG=my.yaml]                results/<recipe>/report.html (snakemake --report)"
 	@echo "make env | lock | clean"
 
 $(UV):
@@ -107,6 +108,9 @@ containers-pin:   ## re-resolve the base image digest of containers/*.def (needs
 
 verify: env   ## recompute a built recipe's hashes against its provenance
 	$(PY) -m menagerie verify results/$(RECIPE)
+
+report: env   ## results/<recipe>/report.html: Snakemake's HTML report of a built recipe (loss curves, leaderboard)
+	$(PY) -m menagerie report '$(RECIPE)' $(if $(CONFIG),--configfile '$(CONFIG)') $(if $(SNAKEMAKE_ARGS),-- $(SNAKEMAKE_ARGS))
 
 # --- competition-style reproduction (README "Reproduction bundles")
 BUNDLE ?=

@@ -10,6 +10,10 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# `snakemake --report report.html` (make report): this page's text, the loss curves and the leaderboard
+report: "rules/report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/models.smk"
 include: "rules/data.smk"

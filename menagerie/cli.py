@@ -5,6 +5,7 @@
   menagerie plan [RECIPE ...] [--config FILE ...] memory and time per stage; exit 1 when a stage cannot fit
   menagerie verify RECIPE|DIR                     recompute a built recipe's hashes against its provenance
   menagerie leaderboard [--results DIR]           the leaderboard page again from every built eval.json
+  menagerie report [RECIPE] [--out FILE]          snakemake --report of a built recipe: loss curves, leaderboard
 
 Run it in the project directory (beside the Snakefile). Without the installed script: `python -m menagerie ...`.
 The stage scripts (scripts/<stage>.py) stay what the rules call. User errors print `error: ...` and exit 1.
@@ -108,6 +109,22 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Snakemake's HTML report of a built recipe (the `report()` outputs of rules/train.smk and rules/leaderboard.smk,
+    rules/report/*.rst): one self-contained page, results/<recipe>/report.html by default (a .zip when --out ends so)."""
+    in_project()
+    eval_json = Path("results") / args.recipe / "eval.json"
+    if not eval_json.is_file():
+        raise MissingInputError(f"{eval_json} does not exist: the report shows a built run, build it first "
+                                f"(`make run RECIPE={args.recipe}`)")
+    out = Path(args.out) if args.out else Path("results") / args.recipe / "report.html"
+    configfile = [f"--configfile={args.configfile}"] if args.configfile else []
+    code = snakemake(["--cores=1", f"--report={out}", *configfile, f"--config=recipe={args.recipe}", *args.snakemake])
+    if code == 0:
+        print(f"report: {out}")
+    return code
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="menagerie", description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,6 +144,12 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="recompute a built recipe's hashes against its provenance")
     p.add_argument("recipe", help="recipe name (results/<recipe>) or a built recipe's directory")
     p.set_defaults(fn=cmd_verify)
+    p = sub.add_parser("report", help="snakemake --report of a built recipe (loss curves, leaderboard)")
+    p.add_argument("recipe", nargs="?", default=DEFAULT_RECIPE, help=f"recipe name (default {DEFAULT_RECIPE})")
+    p.add_argument("--out", default=None, help="the report file (default results/<recipe>/report.html)")
+    p.add_argument("--configfile", default=None, help="a YAML config merged over config.yaml (the run's CONFIG)")
+    p.add_argument("snakemake", nargs=argparse.REMAINDER, help="after `--`: passed to snakemake")
+    p.set_defaults(fn=cmd_report)
     p = sub.add_parser("leaderboard", help="the leaderboard page again from every built eval.json")
     p.add_argument("--results", default="results")
     p.set_defaults(fn=cmd_leaderboard)

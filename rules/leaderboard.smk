@@ -10,8 +10,12 @@ rule leaderboard:
     output:
         json="results/leaderboard.json",
         md="results/leaderboard.md",
-        html="results/leaderboard.html",
-        charts=directory("results/leaderboard"),
+        # the page and its charts are results of `snakemake --report` (make report), category Leaderboard
+        html=report("results/leaderboard.html", caption="report/leaderboard.rst", category="Leaderboard",
+                    labels={"result": "leaderboard (all recipes)"}),
+        charts=report(directory("results/leaderboard"), patterns=["{suite}.png"],
+                      caption="report/leaderboard_chart.rst", category="Leaderboard",
+                      labels={"result": "chart of suite {suite}"}),
     log:
         "logs/leaderboard.log",
     container: CONTAINERS.get("train")

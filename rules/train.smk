@@ -7,7 +7,10 @@ rule train:
         train="results/{recipe}/data/decontaminated",   # the contamination gate's output (rules/data.smk)
         validation="results/{recipe}/data/{stage}_val.jsonl",
     output:
-        model=directory("results/{recipe}/{stage}"),
+        # the loss curve is a result of `snakemake --report` (make report): category Training, one per recipe/stage
+        model=report(directory("results/{recipe}/{stage}"), patterns=["{plot,loss_curve}.png"],
+                     caption="report/loss_curve.rst", category="Training", subcategory="{recipe}",
+                     labels={"stage": "{stage}"}),
     params:
         settings_hash=JOBS.rule_hash("train"),
         work="results/{recipe}/.work/{stage}",

@@ -220,6 +220,39 @@ def test_sft_lora_writes_a_complete_adapter_directory(sft_lora, tiny_model_dir):
     assert all(v.abs().sum() > 0 for v in lora_b.values())   # B starts at zero: every adapter was trained
 
 
+def tensorboard_scalars(work_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of the TensorBoard event files under work_dir/runs, read back with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for run_dir in sorted({p.parent for p in (work_dir / "runs").rglob("events.out.tfevents.*")}):
+        events = EventAccumulator(str(run_dir))
+        events.Reload()
+        for tag in events.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend((e.step, e.value) for e in events.Scalars(tag))
+    return scalars
+
+
+@pytest.mark.slow
+def test_sft_writes_tensorboard_events_with_the_logged_loss_by_default(sft_lora):
+    """report_to unset (config.yaml's twin) = TensorBoard under the stage's work dir, the loss of every step in it."""
+    assert sft_lora["recipe"].get("report_to") is None
+    scalars = tensorboard_scalars(sft_lora["root"] / "work")
+    log = json.loads((sft_lora["out"] / "trainer_log.json").read_text())
+    logged = [(e["step"], e["loss"]) for e in log if "loss" in e]
+    assert [step for step, _ in scalars["train/loss"]] == [step for step, _ in logged] == [1, 2, 3, 4]
+    assert [v for _, v in scalars["train/loss"]] == pytest.approx([v for _, v in logged], rel=1e-6)
+    assert "train/learning_rate" in scalars
+
+
+@pytest.mark.slow
+def test_report_to_none_writes_no_tensorboard_events(tmp_path, base_recipe, tiny_model_dir, data_dir):
+    recipe = make_recipe(base_recipe, sft={"max_steps": 1})
+    recipe["report_to"] = "none"
+    run_sft(RECIPE_NAME, recipe, tiny_model_dir, data_dir["sft"], None, tmp_path / "sft", tmp_path / "work")
+    assert (tmp_path / "sft" / "provenance.json").is_file() and not (tmp_path / "work" / "runs").exists()
+
+
 @pytest.mark.slow
 def test_sft_lora_adapter_loads_back_and_runs(sft_lora):
     from peft import AutoPeftModelForCausalLM
@@ -432,6 +465,10 @@ def test_dpo_lora_on_the_merged_sft_model(tmp_path, base_recipe, sft_merged, dat
     assert prov["metrics"]["final_reward_accuracy"] == accuracies[-1]
     assert prov["rows"] == {"train": 32, "validation": 0}
     assert _tmp_siblings(tmp_path) == []
+    # TensorBoard (the default tracker): the DPO loss and trl's reward metrics of both steps, as logged
+    scalars = tensorboard_scalars(tmp_path / "work")
+    assert [step for step, _ in scalars["train/loss"]] == [1, 2]
+    assert [v for _, v in scalars["train/rewards/accuracies"]] == pytest.approx(accuracies, rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------------

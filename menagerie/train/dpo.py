@@ -66,7 +66,7 @@ def run_dpo(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, v
     model = common.load_training_model(model_dir, stage)
     sharing = strategy.effective_strategy(stage, config, recipe_name, "dpo")
     args = DPOConfig(**common.trainer_arguments(stage, batch, work_dir, has_validation=bool(val))
-                     | progress.trainer_options(recipe_name, recipe)
+                     | progress.trainer_options(recipe_name, recipe, "dpo")
                      | strategy.trainer_arguments(stage, model, batch["processes"], sharing),
                      beta=stage["beta"], max_length=stage["max_seq_length"],
                      # reference: model = a frozen copy held (and sharded like the policy under FSDP) during

@@ -7,9 +7,11 @@ The line (rank 0 only, stdout, which the Snakemake rule sends to logs/<recipe>/<
 tokens/s counts the non-padding input tokens of every rank (transformers' include_num_input_tokens_seen); the ETA is
 the steps left at this attempt's pace so far.
 
-Trackers (`report_to:` per recipe): unset means TensorBoard when it is installed in the environment (event files
-under the stage's work dir, results/<recipe>/.work/<stage>/runs/), else none; W&B and the others only when the
-recipe lists them (and the user's environment configures them). Nothing leaves the machine by default.
+Trackers (`report_to:` per recipe): unset means TensorBoard when it is installed in the environment (it is in the
+lock; event files under the stage's work dir, results/<recipe>/.work/<stage>/runs/<time>_<host>/, one folder per
+attempt), else none; `none` or [] for none; W&B and the others only when the recipe lists them (and the user's
+environment configures them: WANDB_PROJECT, WANDB_MODE, ...). Nothing leaves the machine by default. The run is named
+<recipe>/<stage> in every tracker (TrainingArguments.run_name).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def report_to(recipe_name: str, recipe: dict) -> list[str]:
     chosen = recipe.get("report_to")
     if chosen is None:
         return ["tensorboard"] if _installed("tensorboard") else []
+    if isinstance(chosen, str):   # `report_to: none` or one tracker's name
+        chosen = [] if chosen == "none" else [chosen]
     missing = [t for t in chosen if not _installed(t)]
     if missing:
         raise ConfigError(f"recipe '{recipe_name}': key 'report_to' lists {', '.join(missing)}, which is not installed "
@@ -41,9 +45,12 @@ def report_to(recipe_name: str, recipe: dict) -> list[str]:
     return list(chosen)
 
 
-def trainer_options(recipe_name: str, recipe: dict) -> dict:
-    """TrainingArguments the observability needs: trackers, and the token count behind tokens/s."""
-    return {"report_to": report_to(recipe_name, recipe), "include_num_input_tokens_seen": "non_padding"}
+def trainer_options(recipe_name: str, recipe: dict, stage: str) -> dict:
+    """TrainingArguments the observability needs: trackers and the run's name in them, and the token count behind
+    tokens/s. TensorBoard writes under TrainingArguments.output_dir (the stage's work dir), transformers 5's default
+    (TensorBoardCallback: <output_dir>/runs/<time>_<host>, or $TENSORBOARD_LOGGING_DIR when the user sets it)."""
+    return {"report_to": report_to(recipe_name, recipe), "run_name": f"{recipe_name}/{stage}",
+            "include_num_input_tokens_seen": "non_padding"}
 
 
 def _duration(seconds: float) -> str:

@@ -42,7 +42,7 @@ def run_sft(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, v
     model = common.load_training_model(model_dir, stage)
     sharing = strategy.effective_strategy(stage, config, recipe_name, "sft")
     args = SFTConfig(**common.trainer_arguments(stage, batch, work_dir, has_validation=bool(val))
-                     | progress.trainer_options(recipe_name, recipe)
+                     | progress.trainer_options(recipe_name, recipe, "sft")
                      | strategy.trainer_arguments(stage, model, batch["processes"], sharing),
                      max_length=stage["max_seq_length"], packing=stage["packing"],
                      neftune_noise_alpha=stage["neftune_noise_alpha"], dataset_num_proc=None)
