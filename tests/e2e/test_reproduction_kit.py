@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -22,7 +23,10 @@ from workflow_copy import ROOT
 
 RECIPE = "tiny-e2e"
 PUBLISHED_HELDOUT = 50.0   # conftest's planted paper
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+requires_chromium = pytest.mark.skipif(
+    CHROMIUM is None and os.environ.get("CI") != "true",
+    reason="chromium is not installed (apt-get install chromium); with CI=true this test fails instead of skipping")
 
 
 def make(twin, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -56,23 +60,28 @@ def test_make_bundle_and_check_pass_on_the_twin_and_its_page_reads_right(built_t
     bundle = bundle_of(built_twin)
     assert bundle.parent == work / "results" / RECIPE / "bundle" and bundle.name.startswith(f"{RECIPE}-")
 
+    members = read_bundle(bundle).members
+    page, entry = members["REPRODUCTION.md"].decode(), json.loads(members["eval.json"])
+    usage = json.loads(members["budget/usage.json"])
+    # the verdict as the rule gives it from the measured numbers (no tolerance declared for the suite)
+    held = entry["tasks"]["heldout_exact"]
+    delta = held["value"] - PUBLISHED_HELDOUT
+    reproduced = abs(delta) <= 2 * held["stderr"]
+
     # the organiser: hashes, schema, config, budget, hardware, and the evaluation re-run on the final model
     checked = make(built_twin, "check", f"BUNDLE={bundle}", "CONFIGFILES=e2e.yaml",
                    f"MODEL=results/{RECIPE}/dpo_merged", "TASKS=heldout_exact")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     lines = checked.stdout.splitlines()
-    assert lines[-1] == f"check {bundle}: passed (0 failed, 0 warnings)", checked.stdout
+    # a verdict of "not reproduced" is reported as a warning: the check is of the bundle, not of the paper
+    assert lines[-1] == f"check {bundle}: passed (0 failed, {0 if reproduced else 1} warnings)", checked.stdout
     passed = {line.split(":")[0].split()[1] for line in lines if line.startswith("OK ")}
-    assert passed >= {"integrity", "schema", "scores", "verdict", "config", "models", "budget", "hardware", "model",
-                      "rerun"}, checked.stdout
+    assert passed >= {"integrity", "schema", "scores", "config", "models", "budget", "hardware", "model", "rerun"}, \
+        checked.stdout
+    verdict_line = f"overall verdict against the paper: {'reproduced' if reproduced else 'not_reproduced'}"
+    assert any(line.endswith(verdict_line) for line in lines), checked.stdout
 
-    members = read_bundle(bundle).members
-    page, entry = members["REPRODUCTION.md"].decode(), json.loads(members["eval.json"])
-    usage = json.loads(members["budget/usage.json"])
-    # scores vs the paper, and the verdict, as the rule gives them from the measured numbers (no tolerance declared)
-    held = entry["tasks"]["heldout_exact"]
-    delta = held["value"] - PUBLISHED_HELDOUT
-    reproduced = abs(delta) <= 2 * held["stderr"]
+    # REPRODUCTION.md: scores vs the paper with the verdict
     assert page.splitlines()[0] == f"# Reproduction of `{RECIPE}`: {'REPRODUCED' if reproduced else 'NOT REPRODUCED'}"
     assert (f"| heldout_exact | tiny-e2e | {held['value']:.2f} ± {held['stderr']:.2f} | 24 | 50.00 | {delta:.2f} | "
             f"{2 * held['stderr']:.2f} | {'✓' if reproduced else '✗'} |") in page
@@ -122,6 +131,8 @@ def test_bundle_records_the_hardware_of_each_stage_and_a_gpu_rule_judges_it(buil
 
 def chromium_dom(html: Path, out: Path) -> str:
     """The DOM of `html` after headless Chromium ran its scripts (10 s of virtual time)."""
+    if CHROMIUM is None:
+        pytest.fail("CI=true but chromium is not installed: add it to the apt-get install line of .ci/run")
     run = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                           f"--user-data-dir={out / 'chromium-profile'}", "--virtual-time-budget=10000",
                           "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=180)
@@ -163,6 +174,7 @@ def shown(report: Path, tmp_path: Path, category: str, row: str) -> tuple[str, b
     return match.group(1) + " " + match.group(2), base64.b64decode(match.group(3))
 
 
+@requires_chromium
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_make_report_shows_the_loss_curves_and_the_leaderboard_in_chromium(built_twin, tmp_path):
