@@ -1,42 +1,44 @@
 """Merge a LoRA/QLoRA adapter into a model with peft's merge_and_unload.
 
 The target is the model the adapter was trained on, or (Platypus) a different fine-tune of the same base.
-QLoRA adapters merge into the base loaded in bf16 (the dequantized weights), as open-instruct's merge_lora.py did.
+QLoRA adapters (`dequantize_from`: the training stage's 4-bit settings) merge into dequant(quant(W)), the weights the
+adapter was trained against, as open-instruct's merge_lora.py --qlora did; that merge runs on the CPU, streaming one
+tensor at a time (menagerie/dequantize_merge.py).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 from menagerie.io import atomic_directory
-from menagerie.errors import MenagerieError, MissingInputError
+from menagerie.dequantize_merge import write_merged
+from menagerie.errors import MenagerieError
 from menagerie.models import model_card
 from menagerie.provenance import file_hashes, stage_record
-from menagerie.device import has_cuda
 
 
 def load_target(target_dir: Path, dtype: str, dequantize_from: dict | None):
     """The model the adapter is folded into; for QLoRA, the 4-bit base dequantized back to `dtype`.
 
     Dequantizing (rather than loading the original bf16 weights) merges into exactly the weights the adapter was
-    trained against, as open-instruct's merge_lora.py --qlora did.
+    trained against, as open-instruct's merge_lora.py --qlora did. The dequantized base is streamed to a temporary
+    checkpoint on the host (menagerie/dequantize_merge.py, CPU, bounded memory) and loaded from there; a single QLoRA
+    adapter skips this and streams the merge itself (merge_adapter).
     """
     import torch
     from transformers import AutoModelForCausalLM
 
     if not dequantize_from:
         return AutoModelForCausalLM.from_pretrained(str(target_dir), dtype=getattr(torch, dtype))
-    if not has_cuda():
-        raise MissingInputError("merging a QLoRA adapter dequantizes the 4-bit base with bitsandbytes, which needs a "
-                                "CUDA GPU and none is visible; run the merge on a GPU node")
-    from transformers import BitsAndBytesConfig
-
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=dequantize_from["quant_type"],
-                               bnb_4bit_use_double_quant=dequantize_from["double_quant"],
-                               bnb_4bit_compute_dtype=getattr(torch, dequantize_from["compute_dtype"]))
-    model = AutoModelForCausalLM.from_pretrained(str(target_dir), quantization_config=quant, device_map={"": 0})
-    return model.dequantize().to(getattr(torch, dtype))
+    with tempfile.TemporaryDirectory(prefix="dequantized-") as tmp:
+        write_merged(target_dir, Path(tmp), dtype, dequantize_from, dequantize_from["weights_dtype"])
+        model = AutoModelForCausalLM.from_pretrained(tmp, dtype=getattr(torch, dtype))
+        # safetensors memory-maps the files: materialise every tensor before the directory goes
+        for param in model.parameters():
+            param.data = param.data.clone()
+    return model
 
 
 WEIGHTED = "weighted"
@@ -76,11 +78,14 @@ def merge_adapter(adapter_dir: Path, target_dir: Path, out_dir: Path, dtype: str
 
     _check_adapter(adapter_dir)
     adapter_cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
-    base = load_target(target_dir, dtype, dequantize_from)
-    if combine:
-        merged = weighted_adapter_model(base, combine).merge_and_unload(adapter_names=[WEIGHTED])
-    else:
-        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    streamed = bool(dequantize_from) and not combine
+    merged = None
+    if not streamed:
+        base = load_target(target_dir, dtype, dequantize_from)
+        if combine:
+            merged = weighted_adapter_model(base, combine).merge_and_unload(adapter_names=[WEIGHTED])
+        else:
+            merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     # the adapter directory carries the recipe's chat template; the target's tokenizer is otherwise identical
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
     with atomic_directory(out_dir) as tmp, stage_record(
@@ -92,19 +97,27 @@ def merge_adapter(adapter_dir: Path, target_dir: Path, out_dir: Path, dtype: str
                                       **{f"adapter_{i}": Path(path) / "adapter_model.safetensors"
                                          for i, (path, _) in enumerate((combine or {}).get("adapters", [])[1:], 1)}
                                       })) as record:
-        merged.save_pretrained(str(tmp), safe_serialization=True)
+        if streamed:
+            counts = write_merged(target_dir, tmp, dtype, dequantize_from, dequantize_from["weights_dtype"],
+                                  adapter_dir=adapter_dir)
+            record["streamed"] = {k: counts[k] for k in ("tensors", "quantized", "merged", "shards")}
+            record["parameters"] = counts["parameters"]
+        else:
+            merged.save_pretrained(str(tmp), safe_serialization=True)
+            record["parameters"] = sum(p.numel() for p in merged.parameters())
         tokenizer.save_pretrained(str(tmp))
         for extra in ("trainer_log.json", "loss_curve.png"):
             if (adapter_dir / extra).exists():
                 (tmp / extra).write_bytes((adapter_dir / extra).read_bytes())
         (tmp / "README.md").write_text(model_card(label, [
             f"LoRA adapter `{adapter_dir}` (r={adapter_cfg.get('r')}, alpha={adapter_cfg.get('lora_alpha')}, "
-            f"targets {adapter_cfg.get('target_modules')}) merged into `{target_dir}` in {dtype} with peft "
-            f"merge_and_unload.",
+            f"targets {adapter_cfg.get('target_modules')}) merged into `{target_dir}` in {dtype} " + (
+                f"dequantized from its {dequantize_from['quant_type']} 4-bit quantization (the weights the adapter "
+                f"was trained against), on the CPU, one tensor at a time." if streamed else
+                "with peft merge_and_unload."),
             f"The adapter was trained on `{adapter_cfg.get('base_model_name_or_path')}`.",
             *([f"Weighted merge ({combine['method']}, density {combine.get('density')}) of: " + ", ".join(
                 f"`{path}` x {weight}" for path, weight in combine["adapters"])] if combine else [])]))
-        record["parameters"] = sum(p.numel() for p in merged.parameters())
     return record
 
 

@@ -27,6 +27,9 @@ Mistral, SmolLM2) from their shapes in `models.<name>.architecture`:
   base): each layer's input, L x t x h x (4, the fp32 residual stream; e under FSDP's bf16 policy), plus the larger
   of one recomputed layer and the loss head (they are not alive at once).
 - overhead: 1.5 GiB per device (CUDA context, cuBLAS workspace, allocator slack).
+- merge (on the host, no GPU): a plain merge holds the target in the merge dtype and the fp32 adapters; a QLoRA
+  dequantize-merge streams tensor by tensor: one 2 GiB output shard, 24 B per element of the largest tensor in
+  flight, the fp32 adapter.
 - host memory of a GPU training job (the first node's mem_gb): rank 0 holds the model on the host before it is
   sharded or moved (fp32 for full fine-tuning), plus 6 GB per process.
 
@@ -416,9 +419,8 @@ def estimate_training(config: dict, recipe_name: str, stage: str, strategy: str 
                    strategy, training_parts(arch, settings, processes, strategy), capacity, label,
                    runtime_min=resources["runtime_min"])
     est.parts["overhead"] = OVERHEAD_BYTES if resources["gpus"] else HOST_OVERHEAD_BYTES
-    if settings.get("quantization") and not resources["gpus"]:
-        est.problem = (f"{settings['quantization']['bits']}-bit loading (bitsandbytes) needs a CUDA GPU and the stage "
-                       f"declares none")
+    if settings.get("quantization") and settings["quantization"]["bits"] == 8 and not resources["gpus"]:
+        est.problem = "8-bit loading (bitsandbytes LLM.int8) needs a CUDA GPU and the stage declares none"
     elif settings.get("quantization") and strategy == "fsdp" and settings["quantization"]["bits"] == 8:
         est.problem = "an 8-bit (LLM.int8) base cannot be sharded with FSDP; use ddp with a GPU that holds it"
     elif resources["gpus"]:
@@ -443,9 +445,20 @@ def host_bytes(arch: Architecture, settings: dict, resources: dict) -> float:
     return model + resources["gpus"] * HOST_PER_PROCESS_GB * 1e9
 
 
+MERGE_SHARD_BYTES = 2 * GIB     # the streaming QLoRA merge's output shard, filled in memory, then written
+IN_FLIGHT_BYTES = 24            # per element of the tensor being merged: its read, cast, 4-bit, dequantized, delta
+                                # and merged copies (at most fp32 each; menagerie/dequantize_merge.py)
+
+
+def largest_tensor(arch: Architecture) -> int:
+    """Elements of the model's largest tensor: the embeddings (or LM head) or the largest linear weight."""
+    return max(arch.vocab * arch.hidden, max(a * b for a, b in arch.module_shapes().values()))
+
+
 def estimate_merge(config: dict, recipe_name: str) -> Estimate:
-    """Fold an adapter into its target: menagerie/merge.py loads the target on the host in the merge dtype, except a
-    QLoRA dequantize-merge, which loads the 4-bit base on GPU 0 and dequantizes it there."""
+    """Fold an adapter into its target, on the host (menagerie/merge.py uses no GPU). A plain merge loads the target
+    in the merge dtype with its fp32 adapters; a QLoRA dequantize-merge streams one tensor at a time (quantize,
+    dequantize, add the delta, write), so it holds one output shard, the tensor in flight and the adapter."""
     recipe = config["recipes"][recipe_name]
     merge = recipe["stages"]["merge"]
     resources = _resources(merge)
@@ -455,19 +468,21 @@ def estimate_merge(config: dict, recipe_name: str) -> Estimate:
     source = config["recipes"].get(source_name, recipe)
     trained = next((source["stages"][s] for s in ("dpo", "sft") if (source["stages"].get(s) or {}).get("lora")), None)
     adapter = 4.0 * trainable(arch, trained)[0] if trained else 0.0
-    adapters = 1 + len((merge.get("combine") or {}).get("adapters", []))
-    on_gpu = bool(merge.get("dequantize_base"))
-    parts = {"weights": DTYPE_BYTES[merge.get("dtype", "bfloat16")] * arch.n, "adapters": adapter * adapters,
-             "overhead": OVERHEAD_BYTES if on_gpu else HOST_OVERHEAD_BYTES}
-    if on_gpu:
-        capacity, label = _capacity(config, resources)
+    combined = len((merge.get("combine") or {}).get("adapters", []))
+    streamed = bool(merge.get("dequantize_base")) and not combined
+    if streamed:
+        parts = {"output shard": float(MERGE_SHARD_BYTES), "tensor in flight": IN_FLIGHT_BYTES * largest_tensor(arch),
+                 "adapters": adapter}
     else:
-        capacity, label = resources["mem_gb"] * 1e9, f"host {resources['mem_gb']:g} GB"
+        parts = {"weights": DTYPE_BYTES[merge.get("dtype", "bfloat16")] * arch.n, "adapters": adapter * (1 + combined)}
+    parts["overhead"] = HOST_OVERHEAD_BYTES
     est = Estimate(recipe_name, "merge", "merge", resources["nodes"], resources["gpus"], resources["gpu_model"], None,
-                   parts, capacity, label, runtime_min=resources["runtime_min"])
-    if on_gpu and not resources["gpus"]:
-        est.problem = ("the QLoRA dequantize-merge loads the 4-bit base with bitsandbytes on a CUDA GPU "
-                       "(menagerie/merge.py) and the stage declares none")
+                   parts, resources["mem_gb"] * 1e9, f"host {resources['mem_gb']:g} GB",
+                   runtime_min=resources["runtime_min"])
+    if streamed:
+        est.notes.append("QLoRA dequantize-merge streamed on the CPU, one tensor at a time")
+    if resources["gpus"]:
+        est.notes.append(f"declares {resources['gpus']} GPU(s), which the merge does not use (it runs on the host)")
     return est
 
 
@@ -576,7 +591,9 @@ def refusal(est: Estimate) -> str:
     strategy = f" under {est.strategy}" if est.strategy else ""
     if est.problem:
         return f"recipe '{est.recipe}': stage {est.stage} cannot run on {est.devices}{strategy}: {est.problem}"
-    declared = f"{est.devices} with {gib(est.capacity)} each" if est.gpus else f"no GPU ({est.capacity_label})"
+    declared = (f"{est.devices} with {gib(est.capacity)} each" if est.gpus and est.kind != "merge"
+                else f"{est.capacity_label} (a merge runs on the host)" if est.kind == "merge"
+                else f"no GPU ({est.capacity_label})")
     return (f"recipe '{est.recipe}': stage {est.stage} needs an estimated {gib(est.total)} per device{strategy} "
             f"({', '.join(f'{k} {gib(v)}' for k, v in est.parts.items() if v >= GIB / 20)}) but declares "
             f"{declared}; declare more or larger GPUs, nodes or mem_gb (`make plan RECIPE={est.recipe}`)")
@@ -640,7 +657,8 @@ def table(estimates: list[Estimate]) -> str:
     for e in estimates:
         p = e.parts
         acts = p.get("activations", 0) + p.get("checkpoints", 0) + p.get("kv cache", 0)
-        weights = p.get("weights", 0) + p.get("compute copy", 0) + p.get("adapters", 0)
+        weights = (p.get("weights", 0) + p.get("compute copy", 0) + p.get("adapters", 0) + p.get("output shard", 0)
+                   + p.get("tensor in flight", 0))
         cells = [e.recipe, e.stage, e.devices, e.strategy or "-", f"{weights / GIB:.1f}",
                  f"{(p.get('gradients', 0) + p.get('ddp buckets', 0)) / GIB:.1f}", f"{p.get('optimizer', 0) / GIB:.1f}",
                  f"{p.get('reference', 0) / GIB:.1f}", f"{acts / GIB:.1f}", f"{e.total / GIB:.1f}",

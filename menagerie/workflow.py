@@ -232,13 +232,14 @@ class RecipePaths:
         return PRECISION_DTYPES[precision]
 
     def merge_dequantize(self, name: str, stage: str) -> dict | None:
-        """The 4-bit settings to dequantize the target with (QLoRA merges with `dequantize_base`), else None."""
+        """The 4-bit settings to dequantize the target with (QLoRA merges with `dequantize_base`), else None; with
+        `weights_dtype`, the dtype the training stage loaded the base in before quantizing it (its precision)."""
         merge = self.recipe(name)["stages"].get("merge") or {}
         source = self.adapter_source(name) or name
         trained = self.recipe(source)["stages"].get(stage) or {}
         quant = trained.get("quantization")
         if merge.get("dequantize_base") and quant and quant["bits"] == 4:
-            return quant
+            return {**quant, "weights_dtype": PRECISION_DTYPES[trained["precision"]]}
         return None
 
     def final_model(self, name: str) -> str:

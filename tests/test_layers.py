@@ -5,7 +5,7 @@
     data      menagerie.data.*
     inference menagerie.inference.* (the vLLM runner shared by evaluation and NI sampling; NI predictions)
     train     menagerie.train.*
-    merge     merge
+    merge     merge, dequantize_merge
     evaluate  menagerie.evaluate.*
     report    report, leaderboard, leaderboard_html, verify, verdict, reproduction
     cli       cli, __main__ (the `menagerie` command), bundle, check (reproduction bundles: read every stage), jobs
@@ -33,7 +33,7 @@ MODULES = {
                "bytecode",
                "runlock"],
     "config": ["config", "plan", "workflow", "models", "ni_settings", "overrides"],
-    "merge": ["merge"],
+    "merge": ["merge", "dequantize_merge"],
     "report": ["report", "leaderboard", "leaderboard_html", "verify", "verdict", "reproduction"],
     "cli": ["cli", "__main__", "bundle", "check", "jobs"],
 }

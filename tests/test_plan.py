@@ -242,10 +242,15 @@ def test_a_planted_infeasible_stage_is_refused_with_one_sentence(raw):
     assert total > 16 * 68.9e9 / 2**30     # at least the 16 B/param model states of 69B parameters
 
 
-def test_a_quantized_stage_without_a_gpu_is_refused(raw):
-    planted = with_changes(raw, **{"tulu2-qlora-7b": {"stages": {"sft": {"resources": {"gpus": 0}}}}})
-    with pytest.raises(ConfigError, match="stage sft cannot run on CPU under ddp: 4-bit loading"):
-        check_plan(planted, ["tulu2-qlora-7b"])
+def test_an_int8_stage_without_a_gpu_is_refused_and_a_4bit_one_is_planned_on_the_host(raw):
+    planted = with_changes(raw, **{"platypus2-13b": {"stages": {"sft": {"resources": {"gpus": 0}}}}})
+    with pytest.raises(ConfigError, match="stage sft cannot run on CPU under ddp: 8-bit loading"):
+        check_plan(planted, ["platypus2-13b"])
+    # NF4 runs on bitsandbytes' CPU backend: a 4-bit stage on the host is sized against mem_gb like any CPU stage
+    cpu = with_changes(raw, **{"tulu2-qlora-7b": {"stages": {"sft": {"resources": {
+        "gpus": 0, "gpu_model": None, "mem_gb": 4096}}}}})
+    est = estimate_training(cpu, "tulu2-qlora-7b", "sft")
+    assert est.problem is None and est.capacity_label == "host 4096 GB"
 
 
 def test_plan_covers_every_stage_of_every_published_recipe(config):
@@ -272,12 +277,23 @@ def test_every_published_recipe_passes_the_planner(config, recipe):
             assert est.runtime_min == recommended_runtime_min(est), (recipe, est.stage, est.hours)
 
 
-def test_a_qlora_dequantize_merge_on_the_cpu_is_refused(raw):
-    planted = with_changes(raw, **{"tulu2-qlora-70b": {"stages": {"merge": {"resources": {
-        "gpus": 0, "gpu_model": None, "mem_gb": 512}}}}})
-    with pytest.raises(ConfigError, match="stage merge cannot run on CPU: the QLoRA dequantize-merge loads the "
-                                          "4-bit base with bitsandbytes on a CUDA GPU"):
-        check_plan(planted, ["tulu2-qlora-70b"])
+def test_the_qlora_70b_merge_streams_on_a_cpu_node_within_its_host_memory(raw, config):
+    """The QLoRA-70B dequantize-merge runs on the host, no GPU (menagerie/dequantize_merge.py): one output shard, the
+    largest tensor in flight (the 32,000 x 8,192 embeddings) and the fp32 r-64 adapter, not the 128 GiB bf16 model."""
+    from menagerie.plan import GIB, HOST_OVERHEAD_BYTES, IN_FLIGHT_BYTES, MERGE_SHARD_BYTES, estimate_merge
+
+    merge = config["recipes"]["tulu2-qlora-70b"]["stages"]["merge"]
+    assert merge["dequantize_base"] and merge["resources"]["gpus"] == 0 and merge["resources"]["gpu_model"] is None
+    est = estimate_merge(config, "tulu2-qlora-70b")
+    assert est.devices == "CPU" and est.fits and est.capacity == merge["resources"]["mem_gb"] * 1e9
+    per_layer = 64 * (2 * 8192 + 2 * (8192 + 1024) + 8192 + 8192 + 3 * (8192 + 28672))   # r (in + out), 7 modules
+    assert est.parts == {"output shard": MERGE_SHARD_BYTES, "tensor in flight": IN_FLIGHT_BYTES * 32000 * 8192,
+                         "adapters": 4.0 * 80 * per_layer, "overhead": HOST_OVERHEAD_BYTES}
+    assert est.total < 16 * GIB < 2 * 68.98e9        # a fraction of the dequantized bf16 model the old merge held
+    small = with_changes(raw, **{"tulu2-qlora-70b": {"stages": {"merge": {"resources": {"mem_gb": 8}}}}})
+    with pytest.raises(ConfigError, match=r"stage merge needs an estimated 1\d\.\d GiB per device .* but declares "
+                                          r"host 8 GB \(a merge runs on the host\)"):
+        check_plan(small, ["tulu2-qlora-70b"])
 
 
 def test_the_shipped_config_passes_the_check_the_workflow_runs(config):

@@ -540,20 +540,44 @@ def test_neftune_alpha_reaches_the_trainer_and_the_embeddings(monkeypatch, tmp_p
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 10. QLoRA needs a GPU
+# 10. QLoRA on the CPU (bitsandbytes' CPU backend); 8-bit still needs a GPU
 
 
-def test_qlora_without_gpu_stops_with_clear_message(monkeypatch, tmp_path, base_recipe, tiny_model_dir, data_dir):
-    """The real QLoRA code path, up to the point where a GPU is required; on CPU it must stop with one sentence.
+@pytest.mark.slow
+def test_qlora_trains_on_cpu_with_a_real_nf4_base(monkeypatch, tmp_path, base_recipe, tiny_model_dir, data_dir):
+    """The real QLoRA path with no GPU: NF4 Linear4bit base (bitsandbytes CPU backend), prepare_model_for_kbit_training
+    (gradient checkpointing, fp32 non-quantized weights), fp32 adapters that train; has_cuda forced False."""
+    import bitsandbytes as bnb
 
-    has_cuda is forced False so the check also holds on a GPU machine (where QLoRA itself would run)."""
     monkeypatch.setattr(common, "has_cuda", lambda: False)
-    recipe = make_recipe(base_recipe, sft={"method": "qlora", "quantization": {
-        "bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"}})
+    captured = capture_sft_trainer(monkeypatch)
+    recipe = make_recipe(base_recipe, sft={"method": "qlora", "precision": "fp32", "quantization": {
+        "bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"}})
+    record = run_sft(RECIPE_NAME, recipe, tiny_model_dir, data_dir["sft"], None, tmp_path / "sft", tmp_path / "work")
+    model = captured[0].model
+    quantized = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(quantized) == 14 and all(m.weight.dtype == torch.uint8 for m in quantized)
+    assert model.is_gradient_checkpointing
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n and p.dtype == torch.float32 for n, p in trainable.items())
+    assert record["metrics"]["global_step"] == 4
+    assert record["rank_memory"][0]["trainable_parameter_dtypes"] == ["float32"]
+    from safetensors.torch import load_file
+
+    lora_b = [t for k, t in load_file(str(tmp_path / "sft" / "adapter_model.safetensors")).items() if "lora_B" in k]
+    assert any(t.abs().max() > 0 for t in lora_b)     # B starts at zero: nonzero means the adapters trained
+
+
+def test_int8_without_gpu_stops_with_clear_message(monkeypatch, tmp_path, base_recipe, tiny_model_dir, data_dir):
+    """LLM.int8 loading (Platypus) still needs CUDA: on CPU the stage stops with one sentence before training.
+
+    has_cuda is forced False so the check also holds on a GPU machine (where int8 itself would run)."""
+    monkeypatch.setattr(common, "has_cuda", lambda: False)
+    recipe = make_recipe(base_recipe, sft={"quantization": {"bits": 8}})
     with pytest.raises(MissingInputError) as info:
         run_sft(RECIPE_NAME, recipe, tiny_model_dir, data_dir["sft"], None, tmp_path / "sft", tmp_path / "work")
     message = str(info.value)
-    assert "4-bit" in message and "needs a CUDA GPU" in message and "none is visible" in message
+    assert "8-bit" in message and "needs a CUDA GPU" in message and "none is visible" in message
     assert not (tmp_path / "sft").exists() and _tmp_siblings(tmp_path) == []
 
 

@@ -59,7 +59,7 @@ def load_kwargs(stage: dict) -> dict:
     if quant:
         from transformers import BitsAndBytesConfig
 
-        if quant["bits"] == 4:
+        if quant["bits"] == 4:   # bitsandbytes' CPU backend quantizes and computes NF4 too
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type=quant["quant_type"],
                 bnb_4bit_use_double_quant=quant["double_quant"],
@@ -81,11 +81,14 @@ def load_training_model(model_dir: str | Path, stage: dict):
     from transformers import AutoModelForCausalLM
 
     quant = stage.get("quantization")
+    kwargs = load_kwargs(stage)
     if quant and not has_cuda():
-        raise MissingInputError(
-            f"{quant['bits']}-bit loading of the base model (bitsandbytes) needs a CUDA GPU and none is visible; "
-            f"run this stage on a GPU node, or use `method: lora` without `quantization` on CPU as the tiny twins do")
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **load_kwargs(stage))
+        if quant["bits"] == 8:
+            raise MissingInputError(
+                "8-bit loading of the base model (bitsandbytes LLM.int8) needs a CUDA GPU and none is visible; run "
+                "this stage on a GPU node, or use `method: lora` without `quantization` on CPU as the tiny twins do")
+        kwargs["device_map"] = {"": "cpu"}   # NF4 on bitsandbytes' CPU backend
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     if quant:
         from peft import prepare_model_for_kbit_training
 

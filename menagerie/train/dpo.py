@@ -7,11 +7,9 @@ from pathlib import Path
 
 from menagerie import formats
 from menagerie.errors import MenagerieError
-from menagerie.provenance import file_hashes, stage_record
 from menagerie.io import read_jsonl
-from menagerie.train import artifacts, checkpoints, common, progress, strategy
-from menagerie.train.budget import stage_budget
-from menagerie.train.sft import load_tokenizer
+from menagerie.train import common
+from menagerie.train import stage as training_stage
 
 
 def preference_examples(rows: list[dict], tokenizer, chat_format: str) -> list[dict]:
@@ -54,60 +52,38 @@ def preference_dataset(rows: list[dict], work_dir: Path, name: str, stage: dict)
 
 def run_dpo(recipe_name: str, recipe: dict, model_dir: Path, train_file: Path, val_file: Path | None,
             out_dir: Path, work_dir: Path, config: dict | None = None) -> dict:
-    from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
 
-    stage = recipe["stages"]["dpo"]
-    set_seed(stage["seed"])
-    tokenizer = load_tokenizer(model_dir)
+    stage, tokenizer = training_stage.start(recipe, "dpo", model_dir)
     train = preference_examples(read_jsonl(train_file), tokenizer, recipe["chat_format"])
     val = preference_examples(read_jsonl(val_file), tokenizer, recipe["chat_format"]) if val_file else []
-    batch = common.derive_batch(stage["global_batch_size"], stage["micro_batch_size"], common.world_size())
-    model = common.load_training_model(model_dir, stage)
-    sharing = strategy.effective_strategy(stage, config, recipe_name, "dpo")
-    args = DPOConfig(**common.trainer_arguments(stage, batch, work_dir, has_validation=bool(val))
-                     | progress.trainer_options(recipe_name, recipe, "dpo")
-                     | strategy.trainer_arguments(stage, model, batch["processes"], sharing),
-                     beta=stage["beta"], max_length=stage["max_seq_length"],
-                     # reference: model = a frozen copy held (and sharded like the policy under FSDP) during
-                     # training; precomputed = its log-probs computed once before training, then freed
-                     precompute_ref_log_probs=stage["reference"] == "precomputed",
-                     # the frozen reference trl loads for a full fine-tune: in the compute dtype (no master copy)
-                     model_init_kwargs={"dtype": common.TORCH_DTYPES[stage["precision"]]}
-                     if stage["method"] == "full" else None)
-    inputs = {"model": model_dir, "train": train_file, **({"validation": val_file} if val_file else {})}
-    # hashed once, on rank 0 (8 ranks reading a 140 GB model directory each would be 8x the I/O), then broadcast
-    input_sha256 = checkpoints.from_main_process(lambda: file_hashes(inputs), common.is_main_process())
-    trajectory = checkpoints.trajectory(stage, recipe["chat_format"], batch, input_sha256,
-                                        sharing if batch["processes"] > 1 else None)
-    resume = checkpoints.bind_work_dir(work_dir, trajectory, is_main=common.is_main_process())
-    budget = stage_budget(recipe, "dpo", out_dir, resume, checkpoints.trajectory_hash(trajectory))
-    with strategy.cpu_fsdp():
-        trainer = DPOTrainer(model=model, ref_model=None, args=args,
-                             train_dataset=preference_dataset(train, work_dir, "train", stage),
-                             eval_dataset=preference_dataset(val, work_dir, "validation", stage) if val else None,
-                             processing_class=tokenizer, peft_config=common.lora_config(stage),
-                             callbacks=[budget, progress.progress_callback("dpo"),
-                                        checkpoints.time_callback(stage["save_minutes"])])
-    with common.stage_output(out_dir) as tmp, stage_record("dpo", tmp, recipe=recipe_name, method=stage["method"],
-                                                           beta=stage["beta"], batch=batch,
-                                                           input_sha256=input_sha256,
-                                                           resumed_from=resume, attempts_dir=work_dir) as record:
-        trainer.train(resume_from_checkpoint=resume)
-        record["strategy"] = sharing if batch["processes"] > 1 else None
-        record["rank_memory"] = strategy.rank_memory(trainer)
-        strategy.full_state_dict_for_save(trainer)
-        card = [f"DPO stage of recipe `{recipe_name}` ({stage['method']}, beta {stage['beta']}) on `{model_dir}`.",
-                f"{len(train)} preference pairs; reference model: the policy's starting weights "
-                f"({'adapter disabled' if stage['method'] != 'full' else 'a frozen copy'}"
-                f"{', log-probs precomputed before training' if stage['reference'] == 'precomputed' else ''})."]
-        record["metrics"] = artifacts.save_artifacts(trainer, tokenizer, tmp, formats.chat_template_jinja(
-            recipe["chat_format"]), card, f"{recipe_name} / dpo", stage=stage, batch=batch)
-        rewards = [e for e in trainer.state.log_history if "rewards/accuracies" in e]
-        if rewards:
-            record["metrics"]["final_reward_accuracy"] = rewards[-1]["rewards/accuracies"]
-            record["metrics"]["final_reward_margin"] = rewards[-1].get("rewards/margins")
-        record["rows"] = {"train": len(train), "validation": len(val)}
-        record["stopped_for_budget"] = budget.stopped_for_budget
-        record["gpu_hours"] = round(budget.used_gpu_hours(), 4) if stage["resources"]["gpus"] else 0.0
-    return record
+    precomputed = stage["reference"] == "precomputed"
+    spec = training_stage.TrainingStage(
+        name="dpo", config_class=DPOConfig, trainer_class=DPOTrainer, train=train, validation=val,
+        config_arguments=dict(
+            beta=stage["beta"], max_length=stage["max_seq_length"],
+            # reference: model = a frozen copy held (and sharded like the policy under FSDP) during
+            # training; precomputed = its log-probs computed once before training, then freed
+            precompute_ref_log_probs=precomputed,
+            # the frozen reference trl loads for a full fine-tune: in the compute dtype (no master copy)
+            model_init_kwargs={"dtype": common.TORCH_DTYPES[stage["precision"]]} if stage["method"] == "full" else None),
+        datasets=lambda: (preference_dataset(train, work_dir, "train", stage),
+                          preference_dataset(val, work_dir, "validation", stage) if val else None),
+        trainer_arguments={"ref_model": None},
+        record={"beta": stage["beta"]},
+        card=lambda batch: [
+            f"DPO stage of recipe `{recipe_name}` ({stage['method']}, beta {stage['beta']}) on `{model_dir}`.",
+            f"{len(train)} preference pairs; reference model: the policy's starting weights "
+            f"({'adapter disabled' if stage['method'] != 'full' else 'a frozen copy'}"
+            f"{', log-probs precomputed before training' if precomputed else ''})."],
+        finish=final_rewards)
+    return training_stage.run_stage(spec, recipe_name, recipe, tokenizer, model_dir, train_file, val_file, out_dir,
+                                    work_dir, config)
+
+
+def final_rewards(trainer, record: dict) -> None:
+    """The last logged train reward accuracy and margin (trl's implicit rewards) into the stage's metrics."""
+    rewards = [e for e in trainer.state.log_history if "rewards/accuracies" in e]
+    if rewards:
+        record["metrics"]["final_reward_accuracy"] = rewards[-1]["rewards/accuracies"]
+        record["metrics"]["final_reward_margin"] = rewards[-1].get("rewards/margins")
