@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from menagerie.errors import MenagerieError
 from menagerie.plan import MERGE_SHARD_BYTES as SHARD_BYTES   # the buffer the planner counts (host memory)
@@ -157,14 +159,14 @@ def write_merged(target_dir: Path, out_dir: Path, dtype: str, quant: dict, weigh
         f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
     weight_map = {}
     counts = {"tensors": 0, "quantized": 0, "merged": 0, "shards": len(shards), "parameters": 0}
-    handles: dict[Path, object] = {}
-    try:
+    with ExitStack() as stack:
+        handles: dict[Path, Any] = {}
         for file_name, shard in zip(names, shards):
             buffer = {}
             for name in shard:
                 path = where[name]
                 if path not in handles:
-                    handles[path] = safe_open(str(path), framework="pt").__enter__()
+                    handles[path] = stack.enter_context(safe_open(str(path), framework="pt"))
                 tensor = handles[path].get_tensor(name)
                 if tensor.is_floating_point():
                     tensor = tensor.to(load_type)
@@ -183,9 +185,6 @@ def write_merged(target_dir: Path, out_dir: Path, dtype: str, quant: dict, weigh
                 counts["tensors"] += 1
             save_file(buffer, str(out_dir / file_name), metadata={"format": "pt"})
             del buffer
-    finally:
-        for handle in handles.values():
-            handle.__exit__(None, None, None)
     if len(shards) > 1:
         (out_dir / "model.safetensors.index.json").write_text(json.dumps(
             {"metadata": {"total_size": sum(size for _, size in sizes)}, "weight_map": weight_map}, indent=2) + "\n")

@@ -78,9 +78,10 @@ def merge_adapter(adapter_dir: Path, target_dir: Path, out_dir: Path, dtype: str
 
     _check_adapter(adapter_dir)
     adapter_cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
-    streamed = bool(dequantize_from) and not combine
+    # a single QLoRA adapter streams into the dequantized base on the host; everything else merges in memory
+    streamed = dequantize_from if not combine else None
     merged = None
-    if not streamed:
+    if streamed is None:
         base = load_target(target_dir, dtype, dequantize_from)
         if combine:
             merged = weighted_adapter_model(base, combine).merge_and_unload(adapter_names=[WEIGHTED])
@@ -97,12 +98,11 @@ def merge_adapter(adapter_dir: Path, target_dir: Path, out_dir: Path, dtype: str
                                       **{f"adapter_{i}": Path(path) / "adapter_model.safetensors"
                                          for i, (path, _) in enumerate((combine or {}).get("adapters", [])[1:], 1)}
                                       })) as record:
-        if streamed:
-            counts = write_merged(target_dir, tmp, dtype, dequantize_from, dequantize_from["weights_dtype"],
-                                  adapter_dir=adapter_dir)
+        if streamed is not None:
+            counts = write_merged(target_dir, tmp, dtype, streamed, streamed["weights_dtype"], adapter_dir=adapter_dir)
             record["streamed"] = {k: counts[k] for k in ("tensors", "quantized", "merged", "shards")}
             record["parameters"] = counts["parameters"]
-        else:
+        elif merged is not None:
             merged.save_pretrained(str(tmp), safe_serialization=True)
             record["parameters"] = sum(p.numel() for p in merged.parameters())
         tokenizer.save_pretrained(str(tmp))
@@ -112,8 +112,8 @@ def merge_adapter(adapter_dir: Path, target_dir: Path, out_dir: Path, dtype: str
         (tmp / "README.md").write_text(model_card(label, [
             f"LoRA adapter `{adapter_dir}` (r={adapter_cfg.get('r')}, alpha={adapter_cfg.get('lora_alpha')}, "
             f"targets {adapter_cfg.get('target_modules')}) merged into `{target_dir}` in {dtype} " + (
-                f"dequantized from its {dequantize_from['quant_type']} 4-bit quantization (the weights the adapter "
-                f"was trained against), on the CPU, one tensor at a time." if streamed else
+                f"dequantized from its {streamed['quant_type']} 4-bit quantization (the weights the adapter "
+                f"was trained against), on the CPU, one tensor at a time." if streamed is not None else
                 "with peft merge_and_unload."),
             f"The adapter was trained on `{adapter_cfg.get('base_model_name_or_path')}`.",
             *([f"Weighted merge ({combine['method']}, density {combine.get('density')}) of: " + ", ".join(

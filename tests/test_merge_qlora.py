@@ -31,21 +31,17 @@ LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, make_tiny_tokenizer) -> dict:
-    """A tiny random Llama (fp32 checkpoint) and a random, non-zero LoRA adapter on all its linear layers."""
+    """The training tests' tiny random Llama (fp32 checkpoint) and a random LoRA adapter on all its linear layers."""
     from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tiny_models import build_tiny_llama
+    from transformers import LlamaForCausalLM
 
     root = tmp_path_factory.mktemp("qlora")
     tokenizer = make_tiny_tokenizer(add_bos=True)
-    config = LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         intermediate_size=128, vocab_size=len(tokenizer), max_position_embeddings=64,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(str(root / "base"))
-    tokenizer.save_pretrained(str(root / "base"))
+    build_tiny_llama(root / "base", tokenizer)
     torch.manual_seed(1)
-    model = get_peft_model(LlamaForCausalLM.from_pretrained(str(root / "base")), LoraConfig(
-        r=4, lora_alpha=8, target_modules=LINEAR, init_lora_weights=False, task_type="CAUSAL_LM"))
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=LINEAR, init_lora_weights=False, task_type="CAUSAL_LM")
+    model = get_peft_model(LlamaForCausalLM.from_pretrained(str(root / "base")), lora)
     with torch.no_grad():   # adapters as large as a trained one's effect, so a wrong base shows in the logits
         for name, param in model.named_parameters():
             if "lora_B" in name:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from menagerie import formats
 from menagerie.provenance import file_hashes, stage_record
@@ -56,7 +57,8 @@ def run_stage(spec: TrainingStage, recipe_name: str, recipe: dict, tokenizer, mo
                              | progress.trainer_options(recipe_name, recipe, spec.name)
                              | strategy.trainer_arguments(stage, model, batch["processes"], sharing),
                              **spec.config_arguments)
-    inputs = {"model": model_dir, "train": train_file, **({"validation": val_file} if val_file else {})}
+    inputs: dict[str, str | Path] = {"model": model_dir, "train": train_file,
+                                     **({"validation": val_file} if val_file else {})}
     # hashed once, on rank 0 (8 ranks reading a 140 GB model directory each would be 8x the I/O), then broadcast
     input_sha256 = checkpoints.from_main_process(lambda: file_hashes(inputs), common.is_main_process())
     in_effect = sharing if batch["processes"] > 1 else None
