@@ -14,8 +14,8 @@ CPU backend runs quantize_4bit/dequantize_4bit, so here the whole merge runs on 
 
 The merge streams: it reads one checkpoint tensor, quantizes and dequantizes it if transformers would have quantized
 it (the decoder's nn.Linear weights, as transformers' own replace_with_bnb_linear decides on a meta-device copy of the
-model), adds the adapter's delta (computed as peft's merge computes it: B @ A x scale in the adapter's fp32, cast to
-the merge dtype, added in the merge dtype) and writes it to the current output shard. Host memory stays bounded by
+model), adds the adapter's delta (as peft's merge does: B @ A x scale in fp32, added in place, so the sum is rounded once
+to the merge dtype) and writes it to the current output shard. Host memory stays bounded by
 one output shard plus a few copies of the largest tensor, whatever the model's size (menagerie.plan counts it).
 """
 
@@ -139,6 +139,7 @@ def write_merged(target_dir: Path, out_dir: Path, dtype: str, quant: dict, weigh
     from transformers import AutoConfig
 
     target_dir, out_dir = Path(target_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     out_type, load_type = getattr(torch, dtype), getattr(torch, weights_dtype)
     deltas, scale = adapter_deltas(adapter_dir) if adapter_dir else ({}, 1.0)
     quantized = quantized_weight_names(target_dir, quant)
@@ -176,8 +177,9 @@ def write_merged(target_dir: Path, out_dir: Path, dtype: str, quant: dict, weigh
                     tensor = tensor.to(out_type)
                     if name in deltas:
                         a, b = deltas[name]
-                        # as peft's LoRA Linear.merge: delta in the adapter's dtype, cast, added in the base dtype
-                        tensor += ((b @ a) * scale).to(out_type)
+                        # as peft's LoRA Linear.merge: B @ A x scale in fp32 (peft loads adapters in fp32), added
+                        # in place, so the sum is computed in fp32 and rounded once to the merge dtype
+                        tensor += (b.float() @ a.float()) * scale
                         counts["merged"] += 1
                 buffer[name] = tensor.contiguous()
                 counts["parameters"] += tensor.numel()

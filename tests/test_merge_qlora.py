@@ -147,8 +147,8 @@ def test_peft_merge_into_a_4bit_layer_starts_from_the_same_sum_then_requantizes(
 
 
 def test_merged_model_computes_what_the_adapter_on_the_4bit_base_computed(tiny, tmp_path):
-    """Logits of the merged checkpoint equal the PeftModel over the 4-bit base (training's forward), and differ
-    from the adapter merged into the original full-precision weights."""
+    """Logits of the merged checkpoint equal the PeftModel over the 4-bit base (training's forward) up to bf16
+    rounding, ten times closer than the adapter merged into the original full-precision weights."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -162,8 +162,11 @@ def test_merged_model_computes_what_the_adapter_on_the_4bit_base_computed(tiny, 
     ids = torch.randint(5, 400, (2, 12))
     with torch.no_grad():
         got, want, full = (m(input_ids=ids).logits for m in (merged, trained, naive))
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    assert (got - full).abs().max() > 1e-3
+    # bitsandbytes' CPU Linear4bit computes its matmul in bf16 whatever the compute dtype (measured: a layer's output
+    # differs from the fp32 product of the same dequantized weight exactly as a bf16 product does), so training's
+    # forward is matched to bf16 rounding; folding into the original W misses by quantization error, 10x more
+    off, naive_off = (got - want).abs().max(), (got - full).abs().max()
+    assert off < 2e-3 and off < 0.1 * naive_off, (off, naive_off)
     record = json.loads((tmp_path / "merged" / "provenance.json").read_text())
     assert record["streamed"] == {"tensors": 21, "quantized": 14, "merged": 14, "shards": 1}
     assert record["dequantized_from"]["weights_dtype"] == "float32"
