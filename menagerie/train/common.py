@@ -96,6 +96,20 @@ def load_training_model(model_dir: str | Path, stage: dict):
     return model
 
 
+def fp32_trainable(model) -> None:
+    """Cast the trainable parameters (LoRA adapters) to fp32 master weights.
+
+    trl's SFTTrainer casts a quantized model's adapters to bf16 when it builds them (trl 1.16, citing the QLoRA
+    paper); open-instruct and Platypus trained QLoRA/int8 adapters in fp32, and bf16 adapters would round small updates
+    away (issue 12), so a k-bit stage casts them back before the optimizer is created.
+    """
+    import torch
+
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.to(torch.float32)
+
+
 def lora_config(stage: dict):
     if stage["method"] == "full":
         return None

@@ -72,6 +72,8 @@ def run_stage(spec: TrainingStage, recipe_name: str, recipe: dict, tokenizer, mo
                                      callbacks=[budget, progress.progress_callback(spec.name),
                                                 checkpoints.time_callback(stage["save_minutes"])],
                                      **spec.trainer_arguments)
+    if stage.get("quantization"):
+        common.fp32_trainable(trainer.model)
     with common.stage_output(out_dir) as tmp, stage_record(spec.name, tmp, recipe=recipe_name, method=stage["method"],
                                                            **spec.record, batch=batch, input_sha256=input_sha256,
                                                            resumed_from=resume, attempts_dir=work_dir) as record:
