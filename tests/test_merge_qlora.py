@@ -162,9 +162,10 @@ def test_merged_model_computes_what_the_adapter_on_the_4bit_base_computed(tiny, 
     ids = torch.randint(5, 400, (2, 12))
     with torch.no_grad():
         got, want, full = (m(input_ids=ids).logits for m in (merged, trained, naive))
-    # bitsandbytes' CPU Linear4bit computes its matmul in bf16 whatever the compute dtype (measured: a layer's output
-    # differs from the fp32 product of the same dequantized weight exactly as a bf16 product does), so training's
-    # forward is matched to bf16 rounding; folding into the original W misses by quantization error, 10x more
+    # in inference (eval, no grad) on an AVX512-bf16 CPU, bitsandbytes' Linear4bit repacks its weight and multiplies
+    # in bf16 whatever the compute dtype (measured: a layer's output differs from the fp32 product of the same
+    # dequantized weight exactly as a bf16 product does), so the 4-bit forward is matched to bf16 rounding; folding
+    # into the original W misses by the quantization error, over 10x more
     off, naive_off = (got - want).abs().max(), (got - full).abs().max()
     assert off < 2e-3 and off < 0.1 * naive_off, (off, naive_off)
     record = json.loads((tmp_path / "merged" / "provenance.json").read_text())
