@@ -8,7 +8,7 @@ from pathlib import Path
 from menagerie import formats
 from menagerie.errors import MenagerieError
 from menagerie.io import read_jsonl
-from menagerie.train import common
+from menagerie.train import checkpoints, common
 from menagerie.train import stage as training_stage
 
 
