@@ -26,7 +26,7 @@ export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
 export UV_PYTHON_DOWNLOADS := never
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help env run lint test test-fast test-shared plan dryrun lock clean slurm-test envs containers containers-pin verify bundle check report
+.PHONY: help env run lint test test-fast test-shared test-default-build plan dryrun lock clean slurm-test envs containers containers-pin verify bundle check report
 help:
 	@echo "make run [RECIPE=tiny-tulu2-dpo|tiny-platypus2|tiny-birbal]  build results/<recipe>/eval.json"
 	@echo "make run RECIPE=my-recipe CONFIG=my.yaml                   a recipe from your own config file"
@@ -87,6 +87,9 @@ test-fast: env
 
 test-shared: env   ## the opt-in tests on ../shared/data (lm-eval CLI parity on real samples: ~25 min)
 	$(PY) -m pytest -m shared $(PYTEST_ARGS)
+
+test-default-build: env   ## opt-in: the default build at full size, full fine-tuning and its held-out gain (~12 min)
+	$(PY) -m pytest -s -m default_build tests/e2e/test_default_build.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf results logs .snakemake resources/config

@@ -2,7 +2,7 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/sft_overhead.py [--steps 12] [--recipe tiny-tulu2-dpo]
 
-Uses resources/models/smollm2-135m when it exists (else a tiny random Llama), the recipe's SFT stage (LoRA, batch,
+Uses resources/models/smollm2-135m when it exists (else a tiny random Llama), the recipe's SFT stage (method, batch,
 sequence length, optimizer...) and the recipe's own generated SFT data (the tiny twin's `tiny-sft` generator), one
 set of rows for both runs. Seconds per optimizer step are the median of the step-to-step intervals after `--warmup`
 steps; the two scripts alternate `--repeats` times (plain, menagerie, plain, ...) so that drift in machine load hits
@@ -103,7 +103,6 @@ def run_plain(stage, model_dir, examples, work: Path) -> list[float]:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    lora = stage["lora"]
     args = SFTConfig(output_dir=str(work), per_device_train_batch_size=stage["micro_batch_size"],
                      gradient_accumulation_steps=stage["global_batch_size"] // stage["micro_batch_size"],
                      learning_rate=stage["learning_rate"], max_steps=stage["max_steps"], logging_steps=1,
@@ -117,8 +116,10 @@ def run_plain(stage, model_dir, examples, work: Path) -> list[float]:
     timer = step_timer()
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
                          processing_class=tokenizer, callbacks=[timer],
-                         peft_config=LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                                                target_modules=lora["target_modules"], task_type="CAUSAL_LM"))
+                         peft_config=None if stage["method"] == "full" else LoraConfig(
+                             r=stage["lora"]["r"], lora_alpha=stage["lora"]["alpha"],
+                             lora_dropout=stage["lora"]["dropout"], target_modules=stage["lora"]["target_modules"],
+                             task_type="CAUSAL_LM"))   # the default twin trains full, the Platypus/Birbal twins LoRA
     trainer.train()
     return timer.times
 

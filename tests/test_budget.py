@@ -110,7 +110,7 @@ def test_two_ranks_stop_together_when_rank_0_finds_the_budget_spent(tmp_path, ti
     from menagerie.train import launch
     from test_train_resume import PROBE, batches_by_step, probe_env, train_argv, write_setup
 
-    setup = write_setup(tmp_path / "setup", max_steps=6, save_steps=100,
+    setup = write_setup(tmp_path / "setup", max_steps=6, save_steps=100, method="lora",
                         lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"})
     config = json.loads(setup["config"].read_text())
     config["recipes"]["tiny-tulu2-dpo"]["budget"] = {"gpu_hours": None, "wall_hours": 0.01, "gpus": None,

@@ -82,19 +82,22 @@ def build_run(root: Path, config: dict, tasks: dict | None = None) -> Path:
     (rdir / "data/contamination.json").write_text(json.dumps({"recipe": RECIPE, "summary": {
         "action": "drop", "flagged_rows": 2, "eval_items": 80, "parts": {}}, "pairs": []}))
     model_in = base
-    for stage in ("sft", "dpo"):
+    for stage in ("sft", "dpo"):   # as the recipe trains them: full (the model) or an adapter, then its merge
         out = rdir / stage
         out.mkdir()
-        (out / "adapter_model.safetensors").write_bytes(f"{stage} adapter".encode())
+        weights = "adapter_model.safetensors" if paths.is_adapter(RECIPE, stage) else "model.safetensors"
+        (out / weights).write_bytes(f"{stage} weights".encode())
         (out / "trainer_log.json").write_text('[{"loss": 1.0, "step": 1}]')
         write_stage(out, stage, 600.0, model=str(model_in.relative_to(root)),
                     input_sha256=file_hashes({"model": model_in, "train": rdir / f"data/{stage}.jsonl"}),
                     metrics={"global_step": 40}, stopped_for_budget=False)
-        merged = rdir / f"{stage}_merged"
-        merged.mkdir()
-        (merged / "model.safetensors").write_bytes(f"{stage} merged".encode())
-        write_stage(merged, "merge", 60.0, input_sha256=file_hashes({"adapter": out / "adapter_model.safetensors"}))
-        model_in = merged
+        model_in = out
+        if paths.is_adapter(RECIPE, stage):
+            merged = rdir / f"{stage}_merged"
+            merged.mkdir()
+            (merged / "model.safetensors").write_bytes(f"{stage} merged".encode())
+            write_stage(merged, "merge", 60.0, input_sha256=file_hashes({"adapter": out / weights}))
+            model_in = merged
     final = metrics(tasks or {"heldout_exact": ok(60.0, 3.5, 64), "humaneval_pass1": ok(12.5, 8.3, 16)})
     evaluated = root / paths.evaluations(RECIPE)["final"]   # the shared evaluation: results/evals/<key>/<hash>/
     (evaluated.parent / "lm_eval").mkdir(parents=True)
@@ -189,11 +192,11 @@ def test_bundle_holds_the_run(run, config):
         __import__("hashlib").sha256(bundle.read_bytes()).hexdigest()
     members = read_bundle(bundle).members
     for name in ("eval.json", "config/recipe.json", "provenance/sft/provenance.json",
-                 "provenance/dpo_merged/provenance.json", "provenance/eval/final/metrics.json",
+                 "provenance/dpo/provenance.json", "provenance/eval/final/metrics.json",
                  "provenance/eval/final/metrics.provenance.json", "logs/sft.log", "logs/eval/final/evaluate.log",
                  "lm_eval/final/results_2026.json",
                  "data/contamination.json", "data/sft_report.json", "environment/uv.lock",
-                 "environment/containers.json", "models/base.json", "models/dpo_merged.json",
+                 "environment/containers.json", "models/base.json", "models/dpo.json",
                  "models/sft/trainer_log.json", "budget/usage.json", "REPRODUCTION.md", "MANIFEST.json"):
         assert name in members, name
     assert not any(n.endswith(".safetensors") for n in members)         # no weights by default
@@ -206,10 +209,10 @@ def test_bundle_holds_the_run(run, config):
     assert "| **tiny-avg** (paper's average) | tiny | 36.25 | | 40.00 | -3.75 | 9.01 | ✓ |" in page
     assert "- tiny: 1.0 (test)" in page
     stages = [line.split(" | ")[0][2:] for line in page.splitlines() if "| CPU only" in line]
-    assert stages == ["sft", "sft_merged", "dpo", "dpo_merged", "eval final"]   # in the order they ran
+    assert stages == ["sft", "dpo", "eval final"]   # in the order they ran (full fine-tuning: no merges)
     assert "Contamination gate: 2 training rows flagged" in page
     weights = build_bundle(root, config, RECIPE, out_dir=root / "with", with_weights=True)
-    assert "models/sft/adapter_model.safetensors" in read_bundle(weights).members
+    assert "models/sft/model.safetensors" in read_bundle(weights).members
 
 
 def test_missing_or_stale_eval_json_is_one_sentence(tmp_path, config, run):
@@ -269,7 +272,7 @@ def test_tampered_score_is_named(unpacked, config):
 
 
 def test_tampered_hash_is_named(unpacked, config):
-    edit_json(unpacked / "models/sft.json", lambda m: m["files"]["adapter_model.safetensors"].update(sha256="0" * 64))
+    edit_json(unpacked / "models/sft.json", lambda m: m["files"]["model.safetensors"].update(sha256="0" * 64))
     bad = failures(check_bundle(unpacked, config))
     assert any(m.startswith("models/sft.json was changed after bundling") for m in bad), bad
     assert "models/sft.json: its file hashes do not add up to its directory hash (a hash was edited)" in bad
@@ -282,10 +285,12 @@ def test_tampered_manifest_hash_is_named(unpacked, config):
 
 
 def test_tampered_config_value_is_named(unpacked, config):
+    lr = config["recipes"][RECIPE]["stages"]["sft"]["learning_rate"]
     edit_json(unpacked / "config/recipe.json", lambda c: c["recipe"]["stages"]["sft"].update(learning_rate=0.002))
     bad = failures(check_bundle(unpacked, config))
     assert any("not to the config_hash" in m and "the config was changed after the run" in m for m in bad), bad
-    assert any("recipe.stages.sft.learning_rate: 0.002 in the bundle, 0.001 in config.yaml" in m for m in bad), bad
+    assert any(f"recipe.stages.sft.learning_rate: 0.002 in the bundle, {json.dumps(lr)} in config.yaml" in m
+               for m in bad), bad
 
 
 def test_planted_budget_overrun_fails(config, tmp_path):
@@ -300,10 +305,10 @@ def test_planted_budget_overrun_fails(config, tmp_path):
     usage = json.loads(read_bundle(bundle).members["budget/usage.json"])
     assert usage["stages"]["sft"] == {"attempts": 2, "wall_hours": pytest.approx(40 / 60), "gpu_hours": 0.0,
                                       "gpus": 0, "source": "ledger", "stopped_for_budget": False, "counted": True}
-    # sft 40 min (2 attempts, ledger) + dpo 10 + two merges 2 + eval 5 (provenance) = 57 min
-    assert usage["wall_hours"] == pytest.approx(57 / 60)
+    # sft 40 min (2 attempts, ledger) + dpo 10 + eval 5 (provenance) = 55 min (full fine-tuning: no merges)
+    assert usage["wall_hours"] == pytest.approx(55 / 60)
     bad = failures(check_bundle(bundle, config))
-    assert bad == ["the budget was overrun: 0.950 wall hours used, the budget allows 0.5"], bad
+    assert bad == ["the budget was overrun: 0.917 wall hours used, the budget allows 0.5"], bad
     config["recipes"][RECIPE]["budget"]["wall_hours"] = 1.0   # the organiser's rules are config.yaml's
     assert [m for m in failures(check_bundle(bundle, config)) if "overrun" in m] == []
 
@@ -320,7 +325,7 @@ def test_hardware_equivalence(config, tmp_path):
     config["recipes"][RECIPE]["budget"] = {"gpu_hours": None, "wall_hours": None, "gpus": 1,
                                                "gpu_model": "rtx4090_24gb"}
     hardware = [m for m in failures(check_bundle(bundle, config)) if "ran on" in m]
-    assert len(hardware) == 5 and all("the budget names rtx4090_24gb" in m for m in hardware)
+    assert len(hardware) == 3 and all("the budget names rtx4090_24gb" in m for m in hardware)   # sft, dpo, eval
     assert gpu_matches("rtx4090_24gb", "NVIDIA GeForce RTX 4090") and gpu_matches("a100_80gb", "NVIDIA A100-SXM4-80GB")
     assert not gpu_matches("a100_40gb", "NVIDIA A100-SXM4-80GB") and not gpu_matches("a100_80gb", "NVIDIA H100 80GB")
 
@@ -343,7 +348,7 @@ def test_rerun_with_the_model_agrees_and_a_wrong_model_is_named(tmp_path, config
     data = root / "resources/datasets/tiny-eval.jsonl"
     data.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
                             for i in range(6)))
-    final = run / "dpo_merged"
+    final = root / RecipePaths(config).final_model(RECIPE)
     shutil.rmtree(final)
     build_tiny_llama(final, tiny_tokenizer)
     metrics = evaluate_model(config, RECIPE, final, "final", {"tiny-eval": data},

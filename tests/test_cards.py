@@ -59,7 +59,8 @@ def test_a_step_logged_twice_counts_once_with_the_later_value():
 
 
 def test_card_settings_name_learning_rate_lora_and_batch(config):
-    stage = config["recipes"]["tiny-tulu2-dpo"]["stages"]["sft"]
+    twin = config["recipes"]["tiny-tulu2-dpo"]["stages"]["sft"]                  # full fine-tuning
+    stage = {**twin, "method": "lora", "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}}
     batch = {"global_batch_size": 8, "micro_batch_size": 4, "gradient_accumulation_steps": 2, "processes": 1}
     rows = dict(settings_rows(stage, batch))
     lora = stage["lora"]
@@ -70,7 +71,7 @@ def test_card_settings_name_learning_rate_lora_and_batch(config):
     assert rows["learning rate"].endswith(f"warmup {stage['warmup_ratio']:g} of the steps)")
     assert dict(settings_rows({**stage, "warmup_steps": 0, "warmup_ratio": 0.0}, batch))["learning rate"] == \
         f"{stage['learning_rate']:g} ({stage['lr_scheduler']} schedule, no warmup)"
-    full = dict(settings_rows({**stage, "method": "full"}, batch))
+    full = dict(settings_rows(twin, batch))
     assert "LoRA" not in full and full["method"] == "full"
 
 

@@ -322,18 +322,20 @@ ALLOWED_TOP = {"model", "description", "tiny", "extends", "published", "eval",
                "budget"}   # the run budget: a CPU wall clock stands in for GPU-hours on a named GPU
 ALLOWED_DATA = {"sources", "validation", "curation"}   # data sizes; near-dedup off on generated templates
 ALLOWED_STAGE = {
-    "method", "lora", "quantization", "resources",                     # CPU stand-ins for full/QLoRA on a GPU
+    "method", "lora", "quantization", "resources",                     # CPU stand-ins: LoRA for QLoRA / int8 bases
     "learning_rate", "precision", "max_seq_length",                    # lr / precision / length
     "max_steps", "warmup_steps", "eval_steps", "save_steps",           # steps
     "global_batch_size", "micro_batch_size",                           # batch
     "budget_gpu_hours", "optimizer",                                   # no GPU budget; no paged (bitsandbytes) optimizer
     "dtype", "dequantize_base",                                        # merge precision / no quantized base
-    "strategy", "gradient_checkpointing",                              # one CPU process: no sharding, no recompute
+    "strategy", "gradient_checkpointing",                              # 128 tokens on one CPU process: no recompute
 }
 # what each twin must keep from its parent (the point of the recipe)
 MUST_KEEP = {
-    "tiny-tulu2-dpo": ["chat_format", "stages.sft.epochs", "stages.sft.lr_scheduler", "stages.sft.loss_on",
-                       "stages.dpo.beta", "stages.dpo.epochs", "stages.dpo.warmup_ratio", "stages.dpo.lr_scheduler"],
+    "tiny-tulu2-dpo": ["chat_format", "stages.sft.method", "stages.sft.strategy", "stages.sft.epochs",
+                       "stages.sft.lr_scheduler", "stages.sft.loss_on", "stages.dpo.method", "stages.dpo.strategy",
+                       "stages.dpo.reference", "stages.dpo.beta", "stages.dpo.epochs", "stages.dpo.warmup_ratio",
+                       "stages.dpo.lr_scheduler"],
     "tiny-platypus2": ["chat_format", "stages.sft.method", "stages.sft.lora.r", "stages.sft.lora.alpha",
                        "stages.sft.lora.dropout", "stages.sft.lora.target_modules", "stages.sft.lr_scheduler",
                        "stages.sft.add_eos", "stages.sft.loss_on", "stages.sft.epochs"],
@@ -376,16 +378,24 @@ def test_tiny_twin_overrides_only_allowed_keys(config, twin, parent):
     assert differing, "a tiny twin that changes nothing is not tiny"
     twin_stages, parent_stages = config["recipes"][twin]["stages"], mirrored(config, parent)["stages"]
     added = set(twin_stages) - set(parent_stages)
-    # the only stage a twin may add is `merge`, and only because it swapped full fine-tuning for LoRA
-    assert added <= {"merge"}
-    if added:
-        assert any(parent_stages[s]["method"] == "full" and twin_stages[s]["method"] == "lora"
-                   for s in ("sft", "dpo") if s in parent_stages)
-        differing = {k for k in differing if not k.startswith("stages.merge.")}
+    # a twin adds no stage: it trains with its parent's method (a merge only follows an adapter the parent trains)
+    assert added == set()
     assert {k for k in differing if not _allowed(k)} == set()
     # otherwise the same stages and data parts as the parent: the twin exercises the same pipeline
     assert set(parent_stages) <= set(twin_stages)
     assert set(config["recipes"][twin]["data"]) == set(mirrored(config, parent)["data"])
+
+
+@pytest.mark.parametrize("twin, parent", sorted(TINY_TWINS.items()))
+def test_twins_of_full_fine_tunes_train_full(config, twin, parent):
+    """A published full fine-tune's twin takes the full path (fp32 master weights), never LoRA in its place; only a
+    quantized base (QLoRA, int8), which needs a GPU, is replaced on the CPU (by LoRA on an unquantized base)."""
+    twin_stages, parent_stages = config["recipes"][twin]["stages"], mirrored(config, parent)["stages"]
+    for name in ("sft", "dpo"):
+        if parent_stages.get(name):
+            mine, theirs = twin_stages[name]["method"], parent_stages[name]["method"]
+            assert mine == theirs or (theirs == "qlora" and mine == "lora"), (twin, name, mine, theirs)
+            assert (mine == "full") == (not twin_stages.get("merge")), (twin, name)   # adapters, and only they, merge
 
 
 @pytest.mark.parametrize("twin", sorted(MUST_KEEP))

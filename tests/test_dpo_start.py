@@ -39,9 +39,9 @@ def test_dpo_recipes_start_from_the_sft_recipes_output(config):
     assert config["recipes"]["tulu2-70b"]["stages"]["sft"]["learning_rate"] == pytest.approx(1e-5)
     # SFT-only and merge-only recipes have no separate starting model
     assert paths.start_model("tulu2-7b") is None and paths.start_model("tiny-platypus2-merged") is None
-    # the tiny twin chains SFT -> DPO in one recipe: its start is its own merged SFT model, evaluated by itself
-    assert paths.start_model("tiny-tulu2-dpo") == "results/tiny-tulu2-dpo/sft_merged"
-    assert paths.start_metrics("tiny-tulu2-dpo").startswith("results/evals/tiny-tulu2-dpo.sft_merged/")
+    # the tiny twin chains SFT -> DPO in one recipe: its start is its own (full) SFT model, evaluated by itself
+    assert paths.start_model("tiny-tulu2-dpo") == "results/tiny-tulu2-dpo/sft"
+    assert paths.start_metrics("tiny-tulu2-dpo").startswith("results/evals/tiny-tulu2-dpo.sft/")
 
 
 def test_user_can_start_dpo_from_the_released_checkpoint(config):
@@ -120,9 +120,9 @@ def test_dry_run_of_tulu2_dpo_7b_shares_one_sft_job_with_tulu2_7b(tmp_path):
 @pytest.mark.slow
 def test_tiny_dpo_raises_reward_accuracy_and_margin_on_the_validation_pairs(tmp_path, make_tiny_tokenizer):
     """The tiny twin's DPO stage (its config, a few more steps) on a tiny random Llama: at the start the policy is
-    its reference (LoRA B = 0), so every implicit reward is 0 (accuracy 0, margin 0); after DPO the validation
-    pairs' chosen answers out-score the rejected ones: accuracy above chance and a positive margin. Both reach the
-    stage record (eval.json's `dpo`), the model card and the loss plot's data."""
+    its reference (full DPO: a frozen copy of the starting weights), so every implicit reward is 0 (accuracy 0,
+    margin 0); after DPO the validation pairs' chosen answers out-score the rejected ones: accuracy above chance and
+    a positive margin. Both reach the stage record (eval.json's `dpo`), the model card and the loss plot's data."""
     import copy
     import json
 

@@ -210,6 +210,26 @@ def test_tiny_birbal_runs_ni_sampling_on_its_own_model(tmp_path):
     assert "resources/datasets/tiny-ni-generation.jsonl" in mixture["input"].split(", ")
 
 
+def test_default_twin_trains_fully_with_no_merge(tmp_path):
+    """`make run`'s target, tiny-tulu2-dpo, takes Tulu 2's full fine-tuning path: SFT -> DPO -> evaluate, no merge
+    job; DPO reads the SFT stage's own directory and the final evaluation the DPO stage's."""
+    workdir = copy_workflow(tmp_path / "wf")
+    result = snakemake(workdir, "-n", "--cores", "1", timeout=120)     # the default target (config `recipe:`)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = parse_jobs(result.stdout + "\n" + result.stderr)
+    own = [j for j in jobs if j["wildcards"].get("recipe") == "tiny-tulu2-dpo"]
+    assert {j["rule"] for j in own} == SFT and not any(j["rule"] == "merge" for j in jobs)
+    trains = {j["wildcards"]["stage"]: j for j in own if j["rule"] == "train"}
+    assert sorted(trains) == ["dpo", "sft"]
+    assert "resources/models/smollm2-135m" in trains["sft"]["input"].split(", ")
+    assert "results/tiny-tulu2-dpo/sft" in trains["dpo"]["input"].split(", ")
+    models = {"final": "results/tiny-tulu2-dpo/dpo", "start": "results/tiny-tulu2-dpo/sft",
+              "base": "resources/models/smollm2-135m"}
+    evaluations = {j["wildcards"]["which"]: j["input"].split(", ") for j in own if j["rule"] == "evaluate"}
+    assert sorted(evaluations) == sorted(models)
+    assert all(models[which] in inputs for which, inputs in evaluations.items())
+
+
 def test_malformed_user_config_is_one_sentence(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
     (workdir / "my.yaml").write_text(

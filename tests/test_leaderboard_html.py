@@ -77,7 +77,7 @@ def board(config, tmp_path) -> dict:
         "tiny-tulu2-dpo": build_eval_entry(
             config, "tiny-tulu2-dpo",
             metrics({"heldout_exact": ok(60.0, 3.5), "humaneval_pass1": skipped(EVIL)}), tiny_base,
-            contamination_stage_files(tmp_path / "stages"), "results/tiny-tulu2-dpo/dpo_merged"),
+            contamination_stage_files(tmp_path / "stages"), "results/tiny-tulu2-dpo/dpo"),
         "tiny-platypus2": build_eval_entry(
             config, "tiny-platypus2",
             metrics({"heldout_exact": ok(75.0, 3.0), "humaneval_pass1": ok(12.5, 8.5, "pass@1", 16)}), None, {},

@@ -100,25 +100,29 @@ def test_tiny_platypus2_merged_folds_the_adapter_into_another_tiny_fine_tune():
     name = "tiny-platypus2-merged"
     assert paths.training_stages(name) == []
     assert paths.merge_inputs(name, "sft") == {"adapter": "results/tiny-platypus2/sft",
-                                               "into": "results/tiny-tulu2-dpo/dpo_merged"}
+                                               "into": "results/tiny-tulu2-dpo/dpo"}   # a full fine-tune
     assert paths.final_model(name) == "results/tiny-platypus2-merged/sft_merged"
     assert paths.merge_combination(name, "sft") is None
     assert paths.merge_dtype(name, "sft") == "float32"
 
 
 def test_combine_option_lists_every_adapter_with_its_weight():
-    cfg = _config({"recipes": {"tiny-platypus2": {"stages": {"merge": {"combine": {
-        "method": "ties", "density": 0.5, "weight": 0.6,
-        "adapters": [{"recipe": "tiny-birbal", "weight": 0.4}, {"recipe": "tiny-tulu2-dpo", "stage": "dpo",
-                                                                "weight": 0.2}]}}}}}})
+    # a DPO adapter to combine: tiny-tulu2-dpo with its (full) DPO stage switched to LoRA
+    lora = {"method": "lora", "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}}
+    cfg = _config({"recipes": {
+        "tiny-dpo-lora": {"extends": "tiny-tulu2-dpo", "stages": {"dpo": lora}},
+        "tiny-platypus2": {"stages": {"merge": {"combine": {
+            "method": "ties", "density": 0.5, "weight": 0.6,
+            "adapters": [{"recipe": "tiny-birbal", "weight": 0.4}, {"recipe": "tiny-dpo-lora", "stage": "dpo",
+                                                                    "weight": 0.2}]}}}}}})
     paths = RecipePaths(cfg)
     inputs = paths.merge_inputs("tiny-platypus2", "sft")
     assert inputs == {"adapter": "results/tiny-platypus2/sft", "into": "resources/models/smollm2-135m",
-                      "combine_with": ["results/tiny-birbal/sft", "results/tiny-tulu2-dpo/dpo"]}
+                      "combine_with": ["results/tiny-birbal/sft", "results/tiny-dpo-lora/dpo"]}
     assert paths.merge_combination("tiny-platypus2", "sft") == {
         "method": "ties", "density": 0.5, "majority_sign_method": "total",
         "adapters": [("results/tiny-platypus2/sft", 0.6), ("results/tiny-birbal/sft", 0.4),
-                     ("results/tiny-tulu2-dpo/dpo", 0.2)]}
+                     ("results/tiny-dpo-lora/dpo", 0.2)]}
 
 
 @pytest.mark.parametrize(("merge", "message"), [
@@ -127,6 +131,8 @@ def test_combine_option_lists_every_adapter_with_its_weight():
      "key 'stages.merge.combine.density' is required for method ties"),
     ({"combine": {"method": "linear", "adapters": [{"recipe": "tulu2-7b", "weight": 1}]}},
      "key 'stages.merge.combine.adapters.0' names no LoRA/QLoRA stage 'sft' of recipe 'tulu2-7b'"),
+    ({"combine": {"method": "linear", "adapters": [{"recipe": "tiny-tulu2-dpo", "stage": "dpo", "weight": 1}]}},
+     "key 'stages.merge.combine.adapters.0' names no LoRA/QLoRA stage 'dpo' of recipe 'tiny-tulu2-dpo'"),
     ({"combine": {"method": "mean", "adapters": [{"recipe": "tiny-birbal", "weight": 1}]}}, "combine"),
 ])
 def test_bad_merge_options_name_the_key(merge, message):

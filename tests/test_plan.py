@@ -102,7 +102,9 @@ def test_tiny_twin_model_states_equal_live_tensors_after_a_real_adamw_step(confi
     import torch
 
     twin = copy.deepcopy(config["recipes"]["tiny-tulu2-dpo"]["stages"]["sft"])
-    twin["method"] = method
+    twin["method"] = method   # the twin trains full; its LoRA variant with the Platypus/Birbal twins' r 16
+    if method == "lora":
+        twin["lora"] = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
     arch = recipe_architecture(config, "tiny-tulu2-dpo")
     model = _tiny_model(arch)
     if method == "lora":
@@ -222,7 +224,8 @@ def test_qlora_paper_65b_finetunes_on_one_48gb_gpu_and_full_65b_does_not(raw):
 
 
 def test_choose_strategy(raw, config):
-    assert choose_strategy(config, "tiny-tulu2-dpo", "sft") == "ddp"            # CPU
+    assert choose_strategy(config, "tiny-platypus2", "sft") == "ddp"            # CPU, strategy null
+    assert choose_strategy(config, "tiny-tulu2-dpo", "sft") == "fsdp"           # as tulu2-7b (moot on 1 process)
     assert choose_strategy(config, "tulu2-qlora-7b", "sft") == "ddp"            # one GPU: nothing to shard
     assert choose_strategy(config, "tulu2-7b", "sft") == "fsdp"                 # 7B x 16 B/param > 80 GiB replicated
     assert not estimate_training(config, "tulu2-7b", "sft", "ddp").fits

@@ -66,12 +66,12 @@ def stage_files(tmp_path) -> dict[str, Path]:
 
 def test_entry_validates_and_compares_with_base(config, tiny_final, tiny_base, stage_files):
     entry = build_eval_entry(config, "tiny-tulu2-dpo", tiny_final, tiny_base, stage_files,
-                             "results/tiny-tulu2-dpo/dpo_merged")
+                             "results/tiny-tulu2-dpo/dpo")
     jsonschema.validate(entry, schemas.load("eval.schema.json"))
     assert entry["schema_version"] == 1
     assert entry["recipe"] == "tiny-tulu2-dpo"
     assert entry["tiny"] is True
-    assert entry["model"] == {"base": "smollm2-135m", "final": "results/tiny-tulu2-dpo/dpo_merged"}
+    assert entry["model"] == {"base": "smollm2-135m", "final": "results/tiny-tulu2-dpo/dpo"}
 
     task = entry["tasks"]["heldout_exact"]
     assert task["value"] == 60.0 and task["stderr"] == 3.5
@@ -199,7 +199,7 @@ def write_entry(path: Path, entry: dict) -> Path:
 
 @pytest.fixture
 def two_evals(config, tmp_path, tiny_final, tiny_base) -> list[Path]:
-    low = build_eval_entry(config, "tiny-tulu2-dpo", tiny_final, tiny_base, {}, "results/tiny-tulu2-dpo/dpo_merged")
+    low = build_eval_entry(config, "tiny-tulu2-dpo", tiny_final, tiny_base, {}, "results/tiny-tulu2-dpo/dpo")
     high_final = metrics({"heldout_exact": ok(75.0, 3.0), "humaneval_pass1": ok(12.5, 8.5, n=16, metric="pass@1")})
     high = build_eval_entry(config, "tiny-platypus2", high_final, None, {}, "results/tiny-platypus2/sft_merged")
     # written in an order that differs from the ranking: tiny-platypus2 averages 43.75, tiny-tulu2-dpo 60

@@ -27,8 +27,7 @@ def hashes(raw: dict, recipe: str = RECIPE) -> dict[str, str]:
     out["contamination"] = paths.rule_hash("contamination", recipe)
     out.update({f"evaluate {w}": paths.evaluations(recipe)[w] for w in ("base", "final")})
     out.update({f"train {s}": paths.rule_hash("train", recipe, stage=s) for s in ("sft", "dpo")})
-    out.update({f"merge {s}": paths.rule_hash("merge", recipe, stage=s) for s in ("sft", "dpo")})
-    return out
+    return out   # no merge: the twin fine-tunes fully (a merge's hash: test_a_merge_dtype_edit_reruns_the_merge_only)
 
 
 def changed(raw: dict, edit) -> set[str]:
@@ -55,7 +54,6 @@ def set_in(path: str, value):
     (set_in("contamination.ngram", 8), {"contamination"}),
     (set_in("eval.batch_size", 3), {"evaluate base", "evaluate final"}),
     (set_in("chat_format", "alpaca"), {"evaluate base", "evaluate final", "train sft", "train dpo"}),
-    (set_in("stages.merge.dtype", "bfloat16"), {"merge sft", "merge dpo"}),
     # where and with what a job runs is no experiment setting: nothing reruns
     (set_in("stages.sft.resources", {"gpus": 0, "gpu_model": None, "mem_gb": 12, "runtime_min": 60}), set()),
     (set_in("stages.sft.save_minutes", 5), set()),
@@ -63,6 +61,23 @@ def set_in(path: str, value):
 ])
 def test_each_rule_hashes_only_what_it_reads(raw, edit, expected):
     assert changed(raw, edit) == expected
+
+
+def test_a_merge_dtype_edit_reruns_the_merge_only(raw):
+    """A LoRA twin's merge (tiny-platypus2: SFT adapter -> merge): its dtype is read by the merge rule alone."""
+    name = "tiny-platypus2"
+
+    def rule_hashes(config: dict) -> dict[str, str]:
+        paths = RecipePaths(validate_config(copy.deepcopy(config)))
+        return {"mixture": paths.rule_hash("mixture", name, part="sft"),
+                "train": paths.rule_hash("train", name, stage="sft"),
+                "merge": paths.rule_hash("merge", name, stage="sft"),
+                "evaluate final": paths.evaluations(name)["final"]}
+
+    edited = copy.deepcopy(raw)
+    edited["recipes"][name]["stages"]["merge"]["dtype"] = "bfloat16"
+    before, after = rule_hashes(raw), rule_hashes(edited)
+    assert {rule for rule in before if before[rule] != after[rule]} == {"merge"}
 
 
 def test_a_dataset_or_suite_entry_reaches_the_rules_that_read_it(raw):
@@ -161,8 +176,8 @@ def evaluation_jobs(role: str, overlay: dict | None = None) -> set[str]:
 
 
 DOWNSTREAM_OF_SFT = {
-    "train results/tiny-rr/sft", "merge results/tiny-rr/sft_merged", "train results/tiny-rr/dpo",
-    "merge results/tiny-rr/dpo_merged", *evaluation_jobs("final"), "report results/tiny-rr/eval.json",
+    "train results/tiny-rr/sft", "train results/tiny-rr/dpo", *evaluation_jobs("final"),
+    "report results/tiny-rr/eval.json",
     "leaderboard results/leaderboard.json", "leaderboard results/leaderboard.md", "leaderboard results/leaderboard.html",
     "leaderboard results/leaderboard"}
 
@@ -176,7 +191,7 @@ def test_an_sft_learning_rate_edit_reruns_sft_and_what_follows_only(touched):
 @pytest.mark.timeout(300)
 def test_a_dpo_edit_leaves_sft_and_a_resources_edit_only_the_report(touched):
     plan = edited(touched, stages__dpo__beta=0.2)
-    assert plan == DOWNSTREAM_OF_SFT - {"train results/tiny-rr/sft", "merge results/tiny-rr/sft_merged"}
+    assert plan == DOWNSTREAM_OF_SFT - {"train results/tiny-rr/sft"}
     # eval.json records the whole recipe's hash, so the report (seconds) and the leaderboard follow any recipe edit
     resources = edited(touched, stages__sft__resources={"gpus": 0, "gpu_model": None, "mem_gb": 12, "runtime_min": 60})
     assert resources == {p for p in DOWNSTREAM_OF_SFT if p.split()[0] in ("report", "leaderboard")}

@@ -2,7 +2,9 @@
 NEFTune, packing, and the QLoRA-without-GPU stop.
 
 Everything runs on a tiny random Llama (hidden 64, 2 layers) and the tiny local BPE from conftest; no hub access.
-Recipes come from config.yaml (`tiny-tulu2-dpo`) with a few stage keys shrunk so each run takes seconds.
+Recipes come from config.yaml (`tiny-tulu2-dpo`) with a few stage keys shrunk so each run takes seconds. The twin
+fine-tunes fully (Tulu 2's method); the LoRA -> merge path is tested on the same recipe with its stages switched to
+LoRA (`base_recipe`), full fine-tuning with `method: full`.
 """
 
 from __future__ import annotations
@@ -37,9 +39,19 @@ RECIPE_NAME = "tiny-tulu2-dpo"
 # fixtures: config, tiny model, data
 
 
+# LoRA in place of the twin's full fine-tuning, at the rates the twin used as a LoRA twin (LoRA wants ~10x a full
+# fine-tune's rate): the adapter, merge and keep-best tests below train adapters
+LORA = {"method": "lora", "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}}
+LORA_RATES = {"sft": 1.0e-3, "dpo": 5.0e-5}
+
+
 @pytest.fixture(scope="module")
 def base_recipe() -> dict:
-    return load_config(REPO / "config.yaml")["recipes"][RECIPE_NAME]
+    recipe = load_config(REPO / "config.yaml")["recipes"][RECIPE_NAME]
+    assert recipe["stages"]["sft"]["method"] == recipe["stages"]["dpo"]["method"] == "full"   # the shipped twin
+    for stage, rate in LORA_RATES.items():
+        recipe["stages"][stage].update(copy.deepcopy(LORA), learning_rate=rate)
+    return recipe
 
 
 def make_recipe(base: dict, sft: dict | None = None, dpo: dict | None = None) -> dict:

@@ -43,7 +43,8 @@ def sft_rows(n: int) -> list[dict]:
 
 
 def write_setup(root: Path, **sft) -> dict[str, Path]:
-    """A resolved config whose tiny-tulu2-dpo SFT stage is shrunk (plus `sft` overrides), and training data."""
+    """A resolved config whose tiny-tulu2-dpo SFT stage (full fine-tuning) is shrunk (plus `sft` overrides, e.g.
+    `method="lora"`), and training data."""
     config = load_config(REPO / "config.yaml")
     recipe = copy.deepcopy(config["recipes"][RECIPE])
     recipe["stages"]["sft"].update(dict(max_steps=8, max_seq_length=64, global_batch_size=4, micro_batch_size=2,
@@ -90,7 +91,7 @@ def run_uninterrupted(root: Path, setup: dict, model: Path) -> dict:
 
 @pytest.mark.slow
 def test_sigkilled_lora_packing_run_resumes_exactly(tmp_path, tiny_model):
-    setup = write_setup(tmp_path / "setup", packing=True, lora={"r": 8, "alpha": 16, "dropout": 0.1,
+    setup = write_setup(tmp_path / "setup", packing=True, method="lora", lora={"r": 8, "alpha": 16, "dropout": 0.1,
                                                                  "target_modules": "all-linear"})
     reference = run_uninterrupted(tmp_path / "reference", setup, tiny_model)
 
@@ -150,8 +151,8 @@ def test_one_and_two_cpu_processes_train_the_same_global_batch(tmp_path, tiny_mo
     """torchrun (gloo, CPU) through the stage launcher: 2 x micro 2 x accumulation 1 == 1 x micro 2 x accumulation 2."""
     from menagerie.train import launch
 
-    setup = write_setup(tmp_path / "setup", max_steps=2, lora={"r": 8, "alpha": 16, "dropout": 0.0,
-                                                              "target_modules": "all-linear"})
+    setup = write_setup(tmp_path / "setup", max_steps=2, method="lora",
+                        lora={"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"})
     runs = {}
     for nproc in (1, 2):
         root = tmp_path / f"nproc-{nproc}"

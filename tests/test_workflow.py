@@ -39,26 +39,17 @@ def test_path_helpers():
 
 
 def test_tiny_tulu2_dpo_chain(paths):
+    """The default twin fine-tunes fully, as Tulu 2 does: each stage's output directory is the model, no merges."""
     name = "tiny-tulu2-dpo"
     assert paths.training_stages(name) == ["sft", "dpo"]
-    assert paths.is_adapter(name, "sft") and paths.is_adapter(name, "dpo")
+    assert not paths.is_adapter(name, "sft") and not paths.is_adapter(name, "dpo")
     assert paths.base_model(name) == "resources/models/smollm2-135m"
     assert paths.stage_input(name, "sft") == "resources/models/smollm2-135m"
-    # DPO starts from the merged SFT model, not from the SFT adapter directory
-    assert paths.stage_input(name, "dpo") == "results/tiny-tulu2-dpo/sft_merged"
-    assert paths.stage_model(name, "sft") == "results/tiny-tulu2-dpo/sft_merged"
-    assert paths.final_model(name) == "results/tiny-tulu2-dpo/dpo_merged"
-
-
-def test_tiny_tulu2_dpo_merges(paths):
-    name = "tiny-tulu2-dpo"
-    assert paths.merge_inputs(name, "sft") == {"adapter": "results/tiny-tulu2-dpo/sft",
-                                               "into": "resources/models/smollm2-135m"}
-    # the DPO adapter was trained on top of the merged SFT model, so it merges into that model
-    assert paths.merge_inputs(name, "dpo") == {"adapter": "results/tiny-tulu2-dpo/dpo",
-                                               "into": "results/tiny-tulu2-dpo/sft_merged"}
-    assert paths.merge_dtype(name, "sft") == "float32"
-    assert paths.merge_dtype(name, "dpo") == "float32"
+    # DPO starts from the SFT stage's own model directory
+    assert paths.stage_input(name, "dpo") == "results/tiny-tulu2-dpo/sft"
+    assert paths.stage_model(name, "sft") == "results/tiny-tulu2-dpo/sft"
+    assert paths.final_model(name) == "results/tiny-tulu2-dpo/dpo"
+    assert paths.adapter_source(name) is None and not paths.recipe(name)["stages"].get("merge")
 
 
 def test_tiny_tulu2_dpo_stage_records(paths):
@@ -66,11 +57,9 @@ def test_tiny_tulu2_dpo_stage_records(paths):
     assert records == {
         "data.sft": "results/tiny-tulu2-dpo/data/sft_report.json",
         "sft": "results/tiny-tulu2-dpo/sft/provenance.json",
-        "merge.sft": "results/tiny-tulu2-dpo/sft_merged/provenance.json",
         "data.dpo": "results/tiny-tulu2-dpo/data/dpo_report.json",
         "dpo": "results/tiny-tulu2-dpo/dpo/provenance.json",
-        "merge.dpo": "results/tiny-tulu2-dpo/dpo_merged/provenance.json",
-        "evaluate.final": final_eval(paths, "tiny-tulu2-dpo", "tiny-tulu2-dpo.dpo_merged"),
+        "evaluate.final": final_eval(paths, "tiny-tulu2-dpo", "tiny-tulu2-dpo.dpo"),
     }
 
 
@@ -221,16 +210,14 @@ def test_recipe_built_on_another_recipe(config):
     assert paths.training_stages("my-dpo") == ["dpo"]
     assert paths.base_model("my-dpo") == "results/tiny-platypus2/sft_merged"
     assert paths.stage_input("my-dpo", "dpo") == "results/tiny-platypus2/sft_merged"
-    assert paths.merge_inputs("my-dpo", "dpo") == {"adapter": "results/my-dpo/dpo",
-                                                   "into": "results/tiny-platypus2/sft_merged"}
-    assert paths.final_model("my-dpo") == "results/my-dpo/dpo_merged"
+    assert paths.final_model("my-dpo") == "results/my-dpo/dpo"      # full DPO, as tiny-tulu2-dpo's
 
 
 def test_merge_into_another_recipes_final_model(paths):
     """`merge.into: recipe:<name>` folds the adapter into that recipe's final model (tiny Platypus-style merge)."""
     name = "tiny-platypus2-merged"
     assert paths.merge_inputs(name, "sft") == {"adapter": "results/tiny-platypus2/sft",
-                                               "into": "results/tiny-tulu2-dpo/dpo_merged"}
+                                               "into": "results/tiny-tulu2-dpo/dpo"}
     assert paths.final_model(name) == "results/tiny-platypus2-merged/sft_merged"
     assert paths.merge_target("recipe:tiny-birbal") == "results/tiny-birbal/sft_merged"
     assert paths.merge_target("smollm2-135m") == "resources/models/smollm2-135m"

@@ -1,15 +1,28 @@
-"""One real Snakemake run of a tiny twin at reduced size: every stage runs (GGUF conversion, data, LoRA SFT, DPO,
-merges, lm-eval + HumanEval on final and base models, eval.json, leaderboard)."""
+"""One real Snakemake run of the default tiny twin at reduced size: every stage runs (GGUF conversion, data, full SFT,
+full DPO — Tulu 2's method, so no merge —, lm-eval + HumanEval on final, start and base models, eval.json,
+leaderboard)."""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from menagerie.io import sha256_file
 from menagerie.report import validate_eval
+
+
+def unchanged_tensors(before: Path, after: Path) -> list[str]:
+    """Names of the tensors two safetensors files hold with equal values (both must hold the same names)."""
+    import torch
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(before)), load_file(str(after))
+    assert a.keys() == b.keys()
+    return [name for name in a if torch.equal(a[name], b[name])]
 
 
 @pytest.mark.slow
@@ -21,24 +34,33 @@ def test_tiny_twin_end_to_end(built_twin):
     results = work / "results" / "tiny-e2e"
     entry = json.loads((results / "eval.json").read_text())
     validate_eval(entry)
-    assert entry["recipe"] == "tiny-e2e" and entry["model"]["final"] == "results/tiny-e2e/dpo_merged"
+    assert entry["recipe"] == "tiny-e2e" and entry["model"]["final"] == "results/tiny-e2e/dpo"
     for name in ("heldout_exact", "humaneval_pass1"):
         task = entry["tasks"][name]
         assert task["status"] == "ok" and task["n"] == {"heldout_exact": 24, "humaneval_pass1": 2}[name]
         assert task["base"]["status"] == "ok"
     assert entry["tasks"]["heldout_exact"]["stderr"] is not None
-    assert set(entry["provenance"]["wall_time_s"]) >= {"sft", "dpo", "merge.sft", "merge.dpo", "evaluate.final"}
+    wall = entry["provenance"]["wall_time_s"]
+    assert set(wall) >= {"sft", "dpo", "evaluate.final"} and not [k for k in wall if k.startswith("merge")]
     assert entry["provenance"]["data_sha256"]
 
-    # every model directory is a loadable HF model (weights + tokenizer + card); adapters are peft adapters
-    for stage in ("sft", "dpo"):
-        assert (results / stage / "adapter_config.json").exists()
-        assert (results / stage / "loss_curve.png").exists()
-    for model_dir in (results / "sft_merged", results / "dpo_merged", work / "resources/models/smollm2-135m"):
+    # full fine-tuning: each stage directory is a whole HF model (weights + tokenizer + card), no adapter, no merge
+    base_dir = work / "resources/models/smollm2-135m"
+    for model_dir in (results / "sft", results / "dpo", base_dir):
         assert (model_dir / "model.safetensors").exists() and (model_dir / "README.md").exists()
         assert (model_dir / "tokenizer.json").exists()
-    chat_template = json.loads((results / "dpo_merged" / "tokenizer_config.json").read_text()).get("chat_template") \
-        or (results / "dpo_merged" / "chat_template.jinja").read_text()
+    assert not list(results.glob("*_merged")) and not list(results.rglob("adapter_config.json"))
+    for stage, start in (("sft", base_dir), ("dpo", results / "sft")):
+        record = json.loads((results / stage / "provenance.json").read_text())
+        assert record["method"] == "full" and record["metrics"]["global_step"] == {"sft": 3, "dpo": 2}[stage]
+        assert [r["trainable_parameter_dtypes"] for r in record["rank_memory"]] == [["float32"]]   # fp32 master
+        assert (results / stage / "loss_curve.png").exists()
+        losses = [e["loss"] for e in json.loads((results / stage / "trainer_log.json").read_text()) if "loss" in e]
+        assert len(losses) == record["metrics"]["global_step"] and all(math.isfinite(x) for x in losses)
+        # every weight tensor moved: the whole model trains, not an adapter
+        assert unchanged_tensors(start / "model.safetensors", results / stage / "model.safetensors") == []
+    chat_template = json.loads((results / "dpo" / "tokenizer_config.json").read_text()).get("chat_template") \
+        or (results / "dpo" / "chat_template.jinja").read_text()
     assert "<|assistant|>" in chat_template
 
     board = json.loads((work / "results" / "leaderboard.json").read_text())
@@ -47,7 +69,7 @@ def test_tiny_twin_end_to_end(built_twin):
     assert 'data-recipe="tiny-e2e"' in (work / "results" / "leaderboard.html").read_text()
     assert [p.name for p in (work / "results" / "leaderboard").glob("*.png")] == ["tiny-e2e.png"]
     # DPO is compared with the SFT model it started from (Δsft), and its rewards on the validation pairs reported
-    assert entry["model"]["start"] == "results/tiny-e2e/sft_merged"
+    assert entry["model"]["start"] == "results/tiny-e2e/sft"
     assert entry["start"]["tasks"]["heldout_exact"]["status"] == "ok"
     assert "delta_vs_start" in entry["tasks"]["heldout_exact"]
     assert entry["dpo"]["validation"]["reward_accuracy"] is not None

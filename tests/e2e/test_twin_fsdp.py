@@ -1,9 +1,9 @@
 """The twin's full fine-tuning path through Snakemake: SFT then DPO, `method: full`, FSDP2 on 2 CPU ranks (gloo).
 
-A real Snakemake run in a scratch copy (model conversion, data, contamination gate, sft, dpo) of tiny-tulu2-dpo with
-its stages switched to full fine-tuning at reduced size and `strategy: fsdp` (the real Tulu 2 recipes' strategy;
-the twin itself leaves it to the planner, which picks ddp for one CPU process); MENAGERIE_NPROC=2 makes each training
-job torchrun two processes. DPO precomputes its reference log-probs (the 70B recipe's choice).
+A real Snakemake run in a scratch copy (model conversion, data, contamination gate, sft, dpo) of tiny-tulu2-dpo at
+reduced size, with its own stages: full fine-tuning, `strategy: fsdp` (the real Tulu 2 recipes' strategy, moot when
+`make run` trains on one process); MENAGERIE_NPROC=2 makes each training job torchrun two processes, which shard the
+model. DPO precomputes its reference log-probs here (the 70B recipe's choice; the twin holds a reference model).
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ recipes:
       sft: {sources: [{dataset: tiny-sft, count: 48}, {dataset: tiny-units-sft, count: 16}], validation: 8}
       dpo: {sources: [{dataset: tiny-prefs, count: 16}], validation: 0}
     stages:
-      sft: {method: full, strategy: fsdp, learning_rate: 2.0e-5, max_steps: 2, global_batch_size: 4,
-            micro_batch_size: 2, max_seq_length: 48, eval_steps: 2}
-      dpo: {method: full, strategy: fsdp, reference: precomputed, learning_rate: 5.0e-7, max_steps: 2,
-            global_batch_size: 4, micro_batch_size: 2, max_seq_length: 48, eval_steps: 2}
-      merge: null
+      sft: {learning_rate: 2.0e-5, max_steps: 2, global_batch_size: 4, micro_batch_size: 2, max_seq_length: 48,
+            eval_steps: 2}
+      dpo: {reference: precomputed, learning_rate: 5.0e-7, max_steps: 2, global_batch_size: 4, micro_batch_size: 2,
+            max_seq_length: 48, eval_steps: 2}
 """
 
 
