@@ -212,22 +212,19 @@ def test_tiny_birbal_runs_ni_sampling_on_its_own_model(tmp_path):
 
 def test_default_twin_trains_fully_with_no_merge(tmp_path):
     """`make run`'s target, tiny-tulu2-dpo, takes Tulu 2's full fine-tuning path: SFT -> DPO -> evaluate, no merge
-    job; DPO reads the SFT stage's own directory and the final evaluation the DPO stage's."""
+    job; DPO reads the SFT stage's own directory, the evaluations the DPO (final) and SFT (start) directories."""
     workdir = copy_workflow(tmp_path / "wf")
     result = snakemake(workdir, "-n", "--cores", "1", timeout=120)     # the default target (config `recipe:`)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = parse_jobs(result.stdout + "\n" + result.stderr)
+    assert jobs and not [j for j in jobs if j["rule"] == "merge"]
     own = [j for j in jobs if j["wildcards"].get("recipe") == "tiny-tulu2-dpo"]
-    assert {j["rule"] for j in own} == SFT and not any(j["rule"] == "merge" for j in jobs)
     trains = {j["wildcards"]["stage"]: j for j in own if j["rule"] == "train"}
     assert sorted(trains) == ["dpo", "sft"]
     assert "resources/models/smollm2-135m" in trains["sft"]["input"].split(", ")
     assert "results/tiny-tulu2-dpo/sft" in trains["dpo"]["input"].split(", ")
-    models = {"final": "results/tiny-tulu2-dpo/dpo", "start": "results/tiny-tulu2-dpo/sft",
-              "base": "resources/models/smollm2-135m"}
-    evaluations = {j["wildcards"]["which"]: j["input"].split(", ") for j in own if j["rule"] == "evaluate"}
-    assert sorted(evaluations) == sorted(models)
-    assert all(models[which] in inputs for which, inputs in evaluations.items())
+    evaluated = sorted(j["input"].split(", ")[0] for j in jobs if j["rule"] == "evaluate")   # the model comes first
+    assert evaluated == ["resources/models/smollm2-135m", "results/tiny-tulu2-dpo/dpo", "results/tiny-tulu2-dpo/sft"]
 
 
 def test_malformed_user_config_is_one_sentence(tmp_path):
