@@ -75,6 +75,7 @@ dryrun: env
 
 lint: env $(LINT)/.ruff-$(RUFF_VERSION)-mypy-$(MYPY_VERSION)   ## ruff, mypy, snakemake --lint, import layers (README "Lint")
 	$(LINT)/bin/ruff check menagerie scripts .ci
+	$(LINT)/bin/ruff format --check menagerie scripts .ci tests bench
 	PYTHONPATH=$(LINT) python3 -m mypy
 	$(PY) .ci/snakemake_lint.py
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_layers.py   # imports follow the pipeline (README "Layout")

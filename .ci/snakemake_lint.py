@@ -11,9 +11,12 @@ import sys
 
 # (where: regex on "snakefile <path>" / "rule <name>", title: regex on the lint's first line, reason)
 KEPT = [
-    (r"^rule ", r"^Shell command directly uses variable RESOLVED_CONFIG from outside of the rule",
-     "the resolved config's path changes with every config edit, so as a param it would rerun every rule on any "
-     "edit; rules carry the hash of what they read instead (menagerie.jobs.write_resolved_config)"),
+    (
+        r"^rule ",
+        r"^Shell command directly uses variable RESOLVED_CONFIG from outside of the rule",
+        "the resolved config's path changes with every config edit, so as a param it would rerun every rule on any "
+        "edit; rules carry the hash of what they read instead (menagerie.jobs.write_resolved_config)",
+    ),
 ]
 
 HEADER = re.compile(r"^Lints for (snakefile (?P<file>\S+)|rule (?P<rule>\S+) \(line \d+, (?P<rfile>\S+)\)):$")
@@ -38,12 +41,13 @@ def main() -> int:
         sys.stderr.write(text)
         print("snakemake --lint did not run", file=sys.stderr)
         return 1
-    unexpected = [(w, t) for w, t in found
-                  if not any(re.search(pw, w) and re.search(pt, t) for pw, pt, _ in KEPT)]
+    unexpected = [(w, t) for w, t in found if not any(re.search(pw, w) and re.search(pt, t) for pw, pt, _ in KEPT)]
     for where, title in unexpected:
         print(f"lint: {where}: {title}", file=sys.stderr)
-    print(f"snakemake --lint: {len(found)} lints, {len(found) - len(unexpected)} kept on purpose "
-          f"(.ci/snakemake_lint.py, README 'Lint'), {len(unexpected)} new")
+    print(
+        f"snakemake --lint: {len(found)} lints, {len(found) - len(unexpected)} kept on purpose "
+        f"(.ci/snakemake_lint.py, README 'Lint'), {len(unexpected)} new"
+    )
     return 1 if unexpected else 0
 
 

@@ -68,13 +68,13 @@ class Bigram:
         ids = np.array([index.setdefault(p, len(index)) for p in pieces], dtype=np.int64)
         self.vocab = list(index)
         size = len(self.vocab)
-        pairs, counts = np.unique(ids * size + np.roll(ids, -1), return_counts=True)   # last piece -> first
+        pairs, counts = np.unique(ids * size + np.roll(ids, -1), return_counts=True)  # last piece -> first
         src, self.dst = pairs // size, pairs % size
-        sizes = np.bincount(src, minlength=size)          # every piece has a successor
+        sizes = np.bincount(src, minlength=size)  # every piece has a successor
         cum = np.cumsum(counts)
         start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         within = cum - np.repeat(cum[start] - counts[start], sizes)
-        self.keys = src + within / np.repeat(within[start + sizes - 1], sizes)   # group s spans (s, s + 1]
+        self.keys = src + within / np.repeat(within[start + sizes - 1], sizes)  # group s spans (s, s + 1]
         self.unigram = np.cumsum(np.bincount(ids, minlength=size)) / len(ids)
 
     def sample(self, lengths: np.ndarray, rng: np.random.Generator) -> list[str]:
@@ -85,20 +85,20 @@ class Bigram:
         out = np.empty(int(offsets[-1]), dtype=np.int64)
         state = np.searchsorted(self.unigram, rng.random(len(lengths)), side="right").clip(max=len(self.vocab) - 1)
         for t in range(int(sorted_len.max(initial=0))):
-            active = int(np.searchsorted(-sorted_len, -t, side="left"))   # rows longer than t
+            active = int(np.searchsorted(-sorted_len, -t, side="left"))  # rows longer than t
             state = state[:active]
             out[offsets[:active] + t] = state
             state = self.dst[np.searchsorted(self.keys, state + rng.random(active), side="right")]
         vocab = self.vocab
         texts = [""] * len(lengths)
         for k, row in enumerate(order.tolist()):
-            texts[row] = " ".join([vocab[i] for i in out[offsets[k]:offsets[k + 1]].tolist()])
+            texts[row] = " ".join([vocab[i] for i in out[offsets[k] : offsets[k + 1]].tolist()])
         return texts
 
 
 def _zipf_pieces(rng: np.random.Generator, n: int) -> list[str]:
     ranks = np.arange(1, 30_001)
-    cdf = np.cumsum(1 / ranks ** 1.1)
+    cdf = np.cumsum(1 / ranks**1.1)
     return [f"w{i}" for i in np.searchsorted(cdf / cdf[-1], rng.random(n))]
 
 
@@ -144,8 +144,10 @@ def load_corpus(corpus: Path | None) -> tuple[list[str], list[str], list[str]]:
     for line in (corpus / "arc" / "ARC-Challenge-Dev.jsonl").read_text().splitlines():
         train += json.loads(line)["question"]["stem"].split()
     questions = [json.loads(line)["question"] for line in (corpus / "gsm8k_test.jsonl").read_text().splitlines()]
-    questions += [json.loads(line)["question"]["stem"]
-                  for line in (corpus / "arc" / "ARC-Challenge-Test.jsonl").read_text().splitlines()]
+    questions += [
+        json.loads(line)["question"]["stem"]
+        for line in (corpus / "arc" / "ARC-Challenge-Test.jsonl").read_text().splitlines()
+    ]
     for path in sorted((corpus / "mmlu" / "test").glob("*.csv")):
         with path.open() as handle:
             questions += [row["question"] for row in csv.DictReader(handle)]
@@ -187,23 +189,30 @@ def make_data(scale: float, corpus: Path | None, seed: int = 0) -> tuple[list[di
     share = rng.uniform(0.1, 0.9, n_train)
     bigram = Bigram(train_pieces)
     rows = []
-    for lo in range(0, n_train, 20_000):   # bounded memory while sampling
-        texts = bigram.sample(lengths[lo:lo + 20_000], rng)
+    for lo in range(0, n_train, 20_000):  # bounded memory while sampling
+        texts = bigram.sample(lengths[lo : lo + 20_000], rng)
         for k, text in enumerate(texts):
             pieces = text.split(" ")
             cut = max(1, int(len(pieces) * share[lo + k]))
-            rows.append({"id": f"r{lo + k}", "messages": [
-                {"role": "user", "content": " ".join(pieces[:cut])},
-                {"role": "assistant", "content": " ".join(pieces[cut:])}]})
+            rows.append(
+                {
+                    "id": f"r{lo + k}",
+                    "messages": [
+                        {"role": "user", "content": " ".join(pieces[:cut])},
+                        {"role": "assistant", "content": " ".join(pieces[cut:])},
+                    ],
+                }
+            )
     planted: dict[str, list[tuple[int, int]]] = {"copy": [], "paraphrase": [], "near_miss": []}
     long_rows = np.nonzero(lengths >= 300)[0]
-    chosen = rng.choice(long_rows, min(len(long_rows), COPIES + len(PARAPHRASES) + len(NEAR_MISSES)),
-                        replace=False).tolist()
+    chosen = rng.choice(
+        long_rows, min(len(long_rows), COPIES + len(PARAPHRASES) + len(NEAR_MISSES)), replace=False
+    ).tolist()
     copies = rng.choice(len(questions) or FULL_EVAL, COPIES, replace=False).tolist()
     jobs = [("copy", eval_texts[i], i) for i in copies]
     jobs += [("paraphrase", p, eval_texts.index(q)) for q, p in PARAPHRASES]
-    jobs += [("near_miss", m, eval_texts.index(q)) for q, m in NEAR_MISSES]   # the item it nearly matches
-    for row, (kind, text, item) in zip(chosen, jobs):   # on its own line, as a question in a prompt usually is
+    jobs += [("near_miss", m, eval_texts.index(q)) for q, m in NEAR_MISSES]  # the item it nearly matches
+    for row, (kind, text, item) in zip(chosen, jobs):  # on its own line, as a question in a prompt usually is
         user = rows[row]["messages"][0]
         pieces = user["content"].split(" ")
         at = int(rng.integers(len(pieces) + 1))
@@ -212,10 +221,18 @@ def make_data(scale: float, corpus: Path | None, seed: int = 0) -> tuple[list[di
     # answers: GSM8K's solutions and the planted set's, HumanEval's canonical solutions (each kept if distinctive,
     # as the gate does); the planted answer leaks and their near misses go into assistant turns of other long rows
     problems = read_problems()
-    answers = {"text": [a for a in dict.fromkeys(load_answers(corpus) + [a for _, _, a in SOLVED])
-                        if distinctive({"kind": "answer", "text": a}, {})],
-               "code": [p["canonical_solution"] for p in problems.values()
-                        if distinctive({"kind": "answer", "code": True, "text": p["canonical_solution"]}, {})]}
+    answers = {
+        "text": [
+            a
+            for a in dict.fromkeys(load_answers(corpus) + [a for _, _, a in SOLVED])
+            if distinctive({"kind": "answer", "text": a}, {})
+        ],
+        "code": [
+            p["canonical_solution"]
+            for p in problems.values()
+            if distinctive({"kind": "answer", "code": True, "text": p["canonical_solution"]}, {})
+        ],
+    }
     solved = {item_id: answer for item_id, _, answer in SOLVED}
     code_of = {key: p["canonical_solution"] for key, p in problems.items()}
 
@@ -227,13 +244,14 @@ def make_data(scale: float, corpus: Path | None, seed: int = 0) -> tuple[list[di
 
     planted.update(answer_leak=[], answer_near_miss=[])
     spare = [r for r in rng.permutation(long_rows).tolist() if r not in set(chosen)]
-    for row, (kind, (target, messages)) in zip(spare, [("answer_leak", leak) for leak in ANSWER_LEAKS]
-                                               + [("answer_near_miss", miss) for miss in ANSWER_NEAR_MISSES]):
+    for row, (kind, (target, messages)) in zip(
+        spare,
+        [("answer_leak", leak) for leak in ANSWER_LEAKS] + [("answer_near_miss", miss) for miss in ANSWER_NEAR_MISSES],
+    ):
         assistant = rows[row]["messages"][1]
         pieces = assistant["content"].split(" ")
         at = int(rng.integers(len(pieces) + 1))
-        assistant["content"] = "\n".join([" ".join(pieces[:at]), messages[1]["content"],
-                                          " ".join(pieces[at:])]).strip()
+        assistant["content"] = "\n".join([" ".join(pieces[:at]), messages[1]["content"], " ".join(pieces[at:])]).strip()
         planted[kind].append((row, key_of(target)))
     return rows, eval_texts, planted, answers
 
@@ -242,7 +260,7 @@ def make_data(scale: float, corpus: Path | None, seed: int = 0) -> tuple[list[di
 def _vm(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field):
-            return int(line.split()[1]) / 2**20   # GiB
+            return int(line.split()[1]) / 2**20  # GiB
     return float("nan")
 
 
@@ -260,7 +278,7 @@ def _tree_pss_gib() -> float:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     total += int(line.split()[1])
-        except OSError:   # a worker that just exited
+        except OSError:  # a worker that just exited
             pass
     return total / 2**20
 
@@ -270,7 +288,7 @@ class Memory:
     phase of a gate run (its start and end, from the run's record) gets the peaks seen while it ran."""
 
     def __init__(self):
-        self.samples: list[tuple[float, float, float]] = []   # (time.perf_counter(), RSS GiB, PSS with workers GiB)
+        self.samples: list[tuple[float, float, float]] = []  # (time.perf_counter(), RSS GiB, PSS with workers GiB)
         threading.Thread(target=self._sample, daemon=True).start()
 
     def _sample(self) -> None:
@@ -295,13 +313,16 @@ class Memory:
 def caught(flagged: dict[int, set], planted: dict, *kinds: str) -> dict:
     """Planted rows of each kind flagged against their own item, and the other rows flagged (module doc)."""
     own = {r for rows in planted.values() for r, i in rows if i in flagged.get(r, ())}
-    return {**{f"planted_{k}_flagged": f"{sum(i in flagged.get(r, ()) for r, i in planted[k])}/{len(planted[k])}"
-               for k in kinds},
-            "other_rows_flagged": len(set(flagged) - own)}
+    return {
+        **{
+            f"planted_{k}_flagged": f"{sum(i in flagged.get(r, ()) for r, i in planted[k])}/{len(planted[k])}"
+            for k in kinds
+        },
+        "other_rows_flagged": len(set(flagged) - own),
+    }
 
 
-def run_ngram(rows: list[dict], eval_texts: list[str], planted: dict, answers: dict, run: Run,
-              workers: int) -> dict:
+def run_ngram(rows: list[dict], eval_texts: list[str], planted: dict, answers: dict, run: Run, workers: int) -> dict:
     """The gate's `ngram` method as find_pairs runs it: questions and text answers by word n-grams (minimum overlap
     0.2, the default), code answers by normalised tokens (0.5), over whole rows."""
     from menagerie.data.contamination.code_match import code_matches
@@ -318,13 +339,17 @@ def run_ngram(rows: list[dict], eval_texts: list[str], planted: dict, answers: d
         flagged.setdefault(m.row, set()).add(m.item if m.item < len(eval_texts) else ("text", m.item - len(eval_texts)))
     for m in code_matches(texts, answers["code"], 0.5, run, workers):
         flagged.setdefault(m.row, set()).add(("code", m.item))
-    return {"flagged_rows": len(flagged), "eval_answers": {k: len(v) for k, v in answers.items()},
-            "reviewed_vetoes": len(vetoed),
-            **caught(flagged, planted, "copy", "near_miss", "answer_leak", "answer_near_miss")}
+    return {
+        "flagged_rows": len(flagged),
+        "eval_answers": {k: len(v) for k, v in answers.items()},
+        "reviewed_vetoes": len(vetoed),
+        **caught(flagged, planted, "copy", "near_miss", "answer_leak", "answer_near_miss"),
+    }
 
 
-def run_embedding(rows: list[dict], eval_texts: list[str], planted: dict, run: Run, max_pairs: int,
-                  workers: int) -> dict:
+def run_embedding(
+    rows: list[dict], eval_texts: list[str], planted: dict, run: Run, max_pairs: int, workers: int
+) -> dict:
     import torch
 
     from menagerie.data.contamination.candidates import lexical_candidates
@@ -334,14 +359,15 @@ def run_embedding(rows: list[dict], eval_texts: list[str], planted: dict, run: R
     from menagerie.data.embeddings import encode
 
     torch.set_num_threads(2)
-    encode(["warm up"])   # model load outside the timings
+    encode(["warm up"])  # model load outside the timings
     with run.phase("texts"):
         prompts = [row_texts(r)[1] for r in rows]
     vetoed: list = []
     candidates = lexical_candidates(prompts, eval_texts, run=run, workers=workers, vetoed=vetoed)
     reviewed: list = []
-    found = score_candidates(candidates, eval_texts, 0.8, max_pairs=max_pairs, run=run, vetoed=vetoed,
-                             reviewed=reviewed)
+    found = score_candidates(
+        candidates, eval_texts, 0.8, max_pairs=max_pairs, run=run, vetoed=vetoed, reviewed=reviewed
+    )
     stats = run.counts
     kept = {(c.row, c.item) for c in candidates}
     position = {(c.row, c.item): k for k, c in enumerate(sorted(candidates, key=Candidate.order))}
@@ -350,17 +376,24 @@ def run_embedding(rows: list[dict], eval_texts: list[str], planted: dict, run: R
     per_window = embed_s / max(stats["embedded_windows"] + stats["embedded_items"], 1)
     all_windows = len({c.window for c in candidates})
     all_items = len({c.item for c in candidates})
-    return {**stats, "rows": len(rows), "candidate_pairs_per_row": round(stats["candidate_pairs"] / len(rows), 2),
-            "verified_pairs_per_row": round(stats["verified_pairs"] / len(rows), 3),
-            "planted_in_candidates": {k: f"{sum(p in kept for p in planted[k])}/{len(planted[k])}"
-                                      for k in ("copy", "paraphrase")},
-            "planted_paraphrase_ranks": sorted(position[p] for p in planted["paraphrase"] if p in position),
-            **caught(flagged, planted, "paraphrase", "near_miss"),
-            "vetoes_for_review": len(vetoed), "reviewed_above_cosine": len(reviewed),
-            "planted_near_misses_reviewed": sum((r, i) in {(m.row, m.item) for m in reviewed}
-                                                for r, i in planted["near_miss"]),
-            "embed_s_per_text": round(per_window, 3),
-            "embed_all_candidates_s_extrapolated": round(per_window * (all_windows + all_items))}
+    return {
+        **stats,
+        "rows": len(rows),
+        "candidate_pairs_per_row": round(stats["candidate_pairs"] / len(rows), 2),
+        "verified_pairs_per_row": round(stats["verified_pairs"] / len(rows), 3),
+        "planted_in_candidates": {
+            k: f"{sum(p in kept for p in planted[k])}/{len(planted[k])}" for k in ("copy", "paraphrase")
+        },
+        "planted_paraphrase_ranks": sorted(position[p] for p in planted["paraphrase"] if p in position),
+        **caught(flagged, planted, "paraphrase", "near_miss"),
+        "vetoes_for_review": len(vetoed),
+        "reviewed_above_cosine": len(reviewed),
+        "planted_near_misses_reviewed": sum(
+            (r, i) in {(m.row, m.item) for m in reviewed} for r, i in planted["near_miss"]
+        ),
+        "embed_s_per_text": round(per_window, 3),
+        "embed_all_candidates_s_extrapolated": round(per_window * (all_windows + all_items)),
+    }
 
 
 def child(args: argparse.Namespace) -> None:
@@ -375,36 +408,75 @@ def child(args: argparse.Namespace) -> None:
         result = run_embedding(rows, eval_texts, planted, run, args.embed_pairs, args.workers)
     phases = memory.phases(run)
     gate_s = round(sum(run.seconds().values()), 1)
-    print(json.dumps({"method": args.method, "scale": args.scale, "workers": args.workers, "train_rows": len(rows),
-                      "words_per_row": round(words / len(rows)), "eval_items": len(eval_texts), "data_s": data_s,
-                      "gate_s": gate_s, "phases": phases, **result,
-                      "process_peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-                      "worker_peak_rss_gib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20, 2),
-                      "peak_pss_with_workers_gib": max(p["with_workers_pss_gib"] for p in phases.values()),
-                      "loadavg": [round(x, 2) for x in os.getloadavg()]}))
+    print(
+        json.dumps(
+            {
+                "method": args.method,
+                "scale": args.scale,
+                "workers": args.workers,
+                "train_rows": len(rows),
+                "words_per_row": round(words / len(rows)),
+                "eval_items": len(eval_texts),
+                "data_s": data_s,
+                "gate_s": gate_s,
+                "phases": phases,
+                **result,
+                "process_peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+                "worker_peak_rss_gib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20, 2),
+                "peak_pss_with_workers_gib": max(p["with_workers_pss_gib"] for p in phases.values()),
+                "loadavg": [round(x, 2) for x in os.getloadavg()],
+            }
+        )
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", type=float, nargs="+", default=[0.125, 0.25, 0.5])
     parser.add_argument("--methods", nargs="+", choices=["ngram", "embedding"], default=["ngram", "embedding"])
-    parser.add_argument("--embed-pairs", type=int, default=2000,
-                        help="candidates actually embedded (best ranked); the rest are timed by extrapolation")
+    parser.add_argument(
+        "--embed-pairs",
+        type=int,
+        default=2000,
+        help="candidates actually embedded (best ranked); the rest are timed by extrapolation",
+    )
     parser.add_argument("--corpus", default=str(DEFAULT_CORPUS), help="real-text samples folder, or 'none' (Zipf)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="processes for the row-wise work (the gate job's threads); default: the cores")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes for the row-wise work (the gate job's threads); default: the cores",
+    )
     parser.add_argument("--method", choices=["ngram", "embedding"], help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.method:
         child(args)
         return
-    print(json.dumps({"cpus": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-                      "corpus": args.corpus if Path(args.corpus).is_dir() else "zipf"}), flush=True)
+    print(
+        json.dumps(
+            {
+                "cpus": os.cpu_count(),
+                "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+                "corpus": args.corpus if Path(args.corpus).is_dir() else "zipf",
+            }
+        ),
+        flush=True,
+    )
     for scale in args.scales:
         for method in args.methods:
-            job = ["--method", method, "--scale", str(scale), "--embed-pairs", str(args.embed_pairs),
-                   "--corpus", args.corpus, "--workers", str(args.workers)]
+            job = [
+                "--method",
+                method,
+                "--scale",
+                str(scale),
+                "--embed-pairs",
+                str(args.embed_pairs),
+                "--corpus",
+                args.corpus,
+                "--workers",
+                str(args.workers),
+            ]
             out = subprocess.run([sys.executable, __file__, *job], capture_output=True, text=True)
             lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
             print(lines[-1] if lines else f"FAILED {job}: {out.stderr[-2000:]}", flush=True)

@@ -57,8 +57,9 @@ print(json.dumps({"load_model_s": round(time.perf_counter() - start, 1)}))
 
 
 def overlay(recipe: str, backends: list[str]) -> str:
-    return "recipes:\n" + "".join(f"  bench-{b}:\n    extends: {recipe}\n    eval: {{backend: {b}}}\n"
-                                  for b in backends)
+    return "recipes:\n" + "".join(
+        f"  bench-{b}:\n    extends: {recipe}\n    eval: {{backend: {b}}}\n" for b in backends
+    )
 
 
 def base_metrics(work: Path, recipe: str) -> str:
@@ -93,8 +94,13 @@ def mode_env(env: dict, mode: str, caches: Path, backend: str) -> dict:
 def snakemake(work: Path, env: dict, targets: list[str], *flags: str) -> float:
     """Seconds of one Snakemake run (targets first: --configfile and --omit-from take several values)."""
     start = time.perf_counter()
-    run = subprocess.run([str(SNAKEMAKE), *targets, "--cores", "2", "--configfile", "bench.yaml", *flags], cwd=work,
-                         env=env, capture_output=True, text=True)
+    run = subprocess.run(
+        [str(SNAKEMAKE), *targets, "--cores", "2", "--configfile", "bench.yaml", *flags],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if run.returncode:
         logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted((work / "logs").rglob("*.log")))
         raise SystemExit(f"snakemake {' '.join(targets + list(flags))} failed:\n{run.stderr[-3000:]}\n{logs}")
@@ -109,18 +115,22 @@ def job(work: Path, env: dict, target: str) -> dict:
     seconds = snakemake(work, env, [target])
     record = json.loads(out.with_suffix(".provenance.json").read_text())
     metrics = json.loads(out.read_text())
-    return {"snakemake_s": round(seconds, 1), "stage_wall_s": record["wall_time_s"],
-            "load_model_s": record["seconds"]["load_model"],
-            "tasks_s": {k: v for k, v in record["seconds"].items() if k != "load_model"},
-            "cpu_s": round(child_cpu() - cpu, 1),
-            "scores": {k: v.get("value", v["status"]) for k, v in metrics["tasks"].items()}}
+    return {
+        "snakemake_s": round(seconds, 1),
+        "stage_wall_s": record["wall_time_s"],
+        "load_model_s": record["seconds"]["load_model"],
+        "tasks_s": {k: v for k, v in record["seconds"].items() if k != "load_model"},
+        "cpu_s": round(child_cpu() - cpu, 1),
+        "scores": {k: v.get("value", v["status"]) for k, v in metrics["tasks"].items()},
+    }
 
 
 def startup(env: dict, backend: str, model_dir: Path) -> dict:
     cpu = child_cpu()
     started = time.perf_counter()
-    run = subprocess.run([sys.executable, "-c", STARTUP, str(model_dir), backend], env=env, capture_output=True,
-                         text=True, cwd=REPO)
+    run = subprocess.run(
+        [sys.executable, "-c", STARTUP, str(model_dir), backend], env=env, capture_output=True, text=True, cwd=REPO
+    )
     if run.returncode:
         raise SystemExit(f"start-up of {backend} failed:\n{run.stderr[-3000:]}")
     inner = json.loads(run.stdout.strip().splitlines()[-1])
@@ -139,8 +149,13 @@ def main() -> None:
     if args.work.exists():
         shutil.rmtree(args.work)
     args.work.mkdir(parents=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "HF_HOME": str(args.work / "hf-home"), "XDG_CACHE_HOME": str(args.work / "xdg-cache")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HOME": str(args.work / "hf-home"),
+        "XDG_CACHE_HOME": str(args.work / "xdg-cache"),
+    }
     caches = args.work / "pycache"
     if args.startup_only:
         from generation_speed import find_model
@@ -163,15 +178,29 @@ def main() -> None:
             before = load()
             figures = run_one(backend, mode_env(env, mode, caches, backend))
             results[backend][mode] = figures
-            print(json.dumps({"backend": backend, "mode": mode, **figures, "loadavg_before": before,
-                              "loadavg_after": load()}), flush=True)
+            print(
+                json.dumps(
+                    {"backend": backend, "mode": mode, **figures, "loadavg_before": before, "loadavg_after": load()}
+                ),
+                flush=True,
+            )
     keys = ["load_model_s", "cpu_s"] + ([] if args.startup_only else ["stage_wall_s"])
     for backend, by_mode in results.items():
         base = by_mode.get("baseline")
         if base:
-            print(json.dumps({"backend": backend, "baseline_over": {
-                mode: {k: round(base[k] / figures[k], 2) for k in keys if figures.get(k)}
-                for mode, figures in by_mode.items() if mode != "baseline"}}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "backend": backend,
+                        "baseline_over": {
+                            mode: {k: round(base[k] / figures[k], 2) for k in keys if figures.get(k)}
+                            for mode, figures in by_mode.items()
+                            if mode != "baseline"
+                        },
+                    }
+                ),
+                flush=True,
+            )
     if {"vllm", "hf"} <= set(results) and not args.startup_only:
         best = {b: min(f["stage_wall_s"] for f in by.values()) for b, by in results.items()}
         print(json.dumps({"stage_wall_s_best": best, "hf_over_vllm": round(best["hf"] / best["vllm"], 2)}))

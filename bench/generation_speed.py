@@ -22,8 +22,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 TOPICS = ["rain", "the sea", "a city at night", "autumn", "a library", "mountains", "a train journey", "coffee"]
-TASKS = ["Write a short story about {}.", "Describe {} in detail.", "Write a poem about {}.",
-         "Explain why people like {}."]
+TASKS = [
+    "Write a short story about {}.",
+    "Describe {} in detail.",
+    "Write a poem about {}.",
+    "Explain why people like {}.",
+]
 
 
 def prompts(n: int) -> list[str]:
@@ -37,8 +41,9 @@ def find_model() -> Path:
     raise SystemExit("no SmolLM2-135M found: run `make run` (or the vLLM tests) first to build it")
 
 
-def measure(backend: str, model_dir: Path, questions: list[str], max_new_tokens: int, dtype: str,
-            batch_size: int) -> dict:
+def measure(
+    backend: str, model_dir: Path, questions: list[str], max_new_tokens: int, dtype: str, batch_size: int
+) -> dict:
     from lm_eval.api.instance import Instance
 
     from menagerie.evaluate import harness
@@ -48,14 +53,21 @@ def measure(backend: str, model_dir: Path, questions: list[str], max_new_tokens:
     loaded = time.perf_counter()
     rendered = [lm.apply_chat_template([{"role": "user", "content": q}]) for q in questions]
     # no stop sequence but EOS: every backend generates up to max_new_tokens unless the model ends its answer
-    requests = [Instance("generate_until", None, (p, {"until": [], "max_gen_toks": max_new_tokens,
-                                                      "do_sample": False}), i) for i, p in enumerate(rendered)]
+    requests = [
+        Instance("generate_until", None, (p, {"until": [], "max_gen_toks": max_new_tokens, "do_sample": False}), i)
+        for i, p in enumerate(rendered)
+    ]
     begin = time.perf_counter()
     texts = lm.generate_until(requests)
     seconds = time.perf_counter() - begin
     tokens = sum(len(lm.tokenizer.encode(t, add_special_tokens=False)) for t in texts)
-    return {"startup_s": round(loaded - start, 1), "generate_s": round(seconds, 2), "output_tokens": tokens,
-            "output_tok_per_s": round(tokens / seconds, 1), "texts": texts}
+    return {
+        "startup_s": round(loaded - start, 1),
+        "generate_s": round(seconds, 2),
+        "output_tokens": tokens,
+        "output_tok_per_s": round(tokens / seconds, 1),
+        "texts": texts,
+    }
 
 
 def main() -> None:
@@ -74,12 +86,19 @@ def main() -> None:
     order = ["vllm", "hf"] if args.order == "vllm-first" else ["hf", "vllm"]
     runs = {b: measure(b, model_dir, questions, args.max_new_tokens, args.dtype, args.batch_size) for b in order}
     same = sum(a == b for a, b in zip(runs["vllm"].pop("texts"), runs["hf"].pop("texts")))
-    result = {"model": str(model_dir.relative_to(REPO)), "prompts": args.prompts,
-              "max_new_tokens": args.max_new_tokens, "dtype": args.dtype, "batch_size": args.batch_size,
-              "torch_threads": torch.get_num_threads(), "load_avg_1min": round(os.getloadavg()[0], 2), **runs,
-              "identical_outputs": f"{same}/{args.prompts}",
-              "ratio_vllm_over_hf": round(runs["vllm"]["output_tok_per_s"] / runs["hf"]["output_tok_per_s"], 2),
-              "target": 3.0}
+    result = {
+        "model": str(model_dir.relative_to(REPO)),
+        "prompts": args.prompts,
+        "max_new_tokens": args.max_new_tokens,
+        "dtype": args.dtype,
+        "batch_size": args.batch_size,
+        "torch_threads": torch.get_num_threads(),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
+        **runs,
+        "identical_outputs": f"{same}/{args.prompts}",
+        "ratio_vllm_over_hf": round(runs["vllm"]["output_tok_per_s"] / runs["hf"]["output_tok_per_s"], 2),
+        "target": 3.0,
+    }
     result["within_target"] = result["ratio_vllm_over_hf"] >= 3.0
     print(json.dumps(result, indent=1))
 

@@ -41,7 +41,7 @@ def step_timer():
 
 
 def step_intervals(times: list[float], warmup: int) -> list[float]:
-    return [b - a for a, b in zip(times, times[1:])][max(warmup - 1, 0):]
+    return [b - a for a, b in zip(times, times[1:])][max(warmup - 1, 0) :]
 
 
 def rows(n: int, config: dict) -> list[dict]:
@@ -61,8 +61,15 @@ def tiny_random_model(out: Path) -> Path:
     if tokenizer is None:
         raise SystemExit("no tokenizer available: build resources/models/smollm2-135m first (make run)")
     torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                         intermediate_size=256, vocab_size=len(tokenizer), max_position_embeddings=512)
+    config = LlamaConfig(
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=256,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=512,
+    )
     LlamaForCausalLM(config).save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     return out
@@ -103,23 +110,45 @@ def run_plain(stage, model_dir, examples, work: Path) -> list[float]:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    args = SFTConfig(output_dir=str(work), per_device_train_batch_size=stage["micro_batch_size"],
-                     gradient_accumulation_steps=stage["global_batch_size"] // stage["micro_batch_size"],
-                     learning_rate=stage["learning_rate"], max_steps=stage["max_steps"], logging_steps=1,
-                     lr_scheduler_type=stage["lr_scheduler"], report_to=[], save_strategy="no", seed=stage["seed"],
-                     data_seed=stage["seed"],   # the same batch order as the stage, so both see the same lengths
-                     max_length=stage["max_seq_length"], packing=stage["packing"], use_cpu=True,
-                     optim="adamw_torch", disable_tqdm=True,
-                     # the recipe's precision, stated: trl's SFTConfig defaults to bf16=True, which on a CPU without
-                     # bf16 units falls back to a scalar GEMM (~20x slower steps; the bench's first version did this)
-                     bf16=stage["precision"] == "bf16", fp16=stage["precision"] == "fp16")
+    args = SFTConfig(
+        output_dir=str(work),
+        per_device_train_batch_size=stage["micro_batch_size"],
+        gradient_accumulation_steps=stage["global_batch_size"] // stage["micro_batch_size"],
+        learning_rate=stage["learning_rate"],
+        max_steps=stage["max_steps"],
+        logging_steps=1,
+        lr_scheduler_type=stage["lr_scheduler"],
+        report_to=[],
+        save_strategy="no",
+        seed=stage["seed"],
+        data_seed=stage["seed"],  # the same batch order as the stage, so both see the same lengths
+        max_length=stage["max_seq_length"],
+        packing=stage["packing"],
+        use_cpu=True,
+        optim="adamw_torch",
+        disable_tqdm=True,
+        # the recipe's precision, stated: trl's SFTConfig defaults to bf16=True, which on a CPU without
+        # bf16 units falls back to a scalar GEMM (~20x slower steps; the bench's first version did this)
+        bf16=stage["precision"] == "bf16",
+        fp16=stage["precision"] == "fp16",
+    )
     timer = step_timer()
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
-                         processing_class=tokenizer, callbacks=[timer],
-                         peft_config=None if stage["method"] == "full" else LoraConfig(
-                             r=stage["lora"]["r"], lora_alpha=stage["lora"]["alpha"],
-                             lora_dropout=stage["lora"]["dropout"], target_modules=stage["lora"]["target_modules"],
-                             task_type="CAUSAL_LM"))   # the default twin trains full, the Platypus/Birbal twins LoRA
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(examples),
+        processing_class=tokenizer,
+        callbacks=[timer],
+        peft_config=None
+        if stage["method"] == "full"
+        else LoraConfig(
+            r=stage["lora"]["r"],
+            lora_alpha=stage["lora"]["alpha"],
+            lora_dropout=stage["lora"]["dropout"],
+            target_modules=stage["lora"]["target_modules"],
+            task_type="CAUSAL_LM",
+        ),
+    )  # the default twin trains full, the Platypus/Birbal twins LoRA
     trainer.train()
     return timer.times
 
@@ -142,8 +171,16 @@ def main() -> None:
     config = load_config(REPO / "config.yaml")
     recipe = config["recipes"][args.recipe]
     stage = recipe["stages"]["sft"]
-    stage.update(max_steps=args.steps, save_steps=10 ** 6, eval_steps=None, keep_best=False, warmup_steps=0,
-                 warmup_ratio=0.0, budget_gpu_hours=None, optimizer="adamw_torch")
+    stage.update(
+        max_steps=args.steps,
+        save_steps=10**6,
+        eval_steps=None,
+        keep_best=False,
+        warmup_steps=0,
+        warmup_ratio=0.0,
+        budget_gpu_hours=None,
+        optimizer="adamw_torch",
+    )
     with tempfile.TemporaryDirectory(prefix="sft-overhead-") as tmp:
         tmp = Path(tmp)
         model_dir = REPO / "resources" / "models" / "smollm2-135m"
@@ -159,18 +196,32 @@ def main() -> None:
         for repeat in range(args.repeats):
             for which in order:
                 work = tmp / f"{which}-{repeat}"
-                times = run_plain(stage, model_dir, examples, work) if which == "plain" else \
-                    run_menagerie(args.recipe, recipe, model_dir, train_file, work)
+                times = (
+                    run_plain(stage, model_dir, examples, work)
+                    if which == "plain"
+                    else run_menagerie(args.recipe, recipe, model_dir, train_file, work)
+                )
                 intervals[which] += step_intervals(times, args.warmup)
     per_step = {k: statistics.median(v) for k, v in intervals.items()}
     ratio = per_step["menagerie"] / per_step["plain"]
-    result = {"model": model_kind, "recipe": args.recipe, "steps": args.steps, "warmup": args.warmup,
-              "repeats": args.repeats, "intervals_per_script": len(intervals["plain"]),
-              "global_batch": stage["global_batch_size"], "micro_batch": stage["micro_batch_size"],
-              "max_seq_length": stage["max_seq_length"], "torch_threads": torch.get_num_threads(),
-              "load_avg_1min": round(os.getloadavg()[0], 2),
-              "plain_s_per_step": round(per_step["plain"], 4), "menagerie_s_per_step": round(per_step["menagerie"], 4),
-              "ratio": round(ratio, 4), "target": 1.05, "within_target": ratio <= 1.05}
+    result = {
+        "model": model_kind,
+        "recipe": args.recipe,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "intervals_per_script": len(intervals["plain"]),
+        "global_batch": stage["global_batch_size"],
+        "micro_batch": stage["micro_batch_size"],
+        "max_seq_length": stage["max_seq_length"],
+        "torch_threads": torch.get_num_threads(),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
+        "plain_s_per_step": round(per_step["plain"], 4),
+        "menagerie_s_per_step": round(per_step["menagerie"], 4),
+        "ratio": round(ratio, 4),
+        "target": 1.05,
+        "within_target": ratio <= 1.05,
+    }
     print(json.dumps(result, indent=1))
 
 

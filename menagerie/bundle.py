@@ -43,7 +43,7 @@ from menagerie.verdict import suite_tolerance
 from menagerie.workflow import RecipePaths
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack", ".onnx")
-SMALL_FILE_BYTES = 1 << 20   # model-directory files bundled without --with-weights: non-weights up to 1 MiB
+SMALL_FILE_BYTES = 1 << 20  # model-directory files bundled without --with-weights: non-weights up to 1 MiB
 MANIFEST = "MANIFEST.json"
 REPRODUCTION = "REPRODUCTION.md"
 
@@ -51,6 +51,7 @@ REPRODUCTION = "REPRODUCTION.md"
 @dataclass
 class Contents:
     """Members of a bundle: archive name -> bytes (generated) or a path on disk (copied)."""
+
     members: dict[str, bytes | Path] = field(default_factory=dict)
 
     def add_file(self, name: str, path: Path) -> None:
@@ -94,8 +95,11 @@ def model_directories(config: dict, recipe: str) -> dict[str, str]:
 
 def model_record(path: Path) -> dict:
     """sha256 and size of every file of a model directory, and the directory hash provenance records use."""
-    files = {p.relative_to(path).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-             for p in sorted(path.rglob("*")) if p.is_file()}
+    files = {
+        p.relative_to(path).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
     return {"path": str(path), "tree_sha256": file_hashes({"d": path}).get("d"), "files": files}
 
 
@@ -131,8 +135,12 @@ def sacct_accounting(job_ids: list[str]) -> str | None:
     if not job_ids or not shutil.which("sacct"):
         return None
     try:
-        run = subprocess.run(["sacct", "-P", "-j", ",".join(job_ids), f"--format={SACCT_FORMAT}"],
-                             capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            ["sacct", "-P", "-j", ",".join(job_ids), f"--format={SACCT_FORMAT}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"# sacct failed: {exc}\n"
     return run.stdout if run.returncode == 0 else f"# sacct exited {run.returncode}: {run.stderr.strip()}\n"
@@ -165,15 +173,18 @@ def collect(root: Path, config: dict, recipe: str, with_weights: bool = False) -
     entry = json.loads(eval_path.read_text())
     validate_eval(entry, str(eval_path))
     if entry["provenance"]["config_hash"] != recipe_hash(config, recipe):
-        raise MenagerieError(f"{eval_path} was built from another version of recipe '{recipe}' (config_hash "
-                             f"{entry['provenance']['config_hash']}, the config now gives "
-                             f"{recipe_hash(config, recipe)}); rebuild it (make run RECIPE={recipe}) or bundle with "
-                             "the config the run used (CONFIGFILES=...)")
+        raise MenagerieError(
+            f"{eval_path} was built from another version of recipe '{recipe}' (config_hash "
+            f"{entry['provenance']['config_hash']}, the config now gives "
+            f"{recipe_hash(config, recipe)}); rebuild it (make run RECIPE={recipe}) or bundle with "
+            "the config the run used (CONFIGFILES=...)"
+        )
     contents = Contents()
     contents.add_file("eval.json", eval_path)
     contents.add_json("config/recipe.json", {"name": recipe, **recipe_payload(config, recipe)})
-    contents.add_json("config/tolerances.json", {s: suite_tolerance(config, s) for s in
-                                                 config["recipes"][recipe]["eval"]["suites"]})
+    contents.add_json(
+        "config/tolerances.json", {s: suite_tolerance(config, s) for s in config["recipes"][recipe]["eval"]["suites"]}
+    )
     records = []
     for path in sorted(recipe_dir.glob("*/provenance.json")):
         contents.add_file(f"provenance/{path.relative_to(recipe_dir).as_posix()}", path)
@@ -182,16 +193,21 @@ def collect(root: Path, config: dict, recipe: str, with_weights: bool = False) -
     evaluations = {role: root / link["path"] for role, link in entry.get("evaluations", {}).items()}
     for role, metrics in evaluations.items():
         if sha256_file(metrics) != entry["evaluations"][role]["sha256"]:
-            raise MenagerieError(f"{metrics} changed after {eval_path} was written (its sha256 is not the one "
-                                 f"eval.json links); rebuild the recipe (make run RECIPE={recipe})")
+            raise MenagerieError(
+                f"{metrics} changed after {eval_path} was written (its sha256 is not the one "
+                f"eval.json links); rebuild the recipe (make run RECIPE={recipe})"
+            )
         for path in (metrics, metrics.with_suffix(".provenance.json")):
             contents.add_file(f"provenance/eval/{role}/{path.name}", path)
         records.append(json.loads(metrics.with_suffix(".provenance.json").read_text()))
         contents.add_tree(f"lm_eval/{role}", metrics.parent / "lm_eval")
     contents.add_tree("logs", root / "logs" / recipe, keep=lambda p: p.suffix == ".log")
     for role, metrics in evaluations.items():
-        contents.add_tree(f"logs/eval/{role}", root / "logs" / metrics.parent.relative_to(root / "results"),
-                          keep=lambda p: p.suffix == ".log")
+        contents.add_tree(
+            f"logs/eval/{role}",
+            root / "logs" / metrics.parent.relative_to(root / "results"),
+            keep=lambda p: p.suffix == ".log",
+        )
     contents.add_file("data/contamination.json", recipe_dir / "data" / "contamination.json")
     for report in sorted((recipe_dir / "data").glob("*_report.json")):
         contents.add_file(f"data/{report.name}", report)
@@ -199,9 +215,10 @@ def collect(root: Path, config: dict, recipe: str, with_weights: bool = False) -
         path = root / directory
         if not path.is_dir():
             continue
-        contents.add_json(f"models/{label}.json", {**model_record(path), "path": directory})   # as the DAG names it
-        keep = (lambda p: True) if with_weights else \
-            (lambda p: not is_weight(p) and p.stat().st_size <= SMALL_FILE_BYTES)
+        contents.add_json(f"models/{label}.json", {**model_record(path), "path": directory})  # as the DAG names it
+        keep = (
+            (lambda p: True) if with_weights else (lambda p: not is_weight(p) and p.stat().st_size <= SMALL_FILE_BYTES)
+        )
         if label != "base" or with_weights:
             contents.add_tree(f"models/{label}", path, keep=keep)
     contents.add_file("environment/uv.lock", root / "uv.lock")
@@ -228,8 +245,14 @@ def manifest(contents: Contents, recipe: str, git_commit: str, with_weights: boo
             files[name] = {"sha256": hashlib.sha256(value).hexdigest(), "bytes": len(value)}
         else:
             files[name] = {"sha256": sha256_file(value), "bytes": Path(value).stat().st_size}
-    return {"bundle_version": 1, "recipe": recipe, "git_commit": git_commit, "with_weights": with_weights,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": files}
+    return {
+        "bundle_version": 1,
+        "recipe": recipe,
+        "git_commit": git_commit,
+        "with_weights": with_weights,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": files,
+    }
 
 
 def write_archive(contents: Contents, top: str, out: Path) -> None:
@@ -242,8 +265,9 @@ def write_archive(contents: Contents, top: str, out: Path) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def build_bundle(root: str | Path, config: dict, recipe: str, out_dir: str | Path | None = None,
-                 with_weights: bool = False) -> Path:
+def build_bundle(
+    root: str | Path, config: dict, recipe: str, out_dir: str | Path | None = None, with_weights: bool = False
+) -> Path:
     """Write results/<recipe>/bundle/<recipe>-<short commit>.tar.gz (and its .sha256) and return its path."""
     root = Path(root)
     if recipe not in config["recipes"]:
@@ -286,4 +310,3 @@ def _read_archive(path: Path, contents: Contents) -> None:
                 contents.members[name] = tar.extractfile(member).read()
     except tarfile.TarError as exc:
         raise MenagerieError(f"bundle {path} is not a readable tar archive ({exc})") from None
-

@@ -28,7 +28,7 @@ from menagerie.errors import MenagerieError
 
 @dataclass
 class Finding:
-    level: str   # ok | warn | fail
+    level: str  # ok | warn | fail
     check: str
     message: str
 
@@ -52,11 +52,18 @@ def check_integrity(contents: Contents) -> list[Finding]:
             continue
         digest = _sha(contents.data(name))
         if digest != entry["sha256"]:
-            out.append(Finding("fail", "integrity", f"{name} was changed after bundling: it hashes to "
-                                                    f"{digest[:12]}…, {MANIFEST} records {entry['sha256'][:12]}…"))
+            out.append(
+                Finding(
+                    "fail",
+                    "integrity",
+                    f"{name} was changed after bundling: it hashes to "
+                    f"{digest[:12]}…, {MANIFEST} records {entry['sha256'][:12]}…",
+                )
+            )
     for name in sorted(set(contents.members) - set(listed) - {MANIFEST}):
-        out.append(Finding("fail", "integrity",
-                           f"{name} is in the bundle but not in {MANIFEST} (added after bundling)"))
+        out.append(
+            Finding("fail", "integrity", f"{name} is in the bundle but not in {MANIFEST} (added after bundling)")
+        )
     if not out:
         out.append(Finding("ok", "integrity", f"all {len(listed)} members match {MANIFEST}"))
     return out
@@ -79,16 +86,24 @@ def check_eval(contents: Contents) -> list[Finding]:
     for name, task in sorted(entry["tasks"].items()):
         source = measured.get(name)
         if source is None:
-            changed.append(Finding("fail", "scores",
-                                   f"task {name} is in eval.json but the evaluate stage never ran it"))
+            changed.append(
+                Finding("fail", "scores", f"task {name} is in eval.json but the evaluate stage never ran it")
+            )
             continue
         for key in ("status", "value", "stderr", "n"):
             if task.get(key) != source.get(key):
-                changed.append(Finding("fail", "scores", f"the {key} of task {name} was changed: eval.json says "
-                                                         f"{task.get(key)}, the evaluate stage's metrics.json says "
-                                                         f"{source.get(key)}"))
-    return out + (changed or [Finding("ok", "scores", f"eval.json's {len(entry['tasks'])} task scores are the "
-                                                      "evaluate stage's")])
+                changed.append(
+                    Finding(
+                        "fail",
+                        "scores",
+                        f"the {key} of task {name} was changed: eval.json says "
+                        f"{task.get(key)}, the evaluate stage's metrics.json says "
+                        f"{source.get(key)}",
+                    )
+                )
+    return out + (
+        changed or [Finding("ok", "scores", f"eval.json's {len(entry['tasks'])} task scores are the evaluate stage's")]
+    )
 
 
 def check_verdict(contents: Contents, config: dict | None) -> list[Finding]:
@@ -101,24 +116,45 @@ def check_verdict(contents: Contents, config: dict | None) -> list[Finding]:
         recorded = task.get("verdict")
         if papers is not None and name in papers and task.get("published") != papers[name]:
             # the paper's number is the organiser's (config.yaml), not whatever eval.json compares with
-            out.append(Finding("fail", "verdict", f"task {name} is compared with published {task.get('published')} "
-                                                  f"in eval.json; config.yaml's paper number is {papers[name]}"))
+            out.append(
+                Finding(
+                    "fail",
+                    "verdict",
+                    f"task {name} is compared with published {task.get('published')} "
+                    f"in eval.json; config.yaml's paper number is {papers[name]}",
+                )
+            )
         if not recorded:
             continue
         again = judge(task["value"], task["published"], task.get("stderr"), recorded["tolerance"])
         if again is None or again["reproduced"] != recorded["reproduced"]:
-            out.append(Finding("fail", "verdict", f"task {name}'s verdict does not follow from its score: eval.json "
-                                                  f"says reproduced={recorded['reproduced']}"))
+            out.append(
+                Finding(
+                    "fail",
+                    "verdict",
+                    f"task {name}'s verdict does not follow from its score: eval.json "
+                    f"says reproduced={recorded['reproduced']}",
+                )
+            )
         if config is not None:
             declared = suite_tolerance(config, task.get("suite"))["points"]
             if declared != recorded["tolerance"]:
-                organiser = judge(task["value"], papers.get(name, task["published"]) if papers else task["published"],
-                                  task.get("stderr"), declared)
+                organiser = judge(
+                    task["value"],
+                    papers.get(name, task["published"]) if papers else task["published"],
+                    task.get("stderr"),
+                    declared,
+                )
                 flips = organiser is not None and organiser["reproduced"] != recorded["reproduced"]
-                out.append(Finding("fail" if flips else "warn", "verdict",
-                                   f"task {name} was judged with tolerance {recorded['tolerance']}, config.yaml "
-                                   f"declares {declared} for suite {task.get('suite')}"
-                                   + (f", under which it is reproduced={organiser['reproduced']}" if flips else "")))
+                out.append(
+                    Finding(
+                        "fail" if flips else "warn",
+                        "verdict",
+                        f"task {name} was judged with tolerance {recorded['tolerance']}, config.yaml "
+                        f"declares {declared} for suite {task.get('suite')}"
+                        + (f", under which it is reproduced={organiser['reproduced']}" if flips else ""),
+                    )
+                )
     status = (entry.get("verdict") or {}).get("status", "no_reference")
     level = {"reproduced": "ok", "partial": "warn", "not_reproduced": "warn", "no_reference": "ok"}[status]
     out.append(Finding(level, "verdict", f"overall verdict against the paper: {status}"))
@@ -131,8 +167,11 @@ def _paper_numbers(config: dict, recipe: str | None) -> dict[str, float | None] 
         return None
     known = config["recipes"][recipe]
     metrics = (known.get("published") or {}).get("metrics") or {}
-    return {t["name"]: metrics.get(t["published_key"]) if t.get("published_key") else None
-            for suite in known["eval"]["suites"] for t in config["suites"][suite]}
+    return {
+        t["name"]: metrics.get(t["published_key"]) if t.get("published_key") else None
+        for suite in known["eval"]["suites"]
+        for t in config["suites"][suite]
+    }
 
 
 def _flat(value, prefix: str = "") -> dict[str, object]:
@@ -150,8 +189,10 @@ def config_diff(bundled: dict, known: dict, limit: int = 20) -> list[str]:
     lines = []
     for key in sorted(set(a) | set(b)):
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
-            lines.append(f"{key}: {json.dumps(a.get(key, '<absent>'))} in the bundle, "
-                         f"{json.dumps(b.get(key, '<absent>'))} in config.yaml")
+            lines.append(
+                f"{key}: {json.dumps(a.get(key, '<absent>'))} in the bundle, "
+                f"{json.dumps(b.get(key, '<absent>'))} in config.yaml"
+            )
     return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
 
 
@@ -161,17 +202,24 @@ def check_config(contents: Contents, config: dict | None) -> list[Finding]:
     recorded = contents.json("eval.json")["provenance"]["config_hash"]
     out = []
     if payload_hash(bundled) != recorded:
-        out.append(Finding("fail", "config", f"config/recipe.json hashes to {payload_hash(bundled)}, not to the "
-                                             f"config_hash {recorded} the run recorded: the config was changed "
-                                             "after the run"))
+        out.append(
+            Finding(
+                "fail",
+                "config",
+                f"config/recipe.json hashes to {payload_hash(bundled)}, not to the "
+                f"config_hash {recorded} the run recorded: the config was changed "
+                "after the run",
+            )
+        )
     if config is None:
         return out
     if name not in config["recipes"]:
         return out + [Finding("fail", "config", f"recipe '{name}' is not a recipe of config.yaml")]
     diff = config_diff(bundled, recipe_payload(config, name))
     if diff:
-        out.append(Finding("fail", "config", f"the bundle's recipe differs from config.yaml's '{name}': "
-                                             + "; ".join(diff)))
+        out.append(
+            Finding("fail", "config", f"the bundle's recipe differs from config.yaml's '{name}': " + "; ".join(diff))
+        )
     else:
         out.append(Finding("ok", "config", f"the bundle ran config.yaml's recipe '{name}' as it stands"))
     return out
@@ -188,15 +236,23 @@ def _tree_hash(files: dict[str, dict]) -> str:
 
 def check_models(contents: Contents) -> list[Finding]:
     out = []
-    records = {n[len("models/"):-len(".json")]: contents.json(n) for n in contents.members
-               if n.startswith("models/") and n.count("/") == 1 and n.endswith(".json")}
+    records = {
+        n[len("models/") : -len(".json")]: contents.json(n)
+        for n in contents.members
+        if n.startswith("models/") and n.count("/") == 1 and n.endswith(".json")
+    }
     by_path = {}
     for label, record in sorted(records.items()):
         if _tree_hash(record["files"]) != record["tree_sha256"]:
-            out.append(Finding("fail", "models", f"models/{label}.json: its file hashes do not add up to its "
-                                                 "directory hash (a hash was edited)"))
+            out.append(
+                Finding(
+                    "fail",
+                    "models",
+                    f"models/{label}.json: its file hashes do not add up to its directory hash (a hash was edited)",
+                )
+            )
         by_path[record["path"].rstrip("/")] = (label, record)
-        for rel, entry in record["files"].items():   # bundled copies of small files
+        for rel, entry in record["files"].items():  # bundled copies of small files
             member = f"models/{label}/{rel}"
             if member in contents.members and _sha(contents.data(member)) != entry["sha256"]:
                 out.append(Finding("fail", "models", f"{member} does not hash to what models/{label}.json records"))
@@ -207,9 +263,15 @@ def check_models(contents: Contents) -> list[Finding]:
         model = str(record.get("model") or "").rstrip("/")
         recorded = (record.get("input_sha256") or {}).get("model")
         if recorded and model in by_path and by_path[model][1]["tree_sha256"] != recorded:
-            out.append(Finding("fail", "models", f"{name} read model {model} with hash {recorded[:12]}…, the bundle's "
-                                                 f"models/{by_path[model][0]}.json says "
-                                                 f"{by_path[model][1]['tree_sha256'][:12]}…"))
+            out.append(
+                Finding(
+                    "fail",
+                    "models",
+                    f"{name} read model {model} with hash {recorded[:12]}…, the bundle's "
+                    f"models/{by_path[model][0]}.json says "
+                    f"{by_path[model][1]['tree_sha256'][:12]}…",
+                )
+            )
     if not out:
         out.append(Finding("ok", "models", f"{len(records)} model directories hashed, consistent with provenance"))
     return out
@@ -219,7 +281,7 @@ def _materialise(contents: Contents, tmp: Path) -> Path:
     """The bundle's provenance and ledger laid out as results/<recipe>/ (for menagerie.train.budget.run_usage)."""
     for name in contents.members:
         if name.startswith("provenance/"):
-            target = tmp / name[len("provenance/"):]
+            target = tmp / name[len("provenance/") :]
         elif name == "budget/ledger.jsonl":
             target = tmp / name
         else:
@@ -232,7 +294,7 @@ def _materialise(contents: Contents, tmp: Path) -> Path:
 def _rules_recipe(contents: Contents, config: dict | None) -> dict:
     bundled = contents.json("config/recipe.json")
     if config is not None and bundled["name"] in config["recipes"]:
-        return config["recipes"][bundled["name"]]   # the organiser's rules, not the submitter's copy
+        return config["recipes"][bundled["name"]]  # the organiser's rules, not the submitter's copy
     return bundled["recipe"]
 
 
@@ -243,12 +305,24 @@ def check_budget(contents: Contents, config: dict | None) -> list[Finding]:
     with tempfile.TemporaryDirectory() as tmp:
         usage = run_usage(_materialise(contents, Path(tmp)), recipe)
     if usage["held"] is None:
-        return [Finding("ok", "budget", f"no budget declared; the run used {usage['wall_hours']:.3f} wall hours, "
-                                        f"{usage['gpu_hours']:.3f} GPU-hours")]
+        return [
+            Finding(
+                "ok",
+                "budget",
+                f"no budget declared; the run used {usage['wall_hours']:.3f} wall hours, "
+                f"{usage['gpu_hours']:.3f} GPU-hours",
+            )
+        ]
     if not usage["held"]:
         return [Finding("fail", "budget", f"the budget was overrun: {o}") for o in usage["overruns"]]
-    return [Finding("ok", "budget", f"the budget held: {usage['wall_hours']:.3f} wall hours, "
-                                    f"{usage['gpu_hours']:.3f} GPU-hours, at most {usage['max_gpus']} GPU(s)")]
+    return [
+        Finding(
+            "ok",
+            "budget",
+            f"the budget held: {usage['wall_hours']:.3f} wall hours, "
+            f"{usage['gpu_hours']:.3f} GPU-hours, at most {usage['max_gpus']} GPU(s)",
+        )
+    ]
 
 
 def _norm(name: str) -> str:
@@ -272,7 +346,7 @@ def check_hardware(contents: Contents, config: dict | None) -> list[Finding]:
     for name in sorted(contents.members):
         if not (name.startswith("provenance/") and name.endswith("provenance.json")):
             continue
-        stage = name[len("provenance/"):].split("/")[0]
+        stage = name[len("provenance/") :].split("/")[0]
         record = contents.json(name)
         seen = ((record.get("environment") or {}).get("hardware") or {}).get("gpus")
         if seen is None:
@@ -290,13 +364,15 @@ def check_hardware(contents: Contents, config: dict | None) -> list[Finding]:
         if wrong:
             level = "fail" if budget_model else "warn"
             rule = "the budget names" if budget_model else "the recipe declares"
-            out.append(Finding(level, "hardware", f"stage {stage} ran on {', '.join(sorted(set(wrong)))}; "
-                                                  f"{rule} {declared}"))
+            out.append(
+                Finding(level, "hardware", f"stage {stage} ran on {', '.join(sorted(set(wrong)))}; {rule} {declared}")
+            )
     return out or [Finding("ok", "hardware", "every stage ran on the hardware the recipe declares (or declares none)")]
 
 
-def rerun_evaluation(contents: Contents, model_dir: Path, root: Path, tasks: list[str] | None,
-                     work: Path | None = None) -> list[Finding]:
+def rerun_evaluation(
+    contents: Contents, model_dir: Path, root: Path, tasks: list[str] | None, work: Path | None = None
+) -> list[Finding]:
     """Re-run the final model's evaluation (all tasks, or `tasks`) and compare with the submitted scores."""
     from menagerie.evaluate.run import evaluate_model
     from menagerie.provenance import file_hashes
@@ -306,13 +382,22 @@ def rerun_evaluation(contents: Contents, model_dir: Path, root: Path, tasks: lis
     entry = contents.json("eval.json")
     out = []
     final = entry["model"]["final"].rstrip("/")
-    bundled = [contents.json(n) for n in contents.members if n.startswith("models/") and n.count("/") == 1
-               and n.endswith(".json")]
+    bundled = [
+        contents.json(n)
+        for n in contents.members
+        if n.startswith("models/") and n.count("/") == 1 and n.endswith(".json")
+    ]
     expected = next((m["tree_sha256"] for m in bundled if m["path"].rstrip("/") == final), None)
     actual = file_hashes({"m": model_dir}).get("m")
     if expected and actual != expected:
-        out.append(Finding("fail", "model", f"{model_dir} is not the bundled final model ({final}): its hash is "
-                                            f"{(actual or 'none')[:12]}…, the bundle records {expected[:12]}…"))
+        out.append(
+            Finding(
+                "fail",
+                "model",
+                f"{model_dir} is not the bundled final model ({final}): its hash is "
+                f"{(actual or 'none')[:12]}…, the bundle records {expected[:12]}…",
+            )
+        )
     elif expected:
         out.append(Finding("ok", "model", f"{model_dir} is the bundled final model"))
     payload = contents.json("config/recipe.json")
@@ -321,55 +406,88 @@ def rerun_evaluation(contents: Contents, model_dir: Path, root: Path, tasks: lis
     wanted = set(tasks or submitted)
     unknown = wanted - set(entry["tasks"])
     if unknown:
-        raise MenagerieError(f"TASKS names {', '.join(sorted(unknown))}, not tasks of this bundle "
-                             f"({', '.join(sorted(entry['tasks']))})")
+        raise MenagerieError(
+            f"TASKS names {', '.join(sorted(unknown))}, not tasks of this bundle ({', '.join(sorted(entry['tasks']))})"
+        )
     suites = {s: [t for t in items if t["name"] in wanted] for s, items in payload["suites"].items()}
     suites = {s: items for s, items in suites.items() if items}
     recipe = {**payload["recipe"], "eval": {**payload["recipe"]["eval"], "suites": list(suites)}}
-    config = {"recipes": {name: recipe}, "suites": suites, "judges": payload.get("judges") or {},
-              "datasets": payload.get("datasets") or {}, "models": {}}
-    data = {t["dataset"]: root / dataset_file(t["dataset"]) for items in suites.values() for t in items
-            if t.get("dataset")}
+    config = {
+        "recipes": {name: recipe},
+        "suites": suites,
+        "judges": payload.get("judges") or {},
+        "datasets": payload.get("datasets") or {},
+        "models": {},
+    }
+    data = {
+        t["dataset"]: root / dataset_file(t["dataset"]) for items in suites.values() for t in items if t.get("dataset")
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(work or tmp)
         metrics = evaluate_model(config, name, model_dir, "final", data, work / "metrics.json", work / "work")
     for task, again in sorted(metrics["tasks"].items()):
         before = submitted.get(task)
         if before is None or again["status"] != "ok":
-            out.append(Finding("warn", "rerun", f"task {task} was not compared (submitted "
-                                                f"{entry['tasks'][task]['status']}, re-run {again['status']})"))
+            out.append(
+                Finding(
+                    "warn",
+                    "rerun",
+                    f"task {task} was not compared (submitted "
+                    f"{entry['tasks'][task]['status']}, re-run {again['status']})",
+                )
+            )
             continue
         v = judge(again["value"], before["value"], again.get("stderr"), 0.0, before.get("stderr"))
         level = "ok" if v["reproduced"] else "fail"
-        out.append(Finding(level, "rerun", f"task {task}: re-run {again['value']:.2f}, submitted "
-                                           f"{before['value']:.2f}, |Δ| {abs(v['delta']):.2f} {'<=' if v['reproduced'] else '>'} "
-                                           f"2 x combined se {v['bound']:.2f}"))
+        out.append(
+            Finding(
+                level,
+                "rerun",
+                f"task {task}: re-run {again['value']:.2f}, submitted "
+                f"{before['value']:.2f}, |Δ| {abs(v['delta']):.2f} {'<=' if v['reproduced'] else '>'} "
+                f"2 x combined se {v['bound']:.2f}",
+            )
+        )
     return out
 
 
-REQUIRED = ("eval.json", "config/recipe.json")   # what the checks after integrity read
+REQUIRED = ("eval.json", "config/recipe.json")  # what the checks after integrity read
 
 
 def check_readable(contents: Contents) -> list[Finding]:
     """A fail finding for each required member that is missing and each JSON member that does not parse (a bundle
     cut or edited by hand): the content checks read them, so they run only when this finds nothing."""
-    out = [Finding("fail", "integrity", f"{name} is missing from the bundle; its content cannot be checked")
-           for name in REQUIRED if name not in contents.members]
-    for name in sorted(n for n in contents.members if n.endswith(".json") and n != MANIFEST):   # integrity's
+    out = [
+        Finding("fail", "integrity", f"{name} is missing from the bundle; its content cannot be checked")
+        for name in REQUIRED
+        if name not in contents.members
+    ]
+    for name in sorted(n for n in contents.members if n.endswith(".json") and n != MANIFEST):  # integrity's
         try:
             parsed = contents.json(name)
-        except ValueError as exc:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            out.append(Finding("fail", "integrity", f"{name} is not readable JSON ({exc}); its content cannot be "
-                                                    "checked"))
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            out.append(
+                Finding("fail", "integrity", f"{name} is not readable JSON ({exc}); its content cannot be checked")
+            )
             continue
         if name in REQUIRED and not isinstance(parsed, dict):
-            out.append(Finding("fail", "integrity", f"{name} holds a JSON {type(parsed).__name__}, not an object; "
-                                                    "its content cannot be checked"))
+            out.append(
+                Finding(
+                    "fail",
+                    "integrity",
+                    f"{name} holds a JSON {type(parsed).__name__}, not an object; its content cannot be checked",
+                )
+            )
     return out
 
 
-def check_bundle(path: str | Path, config: dict | None = None, model_dir: str | Path | None = None,
-                 root: str | Path = ".", tasks: list[str] | None = None) -> list[Finding]:
+def check_bundle(
+    path: str | Path,
+    config: dict | None = None,
+    model_dir: str | Path | None = None,
+    root: str | Path = ".",
+    tasks: list[str] | None = None,
+) -> list[Finding]:
     contents = read_bundle(path)
     findings = check_integrity(contents)
     unreadable = check_readable(contents)

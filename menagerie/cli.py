@@ -23,7 +23,7 @@ from pathlib import Path
 from menagerie.cli_support import error_line
 from menagerie.errors import ConfigError, MenagerieError, MissingInputError
 
-DEFAULT_RECIPE = "tiny-tulu2-dpo"   # the Makefile's RECIPE default: the tiny twin that runs on a laptop
+DEFAULT_RECIPE = "tiny-tulu2-dpo"  # the Makefile's RECIPE default: the tiny twin that runs on a laptop
 
 
 def in_project() -> None:
@@ -42,13 +42,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from menagerie import runlock
 
     in_project()
-    command = runlock.snakemake_argv(str(Path(sys.executable).with_name("snakemake")), args.recipe, args.cores,
-                                     args.configfile, args.snakemake)
-    runlock.acquire(Path.cwd())   # held by Snakemake itself after the exec below
+    command = runlock.snakemake_argv(
+        str(Path(sys.executable).with_name("snakemake")), args.recipe, args.cores, args.configfile, args.snakemake
+    )
+    runlock.acquire(Path.cwd())  # held by Snakemake itself after the exec below
     runlock.clear_stale_locks(Path.cwd())
     sys.stdout.flush()
     os.execv(command[0], command)
-    return 0   # not reached
+    return 0  # not reached
 
 
 def cmd_dryrun(args: argparse.Namespace) -> int:
@@ -71,7 +72,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(assumptions())
     chains = [(e, n) for e in estimates if (n := job_chain_note(e))]
     for note in [f"{e.recipe} {e.stage}: {n}" for e in estimates for n in e.notes] + [
-            f"{e.recipe} {e.stage}: {n}" for e, n in chains]:
+        f"{e.recipe} {e.stage}: {n}" for e, n in chains
+    ]:
         print(f"note: {note}")
     problems = [refusal(e) for e in estimates if not e.fits] + [p for e in estimates if (p := runtime_problem(e))]
     for problem in problems:
@@ -84,10 +86,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     recipe_dir = Path(args.recipe)
     if not recipe_dir.is_dir() and (Path("results") / args.recipe).is_dir():
-        recipe_dir = Path("results") / args.recipe   # a recipe name
+        recipe_dir = Path("results") / args.recipe  # a recipe name
     if not recipe_dir.is_dir():
-        raise MissingInputError(f"{args.recipe} is neither a built recipe's directory nor a recipe under results/ "
-                                f"(build it with `menagerie run {args.recipe}`)")
+        raise MissingInputError(
+            f"{args.recipe} is neither a built recipe's directory nor a recipe under results/ "
+            f"(build it with `menagerie run {args.recipe}`)"
+        )
     checks = verify_recipe(recipe_dir)
     bad = [c for c in checks if c.status != "ok"]
     for c in bad:
@@ -103,8 +107,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     evals = sorted(results.glob("*/eval.json"))
     if not evals:
         raise MissingInputError(f"no {results}/*/eval.json: build a recipe first (`menagerie run`)")
-    rows = write_leaderboard(evals, results / "leaderboard.json", results / "leaderboard.md",
-                             results / "leaderboard.html", results / "leaderboard")
+    rows = write_leaderboard(
+        evals,
+        results / "leaderboard.json",
+        results / "leaderboard.md",
+        results / "leaderboard.html",
+        results / "leaderboard",
+    )
     print(f"leaderboard: {len(rows)} rows from {len(evals)} eval.json -> {results}/leaderboard.{{md,json,html}}")
     return 0
 
@@ -115,8 +124,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     in_project()
     eval_json = Path("results") / args.recipe / "eval.json"
     if not eval_json.is_file():
-        raise MissingInputError(f"{eval_json} does not exist: the report shows a built run, build it first "
-                                f"(`make run RECIPE={args.recipe}`)")
+        raise MissingInputError(
+            f"{eval_json} does not exist: the report shows a built run, build it first "
+            f"(`make run RECIPE={args.recipe}`)"
+        )
     out = Path(args.out) if args.out else Path("results") / args.recipe / "report.html"
     configfile = [f"--configfile={args.configfile}"] if args.configfile else []
     code = snakemake(["--cores=1", f"--report={out}", *configfile, f"--config=recipe={args.recipe}", *args.snakemake])
@@ -126,11 +137,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="menagerie", description=__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = argparse.ArgumentParser(
+        prog="menagerie", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = top.add_subparsers(dest="command", required=True)
-    for name, fn, helptext in (("run", cmd_run, "build a recipe's eval.json and the leaderboard (snakemake)"),
-                               ("dryrun", cmd_dryrun, "the jobs a build would run (snakemake -n)")):
+    for name, fn, helptext in (
+        ("run", cmd_run, "build a recipe's eval.json and the leaderboard (snakemake)"),
+        ("dryrun", cmd_dryrun, "the jobs a build would run (snakemake -n)"),
+    ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("recipe", nargs="?", default=DEFAULT_RECIPE, help=f"recipe name (default {DEFAULT_RECIPE})")
         p.add_argument("--cores", default="all")

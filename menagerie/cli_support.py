@@ -30,7 +30,7 @@ def run_cli(fn: Callable[[Sequence[str] | None], int | None], argv: Sequence[str
     cache_bytecode()
     # SIGTERM (Snakemake stopping a job, SLURM's scancel) unwinds like an exception, so temporary outputs
     # (menagerie.io.atomic_directory / atomic_open) are removed instead of left behind
-    with contextlib.suppress(ValueError):   # only the main thread may set handlers
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
         signal.signal(signal.SIGTERM, _terminate)
     try:
         result = fn(argv)

@@ -143,8 +143,15 @@ def _describe_expected(error: jsonschema.ValidationError) -> str:
     validator, expected = error.validator, error.validator_value
     if validator == "type":
         kinds = expected if isinstance(expected, list) else [expected]
-        words = {"number": "a number", "integer": "an integer", "string": "a string", "boolean": "true or false",
-                 "object": "a mapping", "array": "a list", "null": "null"}
+        words = {
+            "number": "a number",
+            "integer": "an integer",
+            "string": "a string",
+            "boolean": "true or false",
+            "object": "a mapping",
+            "array": "a list",
+            "null": "null",
+        }
         return "expected " + " or ".join(words.get(k, k) for k in kinds) + f", got {error.instance!r}"
     if validator == "enum":
         return f"expected one of {', '.join(map(str, expected))}, got {error.instance!r}"
@@ -235,12 +242,16 @@ def _check_references(config: dict) -> None:
             if task["harness"] == "lm-eval" and not task.get("lm_eval_task"):
                 raise ConfigError(f"suite '{suite}': key '{i}.lm_eval_task' is required for harness lm-eval")
             if isinstance(task.get("limit"), dict) and task["harness"] != "lm-eval":
-                raise ConfigError(f"suite '{suite}': key '{i}.limit' is a per-member mapping, which only lm-eval "
-                                  f"groups take (harness {task['harness']} needs an integer)")
-            for role in ("judge", "info_judge"):   # a judge named but left null is skipped at run time, a typo is not
+                raise ConfigError(
+                    f"suite '{suite}': key '{i}.limit' is a per-member mapping, which only lm-eval "
+                    f"groups take (harness {task['harness']} needs an integer)"
+                )
+            for role in ("judge", "info_judge"):  # a judge named but left null is skipped at run time, a typo is not
                 if task.get(role) and task[role] not in (config.get("judges") or {}):
-                    raise ConfigError(f"suite '{suite}': key '{i}.{role}' names unknown judge '{task[role]}' "
-                                      f"(known: {', '.join(sorted(config.get('judges') or {})) or 'none'})")
+                    raise ConfigError(
+                        f"suite '{suite}': key '{i}.{role}' names unknown judge '{task[role]}' "
+                        f"(known: {', '.join(sorted(config.get('judges') or {})) or 'none'})"
+                    )
     for name, average in (config.get("averages") or {}).items():
         where = f"averages.{name}"
         if average["suite"] not in suites:
@@ -249,51 +260,67 @@ def _check_references(config: dict) -> None:
         for i, part in enumerate(average["tasks"]):
             task = by_name.get(part["task"])
             if task is None:
-                raise ConfigError(f"{where}: key 'tasks.{i}.task' names '{part['task']}', not a task of suite "
-                                  f"'{average['suite']}' (tasks: {', '.join(by_name)})")
+                raise ConfigError(
+                    f"{where}: key 'tasks.{i}.task' names '{part['task']}', not a task of suite "
+                    f"'{average['suite']}' (tasks: {', '.join(by_name)})"
+                )
             for key in ("metric", "num_fewshot"):
                 if key in part and part[key] != task.get(key):
-                    raise ConfigError(f"{where}: key 'tasks.{i}.{key}' is {part[key]!r} but suite task "
-                                      f"'{part['task']}' has {task.get(key)!r}")
+                    raise ConfigError(
+                        f"{where}: key 'tasks.{i}.{key}' is {part[key]!r} but suite task "
+                        f"'{part['task']}' has {task.get(key)!r}"
+                    )
     from menagerie.plan import check_architecture, check_gpu_model
 
     for name, entry in models.items():
         check_architecture(name, entry)
     for name, entry in datasets.items():
-        if entry.get("source") == "ni_sampling":   # Birbal's NI sampling: its tasks, model and bucket rules
+        if entry.get("source") == "ni_sampling":  # Birbal's NI sampling: its tasks, model and bucket rules
             from menagerie.ni_settings import check_settings
 
             check_settings(name, entry, datasets, models)
-            check_gpu_model(config, f"dataset '{name}'", "ni.inference.resources",
-                            entry["ni"]["inference"].get("resources"))
+            check_gpu_model(
+                config, f"dataset '{name}'", "ni.inference.resources", entry["ni"]["inference"].get("resources")
+            )
     order = _recipe_order(recipes)
-    for name in sorted(recipes, key=order.__getitem__):   # parents first: an inherited mistake names its origin
+    for name in sorted(recipes, key=order.__getitem__):  # parents first: an inherited mistake names its origin
         recipe = recipes[name]
         where = f"recipe '{name}'"
-        if name == "evals":   # results/evals/ holds the shared evaluations (menagerie.workflow.EVALS_DIR)
-            raise ConfigError(f"{where}: the name 'evals' is reserved (results/evals/ holds the evaluations recipes "
-                              f"share); rename the recipe")
+        if name == "evals":  # results/evals/ holds the shared evaluations (menagerie.workflow.EVALS_DIR)
+            raise ConfigError(
+                f"{where}: the name 'evals' is reserved (results/evals/ holds the evaluations recipes "
+                f"share); rename the recipe"
+            )
         model = recipe["model"]
         if model.startswith(RECIPE_REF_PREFIX):
-            if model[len(RECIPE_REF_PREFIX):] not in recipes:
-                raise ConfigError(f"{where}: key 'model' names unknown recipe '{model[len(RECIPE_REF_PREFIX):]}'")
+            if model[len(RECIPE_REF_PREFIX) :] not in recipes:
+                raise ConfigError(f"{where}: key 'model' names unknown recipe '{model[len(RECIPE_REF_PREFIX) :]}'")
         elif model not in models:
-            raise ConfigError(f"{where}: key 'model' names unknown model '{model}' (known: {', '.join(sorted(models))})")
+            raise ConfigError(
+                f"{where}: key 'model' names unknown model '{model}' (known: {', '.join(sorted(models))})"
+            )
         for part, mixture in recipe.get("data", {}).items():
             for i, item in enumerate(mixture["sources"]):
                 if item["dataset"] not in datasets:
-                    raise ConfigError(f"{where}: key 'data.{part}.sources.{i}.dataset' names unknown dataset "
-                                      f"'{item['dataset']}'")
+                    raise ConfigError(
+                        f"{where}: key 'data.{part}.sources.{i}.dataset' names unknown dataset '{item['dataset']}'"
+                    )
         if recipe["eval"].get("base_model") and recipe["eval"]["base_model"] not in models:
-            raise ConfigError(f"{where}: key 'eval.base_model' names unknown model '{recipe['eval']['base_model']}' "
-                              f"(known: {', '.join(sorted(models))})")
+            raise ConfigError(
+                f"{where}: key 'eval.base_model' names unknown model '{recipe['eval']['base_model']}' "
+                f"(known: {', '.join(sorted(models))})"
+            )
         for suite in recipe["eval"]["suites"]:
             if suite not in suites:
-                raise ConfigError(f"{where}: key 'eval.suites' names unknown suite '{suite}' "
-                                  f"(known: {', '.join(sorted(suites))})")
+                raise ConfigError(
+                    f"{where}: key 'eval.suites' names unknown suite '{suite}' (known: {', '.join(sorted(suites))})"
+                )
         stages = recipe["stages"]
-        for key, settings in (("contamination", recipe.get("contamination")), ("eval", recipe["eval"]),
-                              *((f"stages.{s}", stages.get(s)) for s in ("sft", "dpo", "merge"))):
+        for key, settings in (
+            ("contamination", recipe.get("contamination")),
+            ("eval", recipe["eval"]),
+            *((f"stages.{s}", stages.get(s)) for s in ("sft", "dpo", "merge")),
+        ):
             check_gpu_model(config, where, f"{key}.resources", (settings or {}).get("resources"))
         if not any(stages.get(s) for s in ("sft", "dpo", "merge")):
             raise ConfigError(f"{where}: key 'stages' must define at least one of sft, dpo, merge")
@@ -304,8 +331,10 @@ def _check_references(config: dict) -> None:
             if stage not in recipe.get("data", {}):
                 raise ConfigError(f"{where}: key 'data.{stage}' is required because stage '{stage}' is defined")
             if settings["global_batch_size"] % settings["micro_batch_size"]:
-                raise ConfigError(f"{where}: key 'stages.{stage}.global_batch_size' ({settings['global_batch_size']})"
-                                  f" must be a multiple of micro_batch_size ({settings['micro_batch_size']})")
+                raise ConfigError(
+                    f"{where}: key 'stages.{stage}.global_batch_size' ({settings['global_batch_size']})"
+                    f" must be a multiple of micro_batch_size ({settings['micro_batch_size']})"
+                )
             if settings["method"] == "qlora" and settings.get("quantization", {}).get("bits") != 4:
                 raise ConfigError(f"{where}: key 'stages.{stage}.quantization.bits' must be 4 for method qlora")
             if settings["method"] in ("lora", "qlora") and "lora" not in settings:
@@ -314,31 +343,38 @@ def _check_references(config: dict) -> None:
                 if not settings["eval_steps"]:
                     raise ConfigError(f"{where}: key 'stages.{stage}.eval_steps' is required when keep_best is true")
                 if (settings["save_steps"] or settings["eval_steps"]) % settings["eval_steps"]:
-                    raise ConfigError(f"{where}: key 'stages.{stage}.save_steps' ({settings['save_steps']}) must be "
-                                      f"a multiple of eval_steps ({settings['eval_steps']}) when keep_best is true")
+                    raise ConfigError(
+                        f"{where}: key 'stages.{stage}.save_steps' ({settings['save_steps']}) must be "
+                        f"a multiple of eval_steps ({settings['eval_steps']}) when keep_best is true"
+                    )
             if stage == "dpo" and "beta" not in settings:
                 raise ConfigError(f"{where}: key 'stages.dpo.beta' is required for DPO")
         merge = stages.get("merge")
         if merge:
             into = merge["into"]
             if into is not None and into.startswith(RECIPE_REF_PREFIX):
-                if into[len(RECIPE_REF_PREFIX):] not in recipes or into[len(RECIPE_REF_PREFIX):] == name:
-                    raise ConfigError(f"{where}: key 'stages.merge.into' names unknown recipe "
-                                      f"'{into[len(RECIPE_REF_PREFIX):]}'")
+                if into[len(RECIPE_REF_PREFIX) :] not in recipes or into[len(RECIPE_REF_PREFIX) :] == name:
+                    raise ConfigError(
+                        f"{where}: key 'stages.merge.into' names unknown recipe '{into[len(RECIPE_REF_PREFIX) :]}'"
+                    )
             elif into is not None and into not in models:
                 raise ConfigError(f"{where}: key 'stages.merge.into' names unknown model '{into}'")
             combine = merge.get("combine") or {}
             for i, extra in enumerate(combine.get("adapters", [])):
                 trained = (recipes.get(extra["recipe"]) or {}).get("stages", {}).get(extra["stage"]) or {}
                 if not trained or trained.get("method") == "full":
-                    raise ConfigError(f"{where}: key 'stages.merge.combine.adapters.{i}' names no LoRA/QLoRA stage "
-                                      f"'{extra['stage']}' of recipe '{extra['recipe']}'")
+                    raise ConfigError(
+                        f"{where}: key 'stages.merge.combine.adapters.{i}' names no LoRA/QLoRA stage "
+                        f"'{extra['stage']}' of recipe '{extra['recipe']}'"
+                    )
             if combine.get("method") in ("ties", "dare_linear", "dare_ties") and combine.get("density") is None:
-                raise ConfigError(f"{where}: key 'stages.merge.combine.density' is required for method "
-                                  f"{combine['method']}")
+                raise ConfigError(
+                    f"{where}: key 'stages.merge.combine.density' is required for method {combine['method']}"
+                )
             if merge["adapter_from"] is not None and merge["adapter_from"] not in recipes:
-                raise ConfigError(f"{where}: key 'stages.merge.adapter_from' names unknown recipe "
-                                  f"'{merge['adapter_from']}'")
+                raise ConfigError(
+                    f"{where}: key 'stages.merge.adapter_from' names unknown recipe '{merge['adapter_from']}'"
+                )
             if merge["adapter_from"] is None and not any(
                 stages.get(s) and stages[s]["method"] != "full" for s in ("sft", "dpo")
             ):
@@ -388,12 +424,23 @@ def recipe_payload(config: dict, name: str) -> dict:
     """The resolved recipe and everything it references (model, suites, datasets, judges): what recipe_hash hashes
     and what a reproduction bundle carries as its config."""
     recipe = config["recipes"][name]
-    payload = {"recipe": recipe, "model": config["models"].get(recipe["model"]),
-               "suites": {s: config["suites"][s] for s in recipe["eval"]["suites"]},
-               "datasets": {k: config["datasets"][k] for part in recipe.get("data", {}).values()
-                            for k in [i["dataset"] for i in part["sources"]]}}
-    judges = {t[r]: (config.get("judges") or {}).get(t[r]) for s in recipe["eval"]["suites"]
-              for t in config["suites"][s] for r in ("judge", "info_judge") if t.get(r)}
-    if judges:   # only where a suite uses judges, so other recipes keep their hashes
+    payload = {
+        "recipe": recipe,
+        "model": config["models"].get(recipe["model"]),
+        "suites": {s: config["suites"][s] for s in recipe["eval"]["suites"]},
+        "datasets": {
+            k: config["datasets"][k]
+            for part in recipe.get("data", {}).values()
+            for k in [i["dataset"] for i in part["sources"]]
+        },
+    }
+    judges = {
+        t[r]: (config.get("judges") or {}).get(t[r])
+        for s in recipe["eval"]["suites"]
+        for t in config["suites"][s]
+        for r in ("judge", "info_judge")
+        if t.get(r)
+    }
+    if judges:  # only where a suite uses judges, so other recipes keep their hashes
         payload["judges"] = judges
     return payload

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from menagerie.errors import MenagerieError
-from menagerie.plan import MERGE_SHARD_BYTES as SHARD_BYTES   # the buffer the planner counts (host memory)
+from menagerie.plan import MERGE_SHARD_BYTES as SHARD_BYTES  # the buffer the planner counts (host memory)
 
 ADAPTER_PREFIX = "base_model.model."
 
@@ -41,8 +41,9 @@ def _checkpoint_files(model_dir: Path) -> list[Path]:
     single = model_dir / "model.safetensors"
     if single.exists():
         return [single]
-    raise MenagerieError(f"{model_dir} holds no model.safetensors (or index): the QLoRA merge reads safetensors "
-                         f"checkpoints only")
+    raise MenagerieError(
+        f"{model_dir} holds no model.safetensors (or index): the QLoRA merge reads safetensors checkpoints only"
+    )
 
 
 def quantized_weight_names(model_dir: Path, quant: dict) -> set[str]:
@@ -59,8 +60,9 @@ def quantized_weight_names(model_dir: Path, quant: dict) -> set[str]:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     bnb_config = bnb_4bit_config(quant)
-    skip = Bnb4BitHfQuantizer.get_modules_to_not_convert(model, bnb_config.llm_int8_skip_modules,
-                                                         getattr(model, "_keep_in_fp32_modules", None))
+    skip = Bnb4BitHfQuantizer.get_modules_to_not_convert(
+        model, bnb_config.llm_int8_skip_modules, getattr(model, "_keep_in_fp32_modules", None)
+    )
     replace_with_bnb_linear(model, modules_to_not_convert=skip, quantization_config=bnb_config)
     return {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, bnb.nn.Linear4bit)}
 
@@ -70,17 +72,21 @@ def bnb_4bit_config(quant: dict):
     import torch
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant["quant_type"],
-                              bnb_4bit_use_double_quant=quant["double_quant"],
-                              bnb_4bit_compute_dtype=getattr(torch, quant["compute_dtype"]))
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant["quant_type"],
+        bnb_4bit_use_double_quant=quant["double_quant"],
+        bnb_4bit_compute_dtype=getattr(torch, quant["compute_dtype"]),
+    )
 
 
 def nf4_round_trip(weight, quant: dict):
     """dequant(quant(weight)) with bitsandbytes, in weight's dtype: the weight a QLoRA layer computes with."""
     from bitsandbytes.functional import dequantize_4bit, quantize_4bit
 
-    packed, state = quantize_4bit(weight.contiguous(), compress_statistics=quant["double_quant"],
-                                  quant_type=quant["quant_type"])
+    packed, state = quantize_4bit(
+        weight.contiguous(), compress_statistics=quant["double_quant"], quant_type=quant["quant_type"]
+    )
     return dequantize_4bit(packed, quant_state=state, quant_type=quant["quant_type"])
 
 
@@ -92,8 +98,10 @@ def adapter_deltas(adapter_dir: Path) -> tuple[dict, float]:
     unsupported = [key for key in ("use_dora", "fan_in_fan_out", "lora_bias") if cfg.get(key)]
     unsupported += [key for key in ("rank_pattern", "alpha_pattern", "modules_to_save") if cfg.get(key)]
     if unsupported:
-        raise MenagerieError(f"{adapter_dir}/adapter_config.json sets {', '.join(unsupported)}: the QLoRA merge folds "
-                             f"plain LoRA adapters (one r and alpha, no DoRA or saved modules) only")
+        raise MenagerieError(
+            f"{adapter_dir}/adapter_config.json sets {', '.join(unsupported)}: the QLoRA merge folds "
+            f"plain LoRA adapters (one r and alpha, no DoRA or saved modules) only"
+        )
     r, alpha = cfg["r"], cfg["lora_alpha"]
     scale = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
     pairs: dict[str, dict] = {}
@@ -105,8 +113,10 @@ def adapter_deltas(adapter_dir: Path) -> tuple[dict, float]:
                 pairs.setdefault(stripped[: -len(suffix)] + ".weight", {})[part] = tensor
                 break
         else:
-            raise MenagerieError(f"{adapter_dir}/adapter_model.safetensors holds '{key}', which is not a LoRA A/B "
-                                 f"matrix: the QLoRA merge folds plain LoRA adapters only")
+            raise MenagerieError(
+                f"{adapter_dir}/adapter_model.safetensors holds '{key}', which is not a LoRA A/B "
+                f"matrix: the QLoRA merge folds plain LoRA adapters only"
+            )
     broken = [name for name, pair in pairs.items() if len(pair) != 2]
     if broken:
         raise MenagerieError(f"{adapter_dir}/adapter_model.safetensors: {broken[0]} has lora_A or lora_B but not both")
@@ -125,8 +135,15 @@ def _plan_shards(sizes: list[tuple[str, int]], limit: int) -> list[list[str]]:
     return shards
 
 
-def write_merged(target_dir: Path, out_dir: Path, dtype: str, quant: dict, weights_dtype: str,
-                 adapter_dir: Path | None = None, shard_bytes: int = SHARD_BYTES) -> dict:
+def write_merged(
+    target_dir: Path,
+    out_dir: Path,
+    dtype: str,
+    quant: dict,
+    weights_dtype: str,
+    adapter_dir: Path | None = None,
+    shard_bytes: int = SHARD_BYTES,
+) -> dict:
     """Write target_dir's weights, NF4 round-tripped where QLoRA quantized them and with the adapter folded in, as a
     Hugging Face checkpoint in `dtype` under out_dir (config and safetensors shards; the caller adds the tokenizer).
 
@@ -153,11 +170,16 @@ def write_merged(target_dir: Path, out_dir: Path, dtype: str, quant: dict, weigh
                 sizes.append((name, math.prod(f.get_slice(name).get_shape()) * out_type.itemsize))
     missing = sorted((set(deltas) | quantized) - set(where))
     if missing:
-        raise MenagerieError(f"{target_dir}: the checkpoint has no tensor '{missing[0]}', which the adapter or the "
-                             f"4-bit loading expects (is this the model the adapter was trained on?)")
+        raise MenagerieError(
+            f"{target_dir}: the checkpoint has no tensor '{missing[0]}', which the adapter or the "
+            f"4-bit loading expects (is this the model the adapter was trained on?)"
+        )
     shards = _plan_shards(sizes, shard_bytes)
-    names = ["model.safetensors"] if len(shards) == 1 else [
-        f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    names = (
+        ["model.safetensors"]
+        if len(shards) == 1
+        else [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    )
     weight_map = {}
     counts = {"tensors": 0, "quantized": 0, "merged": 0, "shards": len(shards), "parameters": 0}
     with ExitStack() as stack:
@@ -188,8 +210,10 @@ def write_merged(target_dir: Path, out_dir: Path, dtype: str, quant: dict, weigh
             save_file(buffer, str(out_dir / file_name), metadata={"format": "pt"})
             del buffer
     if len(shards) > 1:
-        (out_dir / "model.safetensors.index.json").write_text(json.dumps(
-            {"metadata": {"total_size": sum(size for _, size in sizes)}, "weight_map": weight_map}, indent=2) + "\n")
+        (out_dir / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": sum(size for _, size in sizes)}, "weight_map": weight_map}, indent=2)
+            + "\n"
+        )
     config = AutoConfig.from_pretrained(str(target_dir))
     config.dtype = out_type
     if hasattr(config, "quantization_config"):

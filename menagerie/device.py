@@ -17,13 +17,13 @@ DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}
 
 def torch_dtype(name: str):
     """The torch dtype of a precision (`bf16`) or a dtype name (`bfloat16`)."""
-    import torch   # heavy; only the callers that place a model need it
+    import torch  # heavy; only the callers that place a model need it
 
     return getattr(torch, PRECISION_DTYPES.get(name, name))
 
 
 def has_cuda() -> bool:
-    import torch   # heavy; only the callers that place a model need it
+    import torch  # heavy; only the callers that place a model need it
 
     return torch.cuda.is_available()
 
@@ -57,7 +57,13 @@ def derive_batch(global_batch: int, micro_batch: int, processes: int) -> dict:
     for micro in range(min(micro_batch, global_batch), 0, -1):
         if global_batch % (micro * processes) == 0:
             accumulation = global_batch // (micro * processes)
-            return {"global_batch_size": global_batch, "micro_batch_size": micro, "processes": processes,
-                    "gradient_accumulation_steps": accumulation}
-    raise ConfigError(f"global_batch_size {global_batch} cannot be split over {processes} processes; use a process "
-                      f"count that divides it")
+            return {
+                "global_batch_size": global_batch,
+                "micro_batch_size": micro,
+                "processes": processes,
+                "gradient_accumulation_steps": accumulation,
+            }
+    raise ConfigError(
+        f"global_batch_size {global_batch} cannot be split over {processes} processes; use a process "
+        f"count that divides it"
+    )

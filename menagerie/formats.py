@@ -68,7 +68,7 @@ def birbal_fields(instruction: str, context: str | None) -> tuple[str, str]:
 
 
 def _single_turn_prompt(fmt: str, instruction: str, context: str | None) -> str:
-    if fmt == "birbal":   # [BBc]: the instruction block only when non-empty; the input block always
+    if fmt == "birbal":  # [BBc]: the instruction block only when non-empty; the input block always
         instruction, given = birbal_fields(instruction, context)
         head = f"### Instruction:\n{instruction}\n\n" if instruction.strip() else ""
         return f"{head}### Input:\n{given}\n\n### Response:\n"

@@ -90,7 +90,7 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:   # alive, owned by someone else
+    except PermissionError:  # alive, owned by someone else
         return True
     return True
 
@@ -104,7 +104,7 @@ def remove_stale_tmp_dirs(path: str | Path) -> list[Path]:
         return removed
     prefix = f".{path.name}.tmp-"
     for sibling in path.parent.iterdir():
-        pid = sibling.name[len(prefix):] if sibling.name.startswith(prefix) else ""
+        pid = sibling.name[len(prefix) :] if sibling.name.startswith(prefix) else ""
         if pid.isdigit() and sibling.is_dir() and not sibling.is_symlink() and not _pid_alive(int(pid)):
             shutil.rmtree(sibling, ignore_errors=True)
             removed.append(sibling)
@@ -139,8 +139,10 @@ def atomic_directory(path: str | Path):
 
 def _not_utf8(path: Path, line: int, exc: UnicodeDecodeError, chunk: bytes) -> MenagerieError:
     column = exc.start + 1
-    return MenagerieError(f"{path} line {line}: not UTF-8 text (byte 0x{chunk[exc.start]:02x} at column {column}: "
-                          f"{exc.reason}); expected UTF-8, e.g. re-encode with `iconv -f latin1 -t utf-8`")
+    return MenagerieError(
+        f"{path} line {line}: not UTF-8 text (byte 0x{chunk[exc.start]:02x} at column {column}: "
+        f"{exc.reason}); expected UTF-8, e.g. re-encode with `iconv -f latin1 -t utf-8`"
+    )
 
 
 def decode_utf8(data: bytes, path: str | Path) -> str:
@@ -174,8 +176,10 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise MenagerieError(f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                                     f"expected one JSON object per line") from None
+                raise MenagerieError(
+                    f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                    f"expected one JSON object per line"
+                ) from None
             if not isinstance(row, dict):
                 raise MenagerieError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
             yield number, row

@@ -31,13 +31,14 @@ from menagerie.train import launch
 from menagerie.train.budget import cap_runtime
 from menagerie.workflow import RecipePaths, dataset_file, settings_hash
 
-STAGE_WILDCARD = "{stage}"   # stage_resources(STAGE_WILDCARD): the stage named by the job's `stage` wildcard
+STAGE_WILDCARD = "{stage}"  # stage_resources(STAGE_WILDCARD): the stage named by the job's `stage` wildcard
 RESOLVED_CONFIG_DIR = "resources/config"
 # the `model` rule (convert or link a base model): memory and minutes of its first attempt, grown with each retry
 MODEL_RESOURCES = {"mem_mb": 8192, "runtime": 60}
 
 
 # ---- once, when Snakemake parses the workflow
+
 
 def config_or_exit(raw: dict, stderr: TextIO | None = None) -> dict:
     """The resolved config (defaults filled, references checked) whose every stage fits its declared GPUs and host
@@ -109,7 +110,8 @@ def requested_recipes(config: dict, targets: Sequence[str]) -> list[str]:
     named = {t.split("/")[1] for t in targets if t.startswith("results/") and t.count("/") >= 2}
     default = config.get("recipe")
     return sorted(r for r in named if r in config["recipes"]) or (
-        [default] if isinstance(default, str) and default in config["recipes"] else [])
+        [default] if isinstance(default, str) and default in config["recipes"] else []
+    )
 
 
 def unpinned_notes(config: dict, recipes: Iterable[str]) -> list[str]:
@@ -117,8 +119,9 @@ def unpinned_notes(config: dict, recipes: Iterable[str]) -> list[str]:
     `revision:` is set)."""
     paths = RecipePaths(config)
     names = dict.fromkeys(d for r in recipes for d in paths.datasets_read(r))
-    return [f"note: {problem}" for name in names
-            if (problem := unpinned_revision_problem(name, config["datasets"][name]))]
+    return [
+        f"note: {problem}" for name in names if (problem := unpinned_revision_problem(name, config["datasets"][name]))
+    ]
 
 
 def note_unpinned_hub_datasets(config: dict, argv: Sequence[str] | None = None, stderr: TextIO | None = None) -> None:
@@ -139,6 +142,7 @@ def per_attempt(base: int) -> Callable[..., int]:
 
 
 # ---- per job
+
 
 class StageResources:
     """A stage's `resources:` block for a job: the recipe's stage (its `stages:` entry, or `eval` / `contamination`),
@@ -165,8 +169,9 @@ class Jobs:
     scripts run with (python_command); `cores` gives workflow.cores when a job's threads are asked (Snakemake knows
     them then; a dry run without --cores never asks); `root` is the directory results/ lives in."""
 
-    def __init__(self, config: dict, python: str = "python", cores: Callable[[], int] | int = 1,
-                 root: str | Path = "."):
+    def __init__(
+        self, config: dict, python: str = "python", cores: Callable[[], int] | int = 1, root: str | Path = "."
+    ):
         self.config = config
         self.paths = RecipePaths(config)
         self.python = python
@@ -177,8 +182,11 @@ class Jobs:
     @classmethod
     def for_workflow(cls, config: dict, workflow: Any) -> Jobs:
         """The jobs of the running Snakemake `workflow` (its deployment method and cores)."""
-        return cls(config, python=python_command(uses_apptainer(getattr(workflow, "deployment_settings", None))),
-                   cores=lambda: workflow.cores)
+        return cls(
+            config,
+            python=python_command(uses_apptainer(getattr(workflow, "deployment_settings", None))),
+            cores=lambda: workflow.cores,
+        )
 
     def cores(self) -> int:
         return self._cores() if callable(self._cores) else self._cores
@@ -199,8 +207,7 @@ class Jobs:
         through their outputs, what depends on them, nothing upstream or beside them."""
 
         def param(wildcards):
-            return self.paths.rule_hash(rule, wildcards.recipe,
-                                        **{k: v for k, v in wildcards.items() if k != "recipe"})
+            return self.paths.rule_hash(rule, wildcards.recipe, **{k: v for k, v in wildcards.items() if k != "recipe"})
 
         return param
 
@@ -231,11 +238,15 @@ class Jobs:
             def get(wildcards, attempt=1):
                 block = lookup(wildcards)
                 value = slurm_resources(block, attempt)[key]
-                if key == "runtime" and isinstance(lookup, StageResources):   # never beyond the budget's rest
-                    value = cap_runtime(value, min(int(block["runtime_min"]), max_job_runtime()),
-                                        self.root / "results" / wildcards.recipe,
-                                        self.config["recipes"][wildcards.recipe], lookup.stage_name(wildcards),
-                                        int(block["gpus"]) * int(block.get("nodes") or 1))
+                if key == "runtime" and isinstance(lookup, StageResources):  # never beyond the budget's rest
+                    value = cap_runtime(
+                        value,
+                        min(int(block["runtime_min"]), max_job_runtime()),
+                        self.root / "results" / wildcards.recipe,
+                        self.config["recipes"][wildcards.recipe],
+                        lookup.stage_name(wildcards),
+                        int(block["gpus"]) * int(block.get("nodes") or 1),
+                    )
                 return value
 
             return get
@@ -281,8 +292,10 @@ class Jobs:
         return self.config["datasets"][self.ni_dataset(wildcards)]["ni"]["inference"]["resources"]
 
     def ni_sample_inputs(self, wildcards) -> dict[str, str]:
-        return {"tasks": dataset_file(self.config["datasets"][wildcards.dataset]["tasks"]),
-                "predictions": self.paths.ni_predictions(wildcards.dataset)}
+        return {
+            "tasks": dataset_file(self.config["datasets"][wildcards.dataset]["tasks"]),
+            "predictions": self.paths.ni_predictions(wildcards.dataset),
+        }
 
     def contamination_inputs(self, wildcards) -> list[str]:
         return list(self.paths.contamination_inputs(wildcards.recipe).values())
@@ -339,7 +352,7 @@ class Jobs:
     def final_evaluation(self, wildcards) -> str:
         return self.paths.evaluations(wildcards.recipe)["final"]
 
-    def report_base_arg(self, wildcards, input) -> str:   # `input`: Snakemake passes the job's inputs by that name
+    def report_base_arg(self, wildcards, input) -> str:  # `input`: Snakemake passes the job's inputs by that name
         return f"--base {input.base}" if "base" in input.keys() else ""
 
     def report_start_arg(self, wildcards, input) -> str:
@@ -379,5 +392,3 @@ class Jobs:
         """The configured recipe's v1 results file, built first so that the page links it (the v1 files of other
         recipes are linked when they exist)."""
         return self.openllm_v1_outputs(self.config["recipe"])
-
-

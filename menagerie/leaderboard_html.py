@@ -18,7 +18,7 @@ from urllib.parse import quote
 from menagerie.rounding import PAPER_DIGITS, SCORE_DIGITS, fmt, round_half_up
 from menagerie.verdict import mark
 
-NO_SUITE = "other"   # tasks of an eval.json written before tasks recorded their suite
+NO_SUITE = "other"  # tasks of an eval.json written before tasks recorded their suite
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem; color: #1d1d1f; }
@@ -69,8 +69,7 @@ def paper_lines(tasks: list[str], rows: list[dict]) -> int:
 
 def chart_caption(suite: str, tasks: list[str], rows: list[dict]) -> str:
     """The caption under a suite's chart; it mentions the dashed paper line only where the chart draws one."""
-    paper = ("dashed: the paper's value" if paper_lines(tasks, rows)
-             else "no paper value for these tasks")
+    paper = "dashed: the paper's value" if paper_lines(tasks, rows) else "no paper value for these tasks"
     return f"bars: this build (± stderr); {paper}; also at leaderboard/{chart_filename(suite)}"
 
 
@@ -98,24 +97,38 @@ def suite_chart(suite: str, tasks: list[str], rows: list[dict]) -> bytes:
                 continue
             pos = x - 0.4 + width * (i + 0.5)
             if task.get("status") == "ok" and task.get("value") is not None:
-                ax.bar(pos, task["value"], width * 0.92, color=color,
-                       yerr=task.get("stderr") or None, capsize=2, error_kw={"elinewidth": .8})
+                ax.bar(
+                    pos,
+                    task["value"],
+                    width * 0.92,
+                    color=color,
+                    yerr=task.get("stderr") or None,
+                    capsize=2,
+                    error_kw={"elinewidth": 0.8},
+                )
             else:
                 ax.text(pos, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="#666")
             if task.get("published") is not None:
-                ax.hlines(task["published"], pos - width / 2, pos + width / 2, colors="black",
-                          linestyles="--", linewidth=1.4, zorder=3)
+                ax.hlines(
+                    task["published"],
+                    pos - width / 2,
+                    pos + width / 2,
+                    colors="black",
+                    linestyles="--",
+                    linewidth=1.4,
+                    zorder=3,
+                )
     if paper_lines(tasks, rows):
         handles.append(Line2D([], [], color="black", linestyle="--", label="paper"))
     ax.set_xticks(range(len(recipes)), [r["recipe"] for r in recipes], rotation=20, ha="right", fontsize=8)
     ax.set_xlim(-0.6, max(len(recipes), 1) - 0.4)
     ax.set_ylabel("score")
     ax.set_title(f"suite {suite}")
-    ax.grid(axis="y", alpha=.3)
+    ax.grid(axis="y", alpha=0.3)
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})   # no version stamp: same rows, same bytes
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})  # no version stamp: same rows, same bytes
     plt.close(fig)
     return buffer.getvalue()
 
@@ -160,8 +173,10 @@ def contamination_text(summary: dict | None) -> str:
         return "no gate report"
     parts = summary.get("parts") or {}
     train_rows = sum(p.get("train_rows", 0) for p in parts.values())
-    text = (f"{summary['flagged_rows']} of {train_rows} training rows flagged against {summary['eval_items']} "
-            f"eval items (action: {summary['action']})")
+    text = (
+        f"{summary['flagged_rows']} of {train_rows} training rows flagged against {summary['eval_items']} "
+        f"eval items (action: {summary['action']})"
+    )
     unchecked = summary.get("unchecked_tasks") or []
     if unchecked:
         text += f"; {len(unchecked)} task(s) without local test items unchecked"
@@ -187,13 +202,17 @@ def _gate_matches(examples: list[dict], flagged: int) -> str:
     shown = f"{len(examples)} of {flagged}" if flagged > len(examples) else f"{len(examples)}"
     out = [f'<details class="gate-matches"><summary>what matched ({shown} flagged rows)</summary>']
     for e in examples:
-        head = (f"{e.get('part')} row {e.get('row')} ({e.get('train_id')}): {', '.join(e.get('methods') or [])}; "
-                f"{e.get('method')} {e.get('kind')} score {e.get('score')} ≥ {e.get('threshold')}; "
-                f"{e.get('eval_task')} {e.get('eval_id')}")
-        out.append(f'<div class="gate-match"><span class="sub">{escape(head)}</span>'
-                   f'<p class="train">{highlighted(e.get("train_excerpt", ""), e.get("train_spans"))}</p>'
-                   f'<p class="eval"><em>eval item:</em> '
-                   f'{highlighted(e.get("eval_text", ""), e.get("eval_spans"))}</p></div>')
+        head = (
+            f"{e.get('part')} row {e.get('row')} ({e.get('train_id')}): {', '.join(e.get('methods') or [])}; "
+            f"{e.get('method')} {e.get('kind')} score {e.get('score')} ≥ {e.get('threshold')}; "
+            f"{e.get('eval_task')} {e.get('eval_id')}"
+        )
+        out.append(
+            f'<div class="gate-match"><span class="sub">{escape(head)}</span>'
+            f'<p class="train">{highlighted(e.get("train_excerpt", ""), e.get("train_spans"))}</p>'
+            f'<p class="eval"><em>eval item:</em> '
+            f"{highlighted(e.get('eval_text', ''), e.get('eval_spans'))}</p></div>"
+        )
     out.append("</details>")
     return "".join(out)
 
@@ -201,9 +220,11 @@ def _gate_matches(examples: list[dict], flagged: int) -> str:
 def _contamination_cell(summary: dict | None) -> str:
     detail = ""
     if summary:
-        lines = [f"{part}: {p.get('flagged_rows', 0)} of {p.get('train_rows', 0)} flagged"
-                 + "".join(f", {m} {c}" for m, c in (p.get("by_method") or {}).items())
-                 for part, p in (summary.get("parts") or {}).items()]
+        lines = [
+            f"{part}: {p.get('flagged_rows', 0)} of {p.get('train_rows', 0)} flagged"
+            + "".join(f", {m} {c}" for m, c in (p.get("by_method") or {}).items())
+            for part, p in (summary.get("parts") or {}).items()
+        ]
         unchecked = summary.get("unchecked_tasks") or []
         if unchecked:
             lines.append("unchecked: " + ", ".join(unchecked))
@@ -226,8 +247,9 @@ def _task_cell(task: dict | None) -> str:
     cell += paper_html + _delta(task.get("delta_vs_published"), "Δpaper") + _verdict(task.get("verdict"))
     if task.get("delta_vs_base") is not None:
         z = task.get("z_vs_base")
-        cell += _delta(task["delta_vs_base"], "Δbase") + (f'<span class="sub">z {escape(_num(z))}</span>'
-                                                          if z is not None else "")
+        cell += _delta(task["delta_vs_base"], "Δbase") + (
+            f'<span class="sub">z {escape(_num(z))}</span>' if z is not None else ""
+        )
     return f"<td>{cell}</td>"
 
 
@@ -251,24 +273,33 @@ def _files_cell(row: dict, base_dir: Path | None) -> str:
 def summary_table(rows: list[dict], base_dir: Path | None) -> str:
     head = ["recipe", "average", "base avg", "paper avg", "Δpaper avg", "contamination gate", "provenance"]
     text = {"recipe", "contamination gate", "provenance"}
-    out = ['<table id="summary">', "<thead><tr>" + "".join(f'<th class="{"text" if h in text else "num"}">'
-                                                           f"{escape(h)}</th>" for h in head) + "</tr></thead>",
-           "<tbody>"]
+    out = [
+        '<table id="summary">',
+        "<thead><tr>"
+        + "".join(f'<th class="{"text" if h in text else "num"}">{escape(h)}</th>' for h in head)
+        + "</tr></thead>",
+        "<tbody>",
+    ]
     for row in rows:
         average, paper = row.get("average"), row.get("published_average")
         paper_cell = escape(_num(paper, PAPER_DIGITS))
         if row.get("published_source"):
             paper_cell += f'<span class="sub">{escape(row["published_source"])}</span>'
-        delta = row.get("published_average_delta")     # on the paper's own average only (report.py)
+        delta = row.get("published_average_delta")  # on the paper's own average only (report.py)
         ran = sum(t.get("status") == "ok" for t in row["tasks"].values())
         average_cell = escape(_num(average))
-        if ran < len(row["tasks"]):     # the average covers only the tasks that ran
+        if ran < len(row["tasks"]):  # the average covers only the tasks that ran
             average_cell += f'<span class="sub">{ran} of {len(row["tasks"])} tasks</span>'
-        out.append(f'<tr class="recipe-row" data-recipe="{escape(row["recipe"], quote=True)}">'
-                   + _recipe_cell(row) + f"<td>{average_cell}</td>"
-                   + f"<td>{escape(_num(row.get('base_average')))}</td><td>{paper_cell}</td>"
-                   + f"<td>{(_delta(delta, '') + _verdict(row.get('average_verdict'))) or '—'}</td>"
-                   + _contamination_cell(row.get("contamination")) + _files_cell(row, base_dir) + "</tr>")
+        out.append(
+            f'<tr class="recipe-row" data-recipe="{escape(row["recipe"], quote=True)}">'
+            + _recipe_cell(row)
+            + f"<td>{average_cell}</td>"
+            + f"<td>{escape(_num(row.get('base_average')))}</td><td>{paper_cell}</td>"
+            + f"<td>{(_delta(delta, '') + _verdict(row.get('average_verdict'))) or '—'}</td>"
+            + _contamination_cell(row.get("contamination"))
+            + _files_cell(row, base_dir)
+            + "</tr>"
+        )
     out.append("</tbody></table>")
     return "\n".join(out)
 
@@ -279,15 +310,22 @@ def suite_section(suite: str, tasks: list[str], rows: list[dict], png: bytes | N
     out = [f'<section class="suite" id="suite-{sid}">', f"<h2>Suite {escape(suite)}</h2>"]
     if png is not None:
         data = base64.b64encode(png).decode("ascii")
-        out.append(f'<figure><img src="data:image/png;base64,{data}" alt="{escape(f"bar chart of suite {suite}")}" '
-                   f'data-suite="{escape(suite, quote=True)}"><figcaption>'
-                   f"{escape(chart_caption(suite, tasks, rows))}</figcaption></figure>")
-    out.append(f'<table class="suite-table" data-suite="{escape(suite, quote=True)}"><thead><tr>'
-               '<th class="recipe">recipe</th>' + "".join(f"<th>{escape(t)}</th>" for t in tasks)
-               + "</tr></thead><tbody>")
+        out.append(
+            f'<figure><img src="data:image/png;base64,{data}" alt="{escape(f"bar chart of suite {suite}")}" '
+            f'data-suite="{escape(suite, quote=True)}"><figcaption>'
+            f"{escape(chart_caption(suite, tasks, rows))}</figcaption></figure>"
+        )
+    out.append(
+        f'<table class="suite-table" data-suite="{escape(suite, quote=True)}"><thead><tr>'
+        '<th class="recipe">recipe</th>' + "".join(f"<th>{escape(t)}</th>" for t in tasks) + "</tr></thead><tbody>"
+    )
     for row in recipes:
-        out.append(f'<tr class="suite-row" data-recipe="{escape(row["recipe"], quote=True)}">' + _recipe_cell(row)
-                   + "".join(_task_cell(row["tasks"].get(t)) for t in tasks) + "</tr>")
+        out.append(
+            f'<tr class="suite-row" data-recipe="{escape(row["recipe"], quote=True)}">'
+            + _recipe_cell(row)
+            + "".join(_task_cell(row["tasks"].get(t)) for t in tasks)
+            + "</tr>"
+        )
     out.append("</tbody></table></section>")
     return "\n".join(out)
 
@@ -307,6 +345,11 @@ def render_html(rows: list[dict], charts: dict[str, bytes], base_dir: Path | Non
         body.append(summary_table(rows, base_dir))
         for suite, tasks in suites(rows).items():
             body.append(suite_section(suite, tasks, rows, charts.get(chart_filename(suite))))
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<title>menagerie leaderboard</title>\n<style>" + CSS + "</style>\n</head>\n<body>\n"
-            + "\n".join(body) + "\n</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        "<title>menagerie leaderboard</title>\n<style>"
+        + CSS
+        + "</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )

@@ -64,14 +64,22 @@ def weighted_adapter_model(base, combine: dict):
     kwargs = {"density": combine["density"]} if combine.get("density") is not None else {}
     if combine["method"] in ("ties", "dare_ties"):
         kwargs["majority_sign_method"] = combine.get("majority_sign_method") or "total"
-    model.add_weighted_adapter(names, [float(w) for _, w in adapters], WEIGHTED,
-                               combination_type=combine["method"], **kwargs)
+    model.add_weighted_adapter(
+        names, [float(w) for _, w in adapters], WEIGHTED, combination_type=combine["method"], **kwargs
+    )
     model.set_adapter(WEIGHTED)
     return model
 
 
-def merge_adapter(adapter_dir: Path, target_dir: Path, out_dir: Path, dtype: str, label: str,
-                  dequantize_from: dict | None = None, combine: dict | None = None) -> dict:
+def merge_adapter(
+    adapter_dir: Path,
+    target_dir: Path,
+    out_dir: Path,
+    dtype: str,
+    label: str,
+    dequantize_from: dict | None = None,
+    combine: dict | None = None,
+) -> dict:
     """Fold `adapter_dir` (or, with `combine`, the weighted combination of several adapters) into `target_dir`."""
     from peft import PeftModel
     from transformers import AutoTokenizer
@@ -89,15 +97,28 @@ def merge_adapter(adapter_dir: Path, target_dir: Path, out_dir: Path, dtype: str
             merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     # the adapter directory carries the recipe's chat template; the target's tokenizer is otherwise identical
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
-    with atomic_directory(out_dir) as tmp, stage_record(
-            "merge", tmp, adapter=str(adapter_dir), target=str(target_dir), dtype=dtype,
+    with (
+        atomic_directory(out_dir) as tmp,
+        stage_record(
+            "merge",
+            tmp,
+            adapter=str(adapter_dir),
+            target=str(target_dir),
+            dtype=dtype,
             dequantized_from=dequantize_from,
             adapter_trained_on=adapter_cfg.get("base_model_name_or_path"),
             combination=_combination_record(combine),
-            input_sha256=file_hashes({"adapter": adapter_dir / "adapter_model.safetensors",
-                                      **{f"adapter_{i}": Path(path) / "adapter_model.safetensors"
-                                         for i, (path, _) in enumerate((combine or {}).get("adapters", [])[1:], 1)}
-                                      })) as record:
+            input_sha256=file_hashes(
+                {
+                    "adapter": adapter_dir / "adapter_model.safetensors",
+                    **{
+                        f"adapter_{i}": Path(path) / "adapter_model.safetensors"
+                        for i, (path, _) in enumerate((combine or {}).get("adapters", [])[1:], 1)
+                    },
+                }
+            ),
+        ) as record,
+    ):
         if streamed is not None:
             counts = write_merged(target_dir, tmp, dtype, streamed, streamed["weights_dtype"], adapter_dir=adapter_dir)
             record["streamed"] = {k: counts[k] for k in ("tensors", "quantized", "merged", "shards")}
@@ -109,20 +130,38 @@ def merge_adapter(adapter_dir: Path, target_dir: Path, out_dir: Path, dtype: str
         for extra in ("trainer_log.json", "loss_curve.png"):
             if (adapter_dir / extra).exists():
                 (tmp / extra).write_bytes((adapter_dir / extra).read_bytes())
-        (tmp / "README.md").write_text(model_card(label, [
-            f"LoRA adapter `{adapter_dir}` (r={adapter_cfg.get('r')}, alpha={adapter_cfg.get('lora_alpha')}, "
-            f"targets {adapter_cfg.get('target_modules')}) merged into `{target_dir}` in {dtype} " + (
-                f"dequantized from its {streamed['quant_type']} 4-bit quantization (the weights the adapter "
-                f"was trained against), on the CPU, one tensor at a time." if streamed is not None else
-                "with peft merge_and_unload."),
-            f"The adapter was trained on `{adapter_cfg.get('base_model_name_or_path')}`.",
-            *([f"Weighted merge ({combine['method']}, density {combine.get('density')}) of: " + ", ".join(
-                f"`{path}` x {weight}" for path, weight in combine["adapters"])] if combine else [])]))
+        (tmp / "README.md").write_text(
+            model_card(
+                label,
+                [
+                    f"LoRA adapter `{adapter_dir}` (r={adapter_cfg.get('r')}, alpha={adapter_cfg.get('lora_alpha')}, "
+                    f"targets {adapter_cfg.get('target_modules')}) merged into `{target_dir}` in {dtype} "
+                    + (
+                        f"dequantized from its {streamed['quant_type']} 4-bit quantization (the weights the adapter "
+                        f"was trained against), on the CPU, one tensor at a time."
+                        if streamed is not None
+                        else "with peft merge_and_unload."
+                    ),
+                    f"The adapter was trained on `{adapter_cfg.get('base_model_name_or_path')}`.",
+                    *(
+                        [
+                            f"Weighted merge ({combine['method']}, density {combine.get('density')}) of: "
+                            + ", ".join(f"`{path}` x {weight}" for path, weight in combine["adapters"])
+                        ]
+                        if combine
+                        else []
+                    ),
+                ],
+            )
+        )
     return record
 
 
 def _combination_record(combine: dict | None) -> dict | None:
     if not combine:
         return None
-    return {"method": combine["method"], "density": combine.get("density"),
-            "adapters": [{"path": str(path), "weight": weight} for path, weight in combine["adapters"]]}
+    return {
+        "method": combine["method"],
+        "density": combine.get("density"),
+        "adapters": [{"path": str(path), "weight": weight} for path, weight in combine["adapters"]],
+    }

@@ -51,8 +51,11 @@ def diff(published: dict, used: dict) -> dict[str, dict]:
     """{dotted key: {"published": value, "used": value}} for every leaf that differs (absent reads as None)."""
     before = _flatten(published, "", {}) if published else {}
     after = _flatten(used, "", {}) if used else {}
-    return {key[1:]: {"published": before.get(key), "used": after.get(key)}
-            for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)}
+    return {
+        key[1:]: {"published": before.get(key), "used": after.get(key)}
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key)
+    }
 
 
 @lru_cache(maxsize=4)
@@ -73,8 +76,11 @@ def recipe_overrides(config: dict, name: str, published_path: str | Path = PUBLI
         return {"published_recipe": None, "changed": {}, "compared_with": None}
     if name not in published["recipes"]:
         return {"published_recipe": False, "changed": {}, "compared_with": "config.yaml"}
-    return {"published_recipe": True, "changed": diff(recipe_view(published, name), recipe_view(config, name)),
-            "compared_with": "config.yaml"}
+    return {
+        "published_recipe": True,
+        "changed": diff(recipe_view(published, name), recipe_view(config, name)),
+        "compared_with": "config.yaml",
+    }
 
 
 def override_summary(overrides: dict | None) -> str | None:

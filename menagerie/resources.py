@@ -30,12 +30,11 @@ from collections.abc import Mapping
 
 from menagerie.errors import ConfigError
 
-SLURM_KEYS = ("nodes", "gres", "tasks_per_gpu", "cpus_per_gpu", "slurm_extra", "slurm_partition", "mem_mb",
-              "runtime")
+SLURM_KEYS = ("nodes", "gres", "tasks_per_gpu", "cpus_per_gpu", "slurm_extra", "slurm_partition", "mem_mb", "runtime")
 GPU_PARTITION_ENV = "MENAGERIE_SLURM_GPU_PARTITION"
 CPU_PARTITION_ENV = "MENAGERIE_SLURM_PARTITION"
 MAX_RUNTIME_ENV = "MENAGERIE_SLURM_MAX_RUNTIME_MIN"
-DEFAULT_MAX_RUNTIME_MIN = 2880   # 48 h: a common MaxTime of GPU partitions; a longer stage is a chain of jobs
+DEFAULT_MAX_RUNTIME_MIN = 2880  # 48 h: a common MaxTime of GPU partitions; a longer stage is a chain of jobs
 _GPU_MODEL = re.compile(r"^[A-Za-z0-9_.]+$")  # what the plugin accepts in a GRES type
 
 
@@ -54,8 +53,9 @@ def max_job_runtime(env: Mapping[str, str] | None = None) -> int:
     try:
         value = int(raw) if raw else DEFAULT_MAX_RUNTIME_MIN
     except ValueError:
-        raise ConfigError(f"{MAX_RUNTIME_ENV}={raw!r}: expected the partition's maximum time limit in whole "
-                          "minutes") from None
+        raise ConfigError(
+            f"{MAX_RUNTIME_ENV}={raw!r}: expected the partition's maximum time limit in whole minutes"
+        ) from None
     if value < 1:
         raise ConfigError(f"{MAX_RUNTIME_ENV}={raw!r}: expected a positive number of minutes")
     return value
@@ -67,8 +67,9 @@ def jobs_needed(runtime_min: int, env: Mapping[str, str] | None = None) -> int:
     return max(1, math.ceil(int(runtime_min) / max_job_runtime(env)))
 
 
-def slurm_resources(resources: Mapping, attempt: int = 1, env: Mapping[str, str] | None = None,
-                    where: str = "resources") -> dict:
+def slurm_resources(
+    resources: Mapping, attempt: int = 1, env: Mapping[str, str] | None = None, where: str = "resources"
+) -> dict:
     """Snakemake resources of one job from a stage's `resources:` block, for retry `attempt` (profiles/slurm sets
     `retries`). Runtime grows with the attempt (2x, then 3x), never beyond the per-job limit (max_job_runtime): a
     job killed at its time limit resumes from its checkpoint. A GPU job's memory is the node's declared `mem_gb`
@@ -79,15 +80,24 @@ def slurm_resources(resources: Mapping, attempt: int = 1, env: Mapping[str, str]
     if model and not _GPU_MODEL.match(model):
         raise ConfigError(f"{where}.gpu_model: {model!r} is not a SLURM GRES type (letters, digits, '_' and '.')")
     if nodes > 1 and not gpus:
-        raise ConfigError(f"{where}.nodes: {nodes} nodes for a stage without GPUs (gpus: 0); multi-node jobs are "
-                          "for multi-GPU training")
+        raise ConfigError(
+            f"{where}.nodes: {nodes} nodes for a stage without GPUs (gpus: 0); multi-node jobs are "
+            "for multi-GPU training"
+        )
     mem_mb = int(resources["mem_gb"] * 1024)
-    out = {"nodes": nodes, "mem_mb": mem_mb if gpus else mem_mb * attempt,
-           "runtime": min(int(resources["runtime_min"]) * attempt, max_job_runtime(env)), "slurm_partition": partition(gpus, env),
-           "tasks_per_gpu": 0}
+    out = {
+        "nodes": nodes,
+        "mem_mb": mem_mb if gpus else mem_mb * attempt,
+        "runtime": min(int(resources["runtime_min"]) * attempt, max_job_runtime(env)),
+        "slurm_partition": partition(gpus, env),
+        "tasks_per_gpu": 0,
+    }
     if gpus:
-        out.update(gres=f"gpu:{model}:{gpus}" if model else f"gpu:{gpus}", cpus_per_gpu=int(resources["cpus_per_gpu"]),
-                   slurm_extra="--ntasks-per-node=1")
+        out.update(
+            gres=f"gpu:{model}:{gpus}" if model else f"gpu:{gpus}",
+            cpus_per_gpu=int(resources["cpus_per_gpu"]),
+            slurm_extra="--ntasks-per-node=1",
+        )
     else:
         out.update(gres="", cpus_per_gpu=0, slurm_extra="")
     return out

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
-SCORE_DIGITS = 1    # leaderboard scores, standard errors, deltas and z scores, in md, html and json alike
-PAPER_DIGITS = 2    # the published numbers on the leaderboard
+SCORE_DIGITS = 1  # leaderboard scores, standard errors, deltas and z scores, in md, html and json alike
+PAPER_DIGITS = 2  # the published numbers on the leaderboard
 
 
 def round_half_up(value: float | int | None, digits: int = 1) -> float | None:
@@ -27,5 +27,5 @@ def fmt(value: float | int | None, digits: int = 1, signed: bool = False, missin
         return missing
     text = f"{Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP):f}"
     if text.startswith("-") and Decimal(text) == 0:
-        text = text[1:]   # -0.0 reads as 0.0
-    return ("+" + text if signed and not text.startswith("-") else text)
+        text = text[1:]  # -0.0 reads as 0.0
+    return "+" + text if signed and not text.startswith("-") else text

@@ -41,8 +41,10 @@ def acquire(root: str | Path) -> int:
     except BlockingIOError:
         holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise AlreadyRunning(f"another build is running in {Path(root).resolve()} (pid {holder}); wait for it to "
-                             f"finish or stop it, then run again") from None
+        raise AlreadyRunning(
+            f"another build is running in {Path(root).resolve()} (pid {holder}); wait for it to "
+            f"finish or stop it, then run again"
+        ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     os.set_inheritable(fd, True)
@@ -83,7 +85,7 @@ def live_workflow_processes(root: str | Path, proc: str | Path = "/proc") -> lis
             if os.path.realpath(os.readlink(entry / "cwd")) != root:
                 continue
             argv = [a for a in (entry / "cmdline").read_bytes().decode(errors="replace").split("\0") if a]
-        except OSError:   # gone meanwhile, a zombie, or not ours to read
+        except OSError:  # gone meanwhile, a zombie, or not ours to read
             continue
         if argv and is_workflow_command(argv):
             found.append((int(entry.name), " ".join(argv)[:120]))
@@ -100,18 +102,22 @@ def clear_stale_locks(root: str | Path, log=None) -> bool:
     alive = live_workflow_processes(root)
     if alive:
         pids = ", ".join(f"{pid} ({cmd})" for pid, cmd in alive[:3])
-        raise AlreadyRunning(f"Snakemake's lock in {Path(root).resolve()} belongs to a workflow process that is still "
-                             f"running (pid {pids}); wait for it to finish or stop it, then run again")
+        raise AlreadyRunning(
+            f"Snakemake's lock in {Path(root).resolve()} belongs to a workflow process that is still "
+            f"running (pid {pids}); wait for it to finish or stop it, then run again"
+        )
     for path in files:
         path.unlink(missing_ok=True)
     (log or (lambda line: print(line, file=sys.stderr, flush=True)))(
         f"note: removed Snakemake's stale lock ({len(files)} file(s) in {SNAKEMAKE_LOCKS}) left by a run that was "
-        f"killed; no workflow process of this directory is alive")
+        f"killed; no workflow process of this directory is alive"
+    )
     return True
 
 
-def snakemake_argv(snakemake: str, recipe: str, cores: str, configfile: str | None = None,
-                   extra: list[str] | None = None) -> list[str]:
+def snakemake_argv(
+    snakemake: str, recipe: str, cores: str, configfile: str | None = None, extra: list[str] | None = None
+) -> list[str]:
     """The Snakemake command line of `make run`. The one-value `--opt=value` forms keep any target in `extra` a
     target (with `--configfile a.yaml t` Snakemake reads `t` as a second config file)."""
     argv = [snakemake, f"--cores={cores}"]

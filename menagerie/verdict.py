@@ -20,16 +20,26 @@ def suite_tolerance(config: dict, suite: str | None) -> dict:
     return dict(declared) if declared else {"points": 0.0, "justification": "no tolerance declared for this suite"}
 
 
-def judge(value: float | None, reference: float | None, stderr: float | None, tolerance: float,
-          reference_stderr: float | None = None) -> dict | None:
+def judge(
+    value: float | None,
+    reference: float | None,
+    stderr: float | None,
+    tolerance: float,
+    reference_stderr: float | None = None,
+) -> dict | None:
     """The verdict of one score against a reference (the paper's, or a submitted one), None when either is missing."""
     if value is None or reference is None:
         return None
-    delta = float(value) - float(reference)   # plain floats: metrics may carry numpy scalars (lm-eval)
+    delta = float(value) - float(reference)  # plain floats: metrics may carry numpy scalars (lm-eval)
     combined = math.sqrt(float(stderr or 0.0) ** 2 + float(reference_stderr or 0.0) ** 2)
     bound = max(2 * combined, float(tolerance))
-    return {"reproduced": bool(abs(delta) <= bound + 1e-12), "delta": delta, "combined_stderr": combined,
-            "tolerance": float(tolerance), "bound": bound}
+    return {
+        "reproduced": bool(abs(delta) <= bound + 1e-12),
+        "delta": delta,
+        "combined_stderr": combined,
+        "tolerance": float(tolerance),
+        "bound": bound,
+    }
 
 
 def average_stderr(tasks: list[dict]) -> float | None:
@@ -70,9 +80,15 @@ def overall(tasks: dict[str, dict], average: dict | None) -> dict:
         status = "partial"
     else:
         status = "reproduced"
-    return {"status": status, "rule": RULE, "tasks_compared": len(compared),
-            "tasks_reproduced": len(compared) - len([f for f in failed if f != "average"]),
-            "failed": failed, "published_not_run": not_run, "average": average}
+    return {
+        "status": status,
+        "rule": RULE,
+        "tasks_compared": len(compared),
+        "tasks_reproduced": len(compared) - len([f for f in failed if f != "average"]),
+        "failed": failed,
+        "published_not_run": not_run,
+        "average": average,
+    }
 
 
 def recipe_tolerance(config: dict, suites: list[str]) -> dict:

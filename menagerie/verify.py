@@ -40,8 +40,14 @@ def _compare(checks: list, record: Path, key: str, expected: str, candidates: li
         if _hash(candidate) == expected:
             checks.append(Check(str(record), key, "ok", str(candidate)))
             return
-    checks.append(Check(str(record), key, "mismatch",
-                        f"recorded {expected[:12]}, now {', '.join(f'{c}={_hash(c)[:12]}' for c in present)}"))
+    checks.append(
+        Check(
+            str(record),
+            key,
+            "mismatch",
+            f"recorded {expected[:12]}, now {', '.join(f'{c}={_hash(c)[:12]}' for c in present)}",
+        )
+    )
 
 
 def _input_candidates(recipe_dir: Path, stage: str, name: str) -> list[Path]:
@@ -55,8 +61,9 @@ def _input_candidates(recipe_dir: Path, stage: str, name: str) -> list[Path]:
         return [recipe_dir / part / "adapter_model.safetensors"]
     if name == "model":
         root = recipe_dir.parent.parent
-        return [recipe_dir / d for d in ("sft_merged", "sft", "dpo_merged", "dpo")] + \
-            sorted((root / "resources/models").glob("*"))
+        return [recipe_dir / d for d in ("sft_merged", "sft", "dpo_merged", "dpo")] + sorted(
+            (root / "resources/models").glob("*")
+        )
     return [recipe_dir.parent.parent / "resources/datasets" / f"{name}.jsonl"]  # eval data: dataset name
 
 
@@ -78,11 +85,18 @@ def verify_recipe(recipe_dir: str | Path) -> list[Check]:
         for split, suffix in (("train", ""), ("validation", "_val")):
             expected = report.get("sha256", {}).get(split)
             if expected:
-                _compare(checks, report_path, f"sha256.{split}", expected, [report_path.parent / f"{part}{suffix}.jsonl"])
+                _compare(
+                    checks, report_path, f"sha256.{split}", expected, [report_path.parent / f"{part}{suffix}.jsonl"]
+                )
         for source in report.get("sources", []):
             if source.get("input_sha256"):
-                _compare(checks, report_path, f"sources.{source['dataset']}", source["input_sha256"],
-                         [root / "resources/datasets" / f"{source['dataset']}.jsonl"])
+                _compare(
+                    checks,
+                    report_path,
+                    f"sources.{source['dataset']}",
+                    source["input_sha256"],
+                    [root / "resources/datasets" / f"{source['dataset']}.jsonl"],
+                )
     records = sorted(recipe_dir.glob("*/provenance.json")) + _evaluation_records(recipe_dir)
     for record_path in records:
         record = json.loads(record_path.read_text())
@@ -95,5 +109,3 @@ def verify_recipe(recipe_dir: str | Path) -> list[Check]:
     if not checks:
         checks.append(Check(str(recipe_dir), "-", "missing", "no provenance or mixture report found"))
     return checks
-
-

@@ -17,7 +17,7 @@ TRAINING_STAGES = ("sft", "dpo")
 RUNTIME_KEYS = ("resources", "save_minutes")
 # `eval:` keys that choose which models eval.json compares, not how a model is scored: out of the suite hash
 EVAL_ROLE_KEYS = ("compare_base", "base_model", "compare_start")
-EVALS_DIR = "results/evals"   # shared evaluations: results/evals/<model key>/<suite hash>/ (RecipePaths.eval_dir)
+EVALS_DIR = "results/evals"  # shared evaluations: results/evals/<model key>/<suite hash>/ (RecipePaths.eval_dir)
 EVAL_ROLES = ("final", "base", "start")
 
 
@@ -43,7 +43,7 @@ class RecipePaths:
 
     def __init__(self, config: dict):
         self.config = config
-        self._jobs: dict[str, tuple[str, str]] | None = None   # _eval_jobs, built on first use
+        self._jobs: dict[str, tuple[str, str]] | None = None  # _eval_jobs, built on first use
 
     def recipe(self, name: str) -> dict:
         return self.config["recipes"][name]
@@ -59,14 +59,14 @@ class RecipePaths:
         """The model the recipe starts from: a prepared model, or another recipe's final model."""
         model = self.recipe(name)["model"]
         if model.startswith(RECIPE_REF_PREFIX):
-            return self.final_model(model[len(RECIPE_REF_PREFIX):])
+            return self.final_model(model[len(RECIPE_REF_PREFIX) :])
         return model_dir(model)
 
     def root_model(self, name: str) -> str:
         """The prepared model at the root of the recipe's `recipe:` chain (its pretrained base)."""
         model = self.recipe(name)["model"]
         while model.startswith(RECIPE_REF_PREFIX):
-            model = self.recipe(model[len(RECIPE_REF_PREFIX):])["model"]
+            model = self.recipe(model[len(RECIPE_REF_PREFIX) :])["model"]
         return model_dir(model)
 
     def eval_base_model(self, name: str) -> str:
@@ -98,10 +98,10 @@ class RecipePaths:
         `<recipe>.<stage directory>` (the stage that produced it; a retrained stage reruns what reads it)."""
         prefix = "resources/models/"
         if model.startswith(prefix):
-            name = model[len(prefix):]
+            name = model[len(prefix) :]
             entry = {k: v for k, v in self.config["models"][name].items() if k != "description"}
             return f"{name}@{settings_hash(entry)[:8]}"
-        recipe, _, stage = model[len("results/"):].partition("/")
+        recipe, _, stage = model[len("results/") :].partition("/")
         if not model.startswith("results/") or not stage or "/" in stage:
             raise ValueError(f"no model key for '{model}': not a prepared model or a recipe's stage directory")
         return f"{recipe}.{stage}"
@@ -113,13 +113,18 @@ class RecipePaths:
         recipe = self.recipe(name)
         suites = self._suites(name)
         tasks = [t for items in suites.values() for t in items]
-        return {"eval": {k: v for k, v in recipe["eval"].items() if k not in RUNTIME_KEYS + EVAL_ROLE_KEYS},
-                "suites": suites,
-                "chat_format": recipe["chat_format"] if any(t.get("chat_format", True) for t in tasks) else None,
-                "judges": {t[r]: (self.config.get("judges") or {}).get(t[r]) for t in tasks
-                           for r in ("judge", "info_judge") if t.get(r)},
-                "datasets": {t["dataset"]: self.config["datasets"].get(t["dataset"]) for t in tasks
-                             if t.get("dataset")}}
+        return {
+            "eval": {k: v for k, v in recipe["eval"].items() if k not in RUNTIME_KEYS + EVAL_ROLE_KEYS},
+            "suites": suites,
+            "chat_format": recipe["chat_format"] if any(t.get("chat_format", True) for t in tasks) else None,
+            "judges": {
+                t[r]: (self.config.get("judges") or {}).get(t[r])
+                for t in tasks
+                for r in ("judge", "info_judge")
+                if t.get(r)
+            },
+            "datasets": {t["dataset"]: self.config["datasets"].get(t["dataset"]) for t in tasks if t.get("dataset")},
+        }
 
     def suite_hash(self, name: str) -> str:
         return settings_hash(self.suite_settings(name))
@@ -142,8 +147,9 @@ class RecipePaths:
 
     def evaluations(self, name: str) -> dict[str, str]:
         """metrics.json of each model eval.json of recipe `name` reports, by role (the shared evaluations)."""
-        return {role: f"{self.eval_dir(model, name)}/metrics.json"
-                for role, model in self.evaluated_models(name).items()}
+        return {
+            role: f"{self.eval_dir(model, name)}/metrics.json" for role, model in self.evaluated_models(name).items()
+        }
 
     def _eval_jobs(self) -> dict[str, tuple[str, str]]:
         """'<model key>/<suite hash>' -> (model directory, the first recipe in config order that asks for it)."""
@@ -162,8 +168,10 @@ class RecipePaths:
         all of them (its `eval.resources` size the job)."""
         found = self._eval_jobs().get(f"{model_key}/{suite_hash}")
         if found is None:
-            raise MenagerieError(f"{EVALS_DIR}/{model_key}/{suite_hash}: no recipe of the config evaluates model key "
-                                 f"'{model_key}' with suite hash '{suite_hash}' (RecipePaths.evaluations names them)")
+            raise MenagerieError(
+                f"{EVALS_DIR}/{model_key}/{suite_hash}: no recipe of the config evaluates model key "
+                f"'{model_key}' with suite hash '{suite_hash}' (RecipePaths.evaluations names them)"
+            )
         return found
 
     def eval_job_inputs(self, model_key: str, suite_hash: str) -> dict[str, str]:
@@ -208,7 +216,7 @@ class RecipePaths:
     def merge_target(self, into: str) -> str:
         """`merge.into`: a prepared model, or (recipe:<name>) another recipe's final model."""
         if into.startswith(RECIPE_REF_PREFIX):
-            return self.final_model(into[len(RECIPE_REF_PREFIX):])
+            return self.final_model(into[len(RECIPE_REF_PREFIX) :])
         return model_dir(into)
 
     def merge_combination(self, name: str, stage: str) -> dict | None:
@@ -221,8 +229,12 @@ class RecipePaths:
         combine = merge["combine"]
         adapters = [(inputs["adapter"], combine["weight"])]
         adapters += [(path, a["weight"]) for path, a in zip(inputs["combine_with"], combine["adapters"])]
-        return {"method": combine["method"], "density": combine["density"],
-                "majority_sign_method": combine["majority_sign_method"], "adapters": adapters}
+        return {
+            "method": combine["method"],
+            "density": combine["density"],
+            "majority_sign_method": combine["majority_sign_method"],
+            "adapters": adapters,
+        }
 
     def merge_dtype(self, name: str, stage: str) -> str:
         merge = self.recipe(name)["stages"].get("merge")
@@ -250,8 +262,12 @@ class RecipePaths:
 
     def eval_datasets(self, name: str) -> dict[str, str]:
         suites = self.recipe(name)["eval"]["suites"]
-        return {t["dataset"]: dataset_file(t["dataset"]) for s in suites for t in self.config["suites"][s]
-                if t.get("dataset")}
+        return {
+            t["dataset"]: dataset_file(t["dataset"])
+            for s in suites
+            for t in self.config["suites"][s]
+            if t.get("dataset")
+        }
 
     def decontaminated_dir(self, name: str) -> str:
         """The contamination stage's filtered training rows: <dir>/<part>.jsonl per training stage."""
@@ -277,16 +293,23 @@ class RecipePaths:
             order.append(current)
             recipe = self.recipe(current)
             merge = recipe["stages"].get("merge") or {}
-            refs = [recipe["model"], merge.get("into") or "", *(f"{RECIPE_REF_PREFIX}{a['recipe']}" for a in
-                                                                (merge.get("combine") or {}).get("adapters", []))]
-            todo += [r[len(RECIPE_REF_PREFIX):] for r in refs if r.startswith(RECIPE_REF_PREFIX)]
+            refs = [
+                recipe["model"],
+                merge.get("into") or "",
+                *(f"{RECIPE_REF_PREFIX}{a['recipe']}" for a in (merge.get("combine") or {}).get("adapters", [])),
+            ]
+            todo += [r[len(RECIPE_REF_PREFIX) :] for r in refs if r.startswith(RECIPE_REF_PREFIX)]
             todo += [merge["adapter_from"]] if merge.get("adapter_from") else []
         return order
 
     def datasets_read(self, name: str) -> list[str]:
         """Every dataset the recipe's build reads: its and its upstream recipes' mixtures, and its eval datasets."""
-        names = [item for upstream in self.upstream_recipes(name) for part in self.training_stages(upstream)
-                 for item in self.mixture_datasets(upstream, part)]
+        names = [
+            item
+            for upstream in self.upstream_recipes(name)
+            for part in self.training_stages(upstream)
+            for item in self.mixture_datasets(upstream, part)
+        ]
         return list(dict.fromkeys(names + list(self.eval_datasets(name))))
 
     def stage_records(self, name: str) -> dict[str, str]:
@@ -295,14 +318,14 @@ class RecipePaths:
         for stage in self.training_stages(name):
             records[f"data.{stage}"] = f"results/{name}/data/{stage}_report.json"
             records[stage] = f"{self.stage_dir(name, stage)}/provenance.json"
-            if self.is_adapter(name, stage):   # every adapter stage is merged (stage_model)
+            if self.is_adapter(name, stage):  # every adapter stage is merged (stage_model)
                 records[f"merge.{stage}"] = f"{self.merged_dir(name, stage)}/provenance.json"
         if self.adapter_source(name):
             records["merge.sft"] = f"{self.merged_dir(name, 'sft')}/provenance.json"
         records["evaluate.final"] = f"{self.eval_dir(self.final_model(name), name)}/metrics.provenance.json"
         model = self.recipe(name)["model"]
-        if model.startswith(RECIPE_REF_PREFIX):   # the recipe whose output this one starts from (DPO: its SFT)
-            upstream = self.stage_records(model[len(RECIPE_REF_PREFIX):])
+        if model.startswith(RECIPE_REF_PREFIX):  # the recipe whose output this one starts from (DPO: its SFT)
+            upstream = self.stage_records(model[len(RECIPE_REF_PREFIX) :])
             records.update({f"start.{key}": path for key, path in upstream.items() if key != "evaluate.final"})
         return records
 
@@ -312,8 +335,10 @@ class RecipePaths:
     def mixture_settings(self, name: str, part: str) -> dict:
         """The `mixture` rule: the recipe's data.<part> section and the entries of the datasets it draws from."""
         mixture = self.recipe(name)["data"][part]
-        return {"mixture": mixture, "datasets": {i["dataset"]: self.config["datasets"][i["dataset"]]
-                                                 for i in mixture["sources"]}}
+        return {
+            "mixture": mixture,
+            "datasets": {i["dataset"]: self.config["datasets"][i["dataset"]] for i in mixture["sources"]},
+        }
 
     def _suites(self, name: str) -> dict:
         suites = self.recipe(name)["eval"]["suites"]
@@ -323,28 +348,42 @@ class RecipePaths:
         """The `contamination` rule: the gate's settings, the parts it filters and the eval items it checks against
         (suites and the entries of their datasets); the rows themselves are its input files."""
         suites = self._suites(name)
-        return {"contamination": _without_runtime(self.recipe(name)["contamination"]),
-                "parts": self.training_stages(name), "suites": suites,
-                "datasets": {t["dataset"]: self.config["datasets"][t["dataset"]] for tasks in suites.values()
-                             for t in tasks if t.get("dataset")}}
+        return {
+            "contamination": _without_runtime(self.recipe(name)["contamination"]),
+            "parts": self.training_stages(name),
+            "suites": suites,
+            "datasets": {
+                t["dataset"]: self.config["datasets"][t["dataset"]]
+                for tasks in suites.values()
+                for t in tasks
+                if t.get("dataset")
+            },
+        }
 
     def training_settings(self, name: str, stage: str) -> dict:
         """The `train` rule: the stage's settings and the chat format its rows are rendered in."""
-        return {"stage": _without_runtime(self.recipe(name)["stages"][stage]),
-                "chat_format": self.recipe(name)["chat_format"]}
+        return {
+            "stage": _without_runtime(self.recipe(name)["stages"][stage]),
+            "chat_format": self.recipe(name)["chat_format"],
+        }
 
     def merge_settings(self, name: str, stage: str) -> dict:
         """The `merge` rule: dtype, 4-bit dequantization and the weighted combination of adapters."""
-        return {"dtype": self.merge_dtype(name, stage), "dequantize": self.merge_dequantize(name, stage),
-                "combination": self.merge_combination(name, stage)}
+        return {
+            "dtype": self.merge_dtype(name, stage),
+            "dequantize": self.merge_dequantize(name, stage),
+            "combination": self.merge_combination(name, stage),
+        }
 
     def rule_hash(self, rule: str, name: str, **wildcards: str) -> str:
         """settings_hash of what `rule` reads for recipe `name` (wildcards: part or stage). The evaluate rule
         carries none: its output path holds the model key and the suite hash (eval_dir)."""
-        settings = {"mixture": lambda: self.mixture_settings(name, wildcards["part"]),
-                    "contamination": lambda: self.gate_settings(name),
-                    "train": lambda: self.training_settings(name, wildcards["stage"]),
-                    "merge": lambda: self.merge_settings(name, wildcards["stage"])}[rule]()
+        settings = {
+            "mixture": lambda: self.mixture_settings(name, wildcards["part"]),
+            "contamination": lambda: self.gate_settings(name),
+            "train": lambda: self.training_settings(name, wildcards["stage"]),
+            "merge": lambda: self.merge_settings(name, wildcards["stage"]),
+        }[rule]()
         return settings_hash(settings)
 
     # ---- Birbal's Natural Instructions sampling: datasets with `source: ni_sampling` (menagerie.data.ni_sampling)

@@ -1,9 +1,9 @@
 """Reproduction bundles (menagerie.bundle, menagerie.check).
 
-  bundle.py build --recipe R [--with-weights] [--configfile overlay.yaml ...]  results/R/bundle/R-<commit>.tar.gz
-  bundle.py check BUNDLE [--model DIR] [--tasks a,b] [--configfile overlay.yaml ...]
-      config: config.yaml, with the overlays on top (as `snakemake --configfile` adds them)
-      exit 0 when nothing fails (warnings are printed), 1 otherwise
+bundle.py build --recipe R [--with-weights] [--configfile overlay.yaml ...]  results/R/bundle/R-<commit>.tar.gz
+bundle.py check BUNDLE [--model DIR] [--tasks a,b] [--configfile overlay.yaml ...]
+    config: config.yaml, with the overlays on top (as `snakemake --configfile` adds them)
+    exit 0 when nothing fails (warnings are printed), 1 otherwise
 """
 
 from __future__ import annotations
@@ -46,8 +46,7 @@ def main(argv=None) -> int:
         return 0
     from menagerie.check import check_bundle
 
-    findings = check_bundle(args.bundle, config, args.model, Path("."),
-                            [t for t in args.tasks.split(",") if t] or None)
+    findings = check_bundle(args.bundle, config, args.model, Path("."), [t for t in args.tasks.split(",") if t] or None)
     for finding in findings:
         print(finding.line())
     failed = [f for f in findings if f.level == "fail"]

@@ -1,13 +1,13 @@
 """Evaluation stage: score one model on the recipe's suites, or assemble eval.json, or the leaderboard.
 
-  evaluate.py model --config C --key MODEL_KEY/SUITE_HASH --model DIR --data NAME=PATH ... --work DIR --out metrics.json
-      (one shared evaluation, results/evals/<model key>/<suite hash>/: the settings of any recipe with that key)
-  evaluate.py report --config C --recipe R --final metrics.json [--base metrics.json] [--start metrics.json
-      --start-model DIR] --stage NAME=FILE ... --out eval.json
-  evaluate.py leaderboard --json OUT --md OUT [--html OUT] [--charts DIR] eval.json ...
-  evaluate.py lm-eval-native --config C --key MODEL_KEY/SUITE_HASH --metrics metrics.json --out DIR
-      (lm-eval's results_<time>.json)
-  evaluate.py openllm-v1 --config C --recipe R --metrics metrics.json --out results.json  (Open LLM Leaderboard v1)
+evaluate.py model --config C --key MODEL_KEY/SUITE_HASH --model DIR --data NAME=PATH ... --work DIR --out metrics.json
+    (one shared evaluation, results/evals/<model key>/<suite hash>/: the settings of any recipe with that key)
+evaluate.py report --config C --recipe R --final metrics.json [--base metrics.json] [--start metrics.json
+    --start-model DIR] --stage NAME=FILE ... --out eval.json
+evaluate.py leaderboard --json OUT --md OUT [--html OUT] [--charts DIR] eval.json ...
+evaluate.py lm-eval-native --config C --key MODEL_KEY/SUITE_HASH --metrics metrics.json --out DIR
+    (lm-eval's results_<time>.json)
+evaluate.py openllm-v1 --config C --recipe R --metrics metrics.json --out results.json  (Open LLM Leaderboard v1)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ except ImportError:
 
 from menagerie.bytecode import cache_bytecode  # noqa: E402
 
-cache_bytecode()   # before the heavy imports (torch, vLLM, lm-eval): compiled once per checkout, not per job
+cache_bytecode()  # before the heavy imports (torch, vLLM, lm-eval): compiled once per checkout, not per job
 
 from menagerie.cli_support import load_resolved_config, name_paths, recipe_from, run_cli  # noqa: E402
 
@@ -68,7 +68,7 @@ def main(argv=None) -> None:
         write_leaderboard(args.evals, args.json, args.md, args.html, args.charts)
         return
     config = load_resolved_config(args.config)
-    if args.command in ("model", "lm-eval-native"):   # the settings of the first recipe with this key
+    if args.command in ("model", "lm-eval-native"):  # the settings of the first recipe with this key
         from menagerie.workflow import RecipePaths
 
         model_key, _, suite_hash = args.key.partition("/")
@@ -94,10 +94,17 @@ def main(argv=None) -> None:
     final = json.loads(args.final.read_text())
     base = json.loads(args.base.read_text()) if args.base else None
     start = json.loads(args.start.read_text()) if args.start else None
-    entry = build_eval_entry(config, args.recipe, final, base, name_paths(args.stage, "--stage"), args.final_model,
-                             start=start, start_model=args.start_model,
-                             evaluations=evaluation_links({"final": args.final, "base": args.base,
-                                                           "start": args.start}))
+    entry = build_eval_entry(
+        config,
+        args.recipe,
+        final,
+        base,
+        name_paths(args.stage, "--stage"),
+        args.final_model,
+        start=start,
+        start_model=args.start_model,
+        evaluations=evaluation_links({"final": args.final, "base": args.base, "start": args.start}),
+    )
     with atomic_open(args.out) as handle:
         json.dump(entry, handle, indent=2, sort_keys=True)
 

@@ -49,12 +49,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         from menagerie.inference.ni_predict import predict as run_predict
         from menagerie.provenance import file_hashes, stage_record
 
-        with stage_record("ni_predict", args.provenance, dataset=args.dataset, model=str(args.model),
-                          settings=entry["ni"]["inference"], selection=entry["ni"]["selection"],
-                          input_sha256=file_hashes({"tasks": args.tasks})) as record:
+        with stage_record(
+            "ni_predict",
+            args.provenance,
+            dataset=args.dataset,
+            model=str(args.model),
+            settings=entry["ni"]["inference"],
+            selection=entry["ni"]["selection"],
+            input_sha256=file_hashes({"tasks": args.tasks}),
+        ) as record:
             record.update(run_predict(args.dataset, config, args.tasks, args.model, args.out))
-        print(f"ni predict {args.dataset}: {record['instances']} instances of {record['tasks']} tasks "
-              f"({record['skipped']} skipped) -> {args.out}")
+        print(
+            f"ni predict {args.dataset}: {record['instances']} instances of {record['tasks']} tasks "
+            f"({record['skipped']} skipped) -> {args.out}"
+        )
         return
     from menagerie.data.ni_sampling import sample as run_sample
     from menagerie.io import write_json, write_jsonl
@@ -64,8 +72,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     write_json(report, args.report)
     for warning in report.get("warnings", []):
         print(f"warning: dataset '{args.dataset}': {warning}")
-    print(f"ni sample {args.dataset}: {report['obtained']} {report['kind']} rows of {report['count']} from "
-          f"{len(report['tasks'])} tasks -> {args.out}")
+    print(
+        f"ni sample {args.dataset}: {report['obtained']} {report['kind']} rows of {report['count']} from "
+        f"{len(report['tasks'])} tasks -> {args.out}"
+    )
 
 
 if __name__ == "__main__":

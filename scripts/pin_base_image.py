@@ -14,13 +14,22 @@ from pathlib import Path
 
 def resolve(ref: str) -> str:
     if shutil.which("crane"):
-        return subprocess.run(["crane", "digest", ref], capture_output=True, text=True, check=True, timeout=120).stdout.strip()
+        return subprocess.run(
+            ["crane", "digest", ref], capture_output=True, text=True, check=True, timeout=120
+        ).stdout.strip()
     if shutil.which("skopeo"):
-        out = subprocess.run(["skopeo", "inspect", f"docker://{ref}"], capture_output=True, text=True, check=True, timeout=120)
+        out = subprocess.run(
+            ["skopeo", "inspect", f"docker://{ref}"], capture_output=True, text=True, check=True, timeout=120
+        )
         return json.loads(out.stdout)["Digest"]
     if shutil.which("docker"):
-        out = subprocess.run(["docker", "buildx", "imagetools", "inspect", ref, "--format", "{{json .Manifest}}"],
-                             capture_output=True, text=True, check=True, timeout=120)
+        out = subprocess.run(
+            ["docker", "buildx", "imagetools", "inspect", ref, "--format", "{{json .Manifest}}"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
         return json.loads(out.stdout)["digest"]
     sys.exit("pin_base_image: none of crane, skopeo, docker is installed; digests cannot be resolved here")
 

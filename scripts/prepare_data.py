@@ -49,8 +49,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     gate.add_argument("--inputs", nargs="+", default=[], metavar="PART=PATH")
     gate.add_argument("--report", required=True, type=Path)
     gate.add_argument("--out-dir", required=True, type=Path)
-    gate.add_argument("--workers", type=int, default=1,
-                      help="processes for the row-wise work (the job's threads; results do not depend on it)")
+    gate.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes for the row-wise work (the job's threads; results do not depend on it)",
+    )
     args = parser.parse_args(argv)
 
     config = load_resolved_config(args.config)
@@ -85,8 +89,9 @@ def contamination(config: dict, args: argparse.Namespace) -> None:
     evals = {k.removeprefix("eval:"): str(v) for k, v in inputs.items() if k.startswith("eval:")}
     parts = {k: load_part(v) for k, v in inputs.items() if not k.startswith("eval:")}
     items, unchecked = eval_items(config, args.recipe, evals)
-    kept, report = run_gate(args.recipe, config["recipes"][args.recipe]["contamination"], parts, items, unchecked,
-                            workers=args.workers)
+    kept, report = run_gate(
+        args.recipe, config["recipes"][args.recipe]["contamination"], parts, items, unchecked, workers=args.workers
+    )
     for part, summary in report["summary"]["parts"].items():
         print(f"contamination {args.recipe} {part}: {summary}")
     report["sha256"] = {part: jsonl_sha256(rows) for part, rows in kept.items()}

@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     snakemake = str(Path(sys.executable).with_name("snakemake"))
     command = runlock.snakemake_argv(snakemake, args.recipe, args.cores, args.configfile or None, extra)
     root = Path.cwd()
-    runlock.acquire(root)             # held by Snakemake itself after the exec below
+    runlock.acquire(root)  # held by Snakemake itself after the exec below
     runlock.clear_stale_locks(root)
     sys.stdout.flush()
     os.execv(command[0], command)

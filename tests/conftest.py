@@ -26,8 +26,15 @@ _WORDS = (
     "hello world tulu platypus birbal llama alpaca instruction input response task context"
 ).split()
 _MARKERS = (
-    "<|system|>", "<|user|>", "<|assistant|>", "### Instruction:", "### Input:", "### Response:",
-    "<|im_start|>", "<|im_end|>", "Below is an instruction that describes a task.",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "### Instruction:",
+    "### Input:",
+    "### Response:",
+    "<|im_start|>",
+    "<|im_end|>",
+    "Below is an instruction that describes a task.",
 )
 
 
@@ -128,4 +135,3 @@ def config(raw: dict) -> dict:
     from menagerie.config import validate_config
 
     return validate_config(copy.deepcopy(raw))
-

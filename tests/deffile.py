@@ -9,8 +9,19 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SECTIONS = {"setup", "files", "environment", "post", "runscript", "startscript", "test", "labels", "help",
-            "arguments", "app"}
+SECTIONS = {
+    "setup",
+    "files",
+    "environment",
+    "post",
+    "runscript",
+    "startscript",
+    "test",
+    "labels",
+    "help",
+    "arguments",
+    "app",
+}
 DIGEST_RE = re.compile(r"^(?P<image>[^@\s]+)@sha256:(?P<digest>[0-9a-f]{64})$")
 
 

@@ -12,8 +12,19 @@ from pathlib import Path
 
 from lm_eval.api.model import LM
 
-BUILTIN_DIRS = ("mmlu/default", "bbh/cot_fewshot", "tydiqa", "arc", "hellaswag", "truthfulqa", "winogrande",
-                "gsm8k", "leaderboard", "bigbench/generate_until", "bbq")
+BUILTIN_DIRS = (
+    "mmlu/default",
+    "bbh/cot_fewshot",
+    "tydiqa",
+    "arc",
+    "hellaswag",
+    "truthfulqa",
+    "winogrande",
+    "gsm8k",
+    "leaderboard",
+    "bigbench/generate_until",
+    "bbq",
+)
 
 
 def tasks_index(*dirs: str):
@@ -23,16 +34,16 @@ def tasks_index(*dirs: str):
     from menagerie.evaluate.harness import TASKS_DIR
 
     root = Path(lm_eval.__file__).parent / "tasks"
-    return TaskManager(include_path=[str(root / d) for d in (dirs or BUILTIN_DIRS)] + [str(TASKS_DIR)],
-                       include_defaults=False)
+    return TaskManager(
+        include_path=[str(root / d) for d in (dirs or BUILTIN_DIRS)] + [str(TASKS_DIR)], include_defaults=False
+    )
 
 
 class ScriptedLM(LM):
     """Prefers the continuation `prefer` in every loglikelihood request; generates `generations[i]` for the i-th
     prompt containing key i (or `default`); renders chats with `chat` (a callable) when given."""
 
-    def __init__(self, prefer: str = " A", generations: dict[str, str] | None = None, default: str = "",
-                 chat=None):
+    def __init__(self, prefer: str = " A", generations: dict[str, str] | None = None, default: str = "", chat=None):
         super().__init__()
         self.prefer = prefer
         self.generations = generations or {}

@@ -13,8 +13,16 @@ import pytest
 
 from menagerie.train import checkpoints
 
-STAGE = {"learning_rate": 1e-3, "max_steps": 40, "seed": 42, "save_steps": None, "save_minutes": 30,
-         "budget_gpu_hours": None, "resources": {"gpus": 0}, "eval_steps": None}
+STAGE = {
+    "learning_rate": 1e-3,
+    "max_steps": 40,
+    "seed": 42,
+    "save_steps": None,
+    "save_minutes": 30,
+    "budget_gpu_hours": None,
+    "resources": {"gpus": 0},
+    "eval_steps": None,
+}
 BATCH = {"global_batch_size": 8, "micro_batch_size": 8, "processes": 1, "gradient_accumulation_steps": 1}
 INPUTS = {"model": "aa", "train": "bb"}
 
@@ -41,7 +49,7 @@ def test_last_checkpoint_skips_a_checkpoint_cut_off_mid_save(tmp_path):
 
 def test_same_settings_resume_from_the_newest_checkpoint(tmp_path):
     work, lines = tmp_path / "work", []
-    assert checkpoints.bind_work_dir(work, fingerprint(), log=lines.append) is None     # fresh: nothing to resume
+    assert checkpoints.bind_work_dir(work, fingerprint(), log=lines.append) is None  # fresh: nothing to resume
     make_checkpoint(work, 2)
     make_checkpoint(work, 4)
     assert checkpoints.bind_work_dir(work, fingerprint(), log=lines.append) == str(work / "checkpoint-4")
@@ -67,8 +75,9 @@ def test_other_inputs_chat_format_batch_split_or_strategy_are_other_trajectories
     two = {**BATCH, "processes": 2, "gradient_accumulation_steps": 1, "micro_batch_size": 4}
     assert checkpoints.trajectory_hash(checkpoints.trajectory(STAGE, "tulu", two, INPUTS)) != base
     # the strategy in effect (a null strategy follows the resources, which are not hashed themselves)
-    assert checkpoints.trajectory_hash(checkpoints.trajectory(STAGE, "tulu", two, INPUTS, "fsdp")) != \
-        checkpoints.trajectory_hash(checkpoints.trajectory(STAGE, "tulu", two, INPUTS, "ddp"))
+    assert checkpoints.trajectory_hash(
+        checkpoints.trajectory(STAGE, "tulu", two, INPUTS, "fsdp")
+    ) != checkpoints.trajectory_hash(checkpoints.trajectory(STAGE, "tulu", two, INPUTS, "ddp"))
 
 
 def test_cadence_and_budget_edits_keep_the_checkpoints(tmp_path):
@@ -81,7 +90,7 @@ def test_cadence_and_budget_edits_keep_the_checkpoints(tmp_path):
 
 def test_checkpoints_from_before_binding_are_stale(tmp_path):
     work, lines = tmp_path / "work", []
-    make_checkpoint(work, 40)                      # an old work dir: no recorded settings
+    make_checkpoint(work, 40)  # an old work dir: no recorded settings
     assert checkpoints.bind_work_dir(work, fingerprint(), log=lines.append) is None
     assert "unrecorded settings" in lines[0] and not (work / "checkpoint-40").exists()
 
@@ -91,11 +100,14 @@ def test_other_ranks_wait_for_rank_0_and_resume_the_same_checkpoint(tmp_path):
     checkpoints.bind_work_dir(work, fingerprint(), log=lambda line: None)
     make_checkpoint(work, 2)
     result = {}
-    waiter = threading.Thread(target=lambda: result.update(
-        resume=checkpoints.bind_work_dir(work, fingerprint(learning_rate=5e-4), is_main=False, wait_s=20)))
+    waiter = threading.Thread(
+        target=lambda: result.update(
+            resume=checkpoints.bind_work_dir(work, fingerprint(learning_rate=5e-4), is_main=False, wait_s=20)
+        )
+    )
     waiter.start()
     waiter.join(0.5)
-    assert waiter.is_alive()                      # rank 1 does not read the old settings' checkpoints
+    assert waiter.is_alive()  # rank 1 does not read the old settings' checkpoints
     checkpoints.bind_work_dir(work, fingerprint(learning_rate=5e-4), log=lambda line: None)
     waiter.join(20)
     assert result == {"resume": None}
@@ -103,7 +115,7 @@ def test_other_ranks_wait_for_rank_0_and_resume_the_same_checkpoint(tmp_path):
 
 def test_step_cadence_default_is_a_tenth_of_the_steps():
     assert checkpoints.save_steps({"save_steps": 64}, None) == 64
-    assert checkpoints.save_steps({"save_steps": None}, 8) == 8            # keep_best: save at every evaluation
+    assert checkpoints.save_steps({"save_steps": None}, 8) == 8  # keep_best: save at every evaluation
     assert checkpoints.save_steps({"save_steps": None}, None) == 0.1
     from transformers import TrainerState, TrainingArguments
 
@@ -124,7 +136,7 @@ def test_time_callback_saves_when_the_minutes_passed_since_the_last_checkpoint()
     assert not callback.on_step_end(args, state, TrainerControl()).should_save
     now[0] = 30 * 60
     assert callback.on_step_end(args, state, TrainerControl()).should_save
-    callback.on_save(args, state, TrainerControl())                      # a step-cadence save also resets the clock
+    callback.on_save(args, state, TrainerControl())  # a step-cadence save also resets the clock
     now[0] = 59 * 60
     assert not callback.on_step_end(args, state, TrainerControl()).should_save
     off = checkpoints.time_callback(None, clock=lambda: now[0])
@@ -150,8 +162,8 @@ def _rank_decides(rank: int, port: int, results) -> None:
     try:
         now = [0.0]
         callback = checkpoints.time_callback(1, clock=lambda: now[0])
-        args = SimpleNamespace(device="cpu")           # the callback reads only where the flag tensor lives
-        now[0] = 61.0 if rank == 0 else 59.0           # only rank 0's clock has passed the minute
+        args = SimpleNamespace(device="cpu")  # the callback reads only where the flag tensor lives
+        now[0] = 61.0 if rank == 0 else 59.0  # only rank 0's clock has passed the minute
         results[rank] = callback.on_step_end(args, TrainerState(), TrainerControl()).should_save
     finally:
         dist.destroy_process_group()
@@ -182,8 +194,9 @@ def _two_ranks(rank: int, store: str, work: str, out: str) -> None:
 
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
-                            timeout=timedelta(seconds=60))
+    dist.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=2, timeout=timedelta(seconds=60)
+    )
     try:
         calls = []
 
@@ -194,7 +207,7 @@ def _two_ranks(rank: int, store: str, work: str, out: str) -> None:
 
         hashes = checkpoints.from_main_process(slow_hash, rank == 0)
         if rank == 0:
-            _time.sleep(3)   # a slow removal of stale checkpoints before rank 0 binds
+            _time.sleep(3)  # a slow removal of stale checkpoints before rank 0 binds
         resume = checkpoints.bind_work_dir(work, fingerprint(), is_main=rank == 0, wait_s=1, log=lambda line: None)
         Path(out, f"rank{rank}.json").write_text(_json.dumps({"hashes": hashes, "hashed": calls, "resume": resume}))
     finally:
@@ -209,6 +222,6 @@ def test_only_rank_0_hashes_and_the_others_wait_for_its_slow_binding_with_2_cpu_
     make_checkpoint(work, 3)
     mp.spawn(_two_ranks, args=(str(tmp_path / "store"), str(work), str(tmp_path)), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert ranks[0]["hashed"] == [0] and ranks[1]["hashed"] == []          # one read of the inputs, on rank 0
+    assert ranks[0]["hashed"] == [0] and ranks[1]["hashed"] == []  # one read of the inputs, on rank 0
     assert ranks[0]["hashes"] == ranks[1]["hashes"] == {"model": "sha-from-rank-0"}
     assert ranks[0]["resume"] == ranks[1]["resume"] == str(work / "checkpoint-3")

@@ -53,10 +53,27 @@ def test_leaderboard_rebuilds_the_page_from_every_built_eval_json(tmp_path, caps
     config = load_config(ROOT / "config.yaml")
     results = tmp_path / "results"
     for name, value in (("tiny-tulu2-dpo", 60.0), ("tiny-platypus2", 75.0)):
-        metrics = {"recipe": name, "which": "final", "model": "m", "backend": "hf", "dtype": "float32",
-                   "batch_size": 16, "seed": 1234, "chat_format": "tulu", "chat_template_sha256": "0" * 64,
-                   "tasks": {"heldout_exact": {"status": "ok", "harness": "lm-eval", "metric": "exact_match",
-                                               "value": value, "stderr": 3.0, "n": 200}}}
+        metrics = {
+            "recipe": name,
+            "which": "final",
+            "model": "m",
+            "backend": "hf",
+            "dtype": "float32",
+            "batch_size": 16,
+            "seed": 1234,
+            "chat_format": "tulu",
+            "chat_template_sha256": "0" * 64,
+            "tasks": {
+                "heldout_exact": {
+                    "status": "ok",
+                    "harness": "lm-eval",
+                    "metric": "exact_match",
+                    "value": value,
+                    "stderr": 3.0,
+                    "n": 200,
+                }
+            },
+        }
         path = results / name / "eval.json"
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps(build_eval_entry(config, name, metrics, None, {}, f"results/{name}/m")))
@@ -77,9 +94,25 @@ def test_run_outside_the_project_says_where_to_run_it(tmp_path, monkeypatch, cap
 def test_python_m_menagerie_dryrun_runs_snakemake_on_the_twin():
     """`python -m menagerie dryrun` (real Snakemake, -n): the twin's eval.json is among the jobs it would run."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    run = subprocess.run([sys.executable, "-m", "menagerie", "dryrun", "tiny-platypus2", "--", "--quiet", "rules",
-                          "--directory", str(ROOT)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "menagerie",
+            "dryrun",
+            "tiny-platypus2",
+            "--",
+            "--quiet",
+            "rules",
+            "--directory",
+            str(ROOT),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "report" in run.stdout + run.stderr
 
@@ -94,8 +127,10 @@ def test_name_paths_parses_and_refuses_in_one_sentence():
     from menagerie.cli_support import name_paths
     from menagerie.errors import ConfigError
 
-    assert name_paths(["sft=a/b.jsonl", "eval:x=c=d.jsonl"], "--raw") == {"sft": Path("a/b.jsonl"),
-                                                                         "eval:x": Path("c=d.jsonl")}
+    assert name_paths(["sft=a/b.jsonl", "eval:x=c=d.jsonl"], "--raw") == {
+        "sft": Path("a/b.jsonl"),
+        "eval:x": Path("c=d.jsonl"),
+    }
     for bad in ("sft", "=a.jsonl", "sft="):
         with pytest.raises(ConfigError, match=f"--raw expects NAME=PATH, got '{re.escape(bad)}'"):
             name_paths([bad], "--raw")

@@ -63,15 +63,20 @@ def test_def_runs_offline_with_labels_and_test(definition):
     env = definition.sections["environment"]
     assert "export HF_HUB_OFFLINE=1" in env and "MENAGERIE_IMAGE" in env
     labels = definition.labels()
-    for key in ("org.opencontainers.image.version", "org.opencontainers.image.revision", "org.menagerie.uv-lock-sha256"):
+    for key in (
+        "org.opencontainers.image.version",
+        "org.opencontainers.image.revision",
+        "org.menagerie.uv-lock-sha256",
+    ):
         assert labels.get(key), key
     assert definition.sections.get("test", "").strip()
 
 
 @pytest.mark.skipif(find_uv() is None, reason="uv not available (make env)")
 def test_requirements_equal_a_fresh_export(stage):
-    assert (REPO / f"containers/requirements-{stage}.txt").read_text() == image_requirements(stage), \
+    assert (REPO / f"containers/requirements-{stage}.txt").read_text() == image_requirements(stage), (
         "stale: run `make envs`"
+    )
 
 
 def test_config_names_each_image():
@@ -95,6 +100,7 @@ def test_every_rule_that_runs_a_command_has_its_container():
         for block in re.split(r"\n(?=rule \w+:)", smk.read_text())[1:]:
             name = block.split(":", 1)[0].split()[1]
             if re.search(r"^\s+shell:", block, flags=re.M) and not re.search(
-                    r"^\s+container: CONTAINERS\.get\(\"(train|eval)\"\)", block, flags=re.M):
+                r"^\s+container: CONTAINERS\.get\(\"(train|eval)\"\)", block, flags=re.M
+            ):
                 missing.append(f"{smk.name}:{name}")
     assert not missing, missing

@@ -12,8 +12,14 @@ from menagerie.data.contamination.ngram import NgramIndex, ngram_matches
 from menagerie.data.contamination.text import words
 from menagerie.data.contamination.gate import ContaminationError, find_pairs, run_gate
 
-SETTINGS = {"methods": ["ngram", "embedding"], "ngram": 13, "ngram_min_overlap": 0.2, "cosine": 0.8, "action": "drop",
-            "guard": True}
+SETTINGS = {
+    "methods": ["ngram", "embedding"],
+    "ngram": 13,
+    "ngram_min_overlap": 0.2,
+    "cosine": 0.8,
+    "action": "drop",
+    "guard": True,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -23,28 +29,31 @@ def _private_embedding_cache(tmp_path, monkeypatch):
 
 def test_words_lowercase_and_strip_punctuation():
     assert words("Hello, WORLD!! It's 1,000 <|user|>") == ["hello", "world", "it", "s", "1000", "user"]
-    assert words("What is 43 - 35?") != words("What is 43 + 35?")   # operators are content
+    assert words("What is 43 - 35?") != words("What is 43 + 35?")  # operators are content
 
 
 def test_ngram_long_item_needs_a_13_gram():
     item = "the quick brown fox jumps over the lazy dog while the farmer sleeps in the barn at noon"
-    train = ["Story: THE quick brown fox -- jumps over the lazy dog, while the farmer sleeps! The end.",
-             "the quick brown fox jumps over the lazy dog",   # only 9 words: no 13-gram
-             "unrelated text about cooking pasta"]
+    train = [
+        "Story: THE quick brown fox -- jumps over the lazy dog, while the farmer sleeps! The end.",
+        "the quick brown fox jumps over the lazy dog",  # only 9 words: no 13-gram
+        "unrelated text about cooking pasta",
+    ]
     found = ngram_matches(train, [item], n=13)
     assert [(m.row, m.item) for m in found] == [(0, 0)]
-    assert 0 < found[0].score < 1   # score: fraction of the item's 13-grams present
+    assert 0 < found[0].score < 1  # score: fraction of the item's 13-grams present
 
 
 def test_ngram_short_item_must_appear_whole():
-    found = ngram_matches(["<|user|>\nwhat IS 23 plus 58??\n<|assistant|>\n81", "what is 23 plus 59"],
-                          ["What is 23 plus 58?"])
+    found = ngram_matches(
+        ["<|user|>\nwhat IS 23 plus 58??\n<|assistant|>\n81", "what is 23 plus 59"], ["What is 23 plus 58?"]
+    )
     assert [(m.row, m.item, m.score) for m in found] == [(0, 0, 1.0)]
 
 
 def test_ngram_index_is_hashed_not_pairwise():
     index = NgramIndex([f"item number {i} asks about topic {i * 7} in detail" for i in range(2000)], n=13)
-    assert sum(len(keys) for keys, _ in index.tables.values()) == 2000   # 9-word items: one whole-item gram each
+    assert sum(len(keys) for keys, _ in index.tables.values()) == 2000  # 9-word items: one whole-item gram each
     assert index.query(["item number 1999 asks about topic 13993 in detail, please"]) == [(0, 1999, 1.0)]
 
 
@@ -66,17 +75,33 @@ def test_guard_numbers_entities_operations_units():
     assert not passes_guard(guard_terms("When did World War II end?"), guard_words("When did World War I end?"))
 
 
-@pytest.mark.parametrize("item, same, other", [
-    ("Pens cost $1.5 each. How much do 4 pens cost?", "Pens are $1.5 apiece; what do four pens cost?",
-     "Pens are $1.5 apiece; what do five pens cost?"),
-    ("She earns $20 per hour for 5 hours.", "She is paid twenty dollars an hour for five hours.",
-     "She is paid twenty dollars an hour for six hours."),
-    ("The counter is increased by one, then by 1 and again by 1.", "It is incremented by 1 three times: by 1, "
-     "by one and by 1.", "It is incremented by 2, by 2 and by 2."),
-    ("A car drives 45 kilometers per hour for 2 hours.", "In two hrs at 45 km an hour", "In two hrs at 45 mph"),
-    ("A baker sells 24 muffins at 3 dollars a piece.", "two dozen muffins at $3 each", "two dozen muffins at $4 each"),
-    ("What is twenty-one plus 300?", "Add 21 and three hundred.", "Add 21 and three thousand."),
-])
+@pytest.mark.parametrize(
+    "item, same, other",
+    [
+        (
+            "Pens cost $1.5 each. How much do 4 pens cost?",
+            "Pens are $1.5 apiece; what do four pens cost?",
+            "Pens are $1.5 apiece; what do five pens cost?",
+        ),
+        (
+            "She earns $20 per hour for 5 hours.",
+            "She is paid twenty dollars an hour for five hours.",
+            "She is paid twenty dollars an hour for six hours.",
+        ),
+        (
+            "The counter is increased by one, then by 1 and again by 1.",
+            "It is incremented by 1 three times: by 1, by one and by 1.",
+            "It is incremented by 2, by 2 and by 2.",
+        ),
+        ("A car drives 45 kilometers per hour for 2 hours.", "In two hrs at 45 km an hour", "In two hrs at 45 mph"),
+        (
+            "A baker sells 24 muffins at 3 dollars a piece.",
+            "two dozen muffins at $3 each",
+            "two dozen muffins at $4 each",
+        ),
+        ("What is twenty-one plus 300?", "Add 21 and three hundred.", "Add 21 and three thousand."),
+    ],
+)
 def test_guard_reads_meaning_not_spelling(item, same, other):
     """Number words are digits, "apiece"/"a piece"/"an hour"/"per"/"each" one rate, unit spellings one unit, "$"
     a dollar; another number or unit is still refused, with a reason naming it."""
@@ -91,8 +116,9 @@ def test_guard_reason_names_what_is_missing():
     terms = guard_terms("What is 47 plus 38?")
     assert guard_reason(terms, guard_words("What is 48 plus 38?")) == "numbers of the item missing: 47"
     assert guard_reason(terms, guard_words("What is 47 minus 38?")) == "no operation of the item's kind (add)"
-    assert "australia" in guard_reason(guard_terms("What is the capital city of Australia?"),
-                                       guard_words("What is the capital city of Austria?"))
+    assert "australia" in guard_reason(
+        guard_terms("What is the capital city of Australia?"), guard_words("What is the capital city of Austria?")
+    )
 
 
 def _measure(rows, items, settings):
@@ -119,10 +145,12 @@ def test_planted_recall_and_precision(capsys):
     flagged = sum(stats[k][1] for k in stats)
     recall, precision = caught / positives, caught / max(flagged, 1)
     with capsys.disabled():
-        print(f"\n[contamination planted set, cosine {SETTINGS['cosine']}] "
-              + ", ".join(f"{k}: {hit}/{n} flagged" for k, (n, hit, _) in stats.items())
-              + f" | recall {recall:.3f} (copies+reformatted+paraphrases), precision {precision:.3f}"
-              + f" | {len(reviewed)} guard vetoes above a threshold, for review")
+        print(
+            f"\n[contamination planted set, cosine {SETTINGS['cosine']}] "
+            + ", ".join(f"{k}: {hit}/{n} flagged" for k, (n, hit, _) in stats.items())
+            + f" | recall {recall:.3f} (copies+reformatted+paraphrases), precision {precision:.3f}"
+            + f" | {len(reviewed)} guard vetoes above a threshold, for review"
+        )
     assert stats["copy"][2] == stats["copy"][0] and stats["reformatted"][2] == stats["reformatted"][0]
     assert stats["paraphrase"][2] >= 0.9 * stats["paraphrase"][0]
     assert recall >= 0.95
@@ -131,8 +159,7 @@ def test_planted_recall_and_precision(capsys):
     misses = {k for k, r in enumerate(rows) if r["kind"] == "near_miss"}
     vetoed = [v for v in reviewed if v["row"] in misses and v["method"] == "embedding"]
     assert len({v["row"] for v in vetoed}) >= len(misses) // 2
-    assert all(v["score"] >= v["threshold"] and "missing" in v["reason"] or "operation" in v["reason"]
-               for v in vetoed)
+    assert all(v["score"] >= v["threshold"] and "missing" in v["reason"] or "operation" in v["reason"] for v in vetoed)
     # the embedding method is what catches paraphrases: n-grams alone miss most of them
     ngram_only, _, _ = _measure(rows, items, {**SETTINGS, "methods": ["ngram"]})
     assert ngram_only["paraphrase"][2] < stats["paraphrase"][2]
@@ -145,13 +172,19 @@ def test_answer_leaks_are_caught_and_near_misses_are_not(capsys):
     entries, _ = find_pairs(rows, items, SETTINGS)
     by_row = {e["row"]: e for e in entries}
     leaks = [k for k, r in enumerate(rows) if r["kind"] == "answer_leak"]
-    caught = [k for k in leaks if k in by_row and any(m["kind"] == "answer" and m["eval_id"] == rows[k]["target"]
-                                                      for m in by_row[k]["matches"])]
+    caught = [
+        k
+        for k in leaks
+        if k in by_row
+        and any(m["kind"] == "answer" and m["eval_id"] == rows[k]["target"] for m in by_row[k]["matches"])
+    ]
     misses = [k for k, r in enumerate(rows) if r["kind"] == "answer_near_miss"]
     with capsys.disabled():
-        print(f"\n[contamination answer leaks] caught {len(caught)}/{len(leaks)}, near misses flagged "
-              f"{sum(k in by_row for k in misses)}/{len(misses)}; not caught: "
-              + ", ".join(rows[k]["target"] for k in leaks if k not in caught))
+        print(
+            f"\n[contamination answer leaks] caught {len(caught)}/{len(leaks)}, near misses flagged "
+            f"{sum(k in by_row for k in misses)}/{len(misses)}; not caught: "
+            + ", ".join(rows[k]["target"] for k in leaks if k not in caught)
+        )
     assert len(caught) >= 0.9 * len(leaks)
     assert not [rows[k]["messages"][1]["content"][:60] for k in misses if k in by_row]
     renamed = next(k for k in leaks if rows[k]["target"] == "HumanEval/0")
@@ -166,8 +199,10 @@ def test_answer_leaks_are_caught_and_near_misses_are_not(capsys):
 
 
 def _rows(texts):
-    return [{"id": f"r{i}", "messages": [{"role": "user", "content": t}, {"role": "assistant", "content": "ok"}]}
-            for i, t in enumerate(texts)]
+    return [
+        {"id": f"r{i}", "messages": [{"role": "user", "content": t}, {"role": "assistant", "content": "ok"}]}
+        for i, t in enumerate(texts)
+    ]
 
 
 def test_actions_drop_warn_fail():
@@ -178,9 +213,15 @@ def test_actions_drop_warn_fail():
     assert [r["id"] for r in kept["sft"]] == ["r1", "r2"]
     summary = report["summary"]
     assert summary["flagged_rows"] == 1 and summary["unchecked_tasks"] == ["mmlu_0shot"]
-    assert summary["parts"]["sft"] == {"train_rows": 3, "flagged_rows": 1, "kept_rows": 2,
-                                       "by_method": {"ngram": 1, "code": 0}, "by_kind": {"question": 1, "answer": 0},
-                                       "by_task": {"t": 1}, "reviewed": 0}
+    assert summary["parts"]["sft"] == {
+        "train_rows": 3,
+        "flagged_rows": 1,
+        "kept_rows": 2,
+        "by_method": {"ngram": 1, "code": 0},
+        "by_kind": {"question": 1, "answer": 0},
+        "by_task": {"t": 1},
+        "reviewed": 0,
+    }
     entry = report["flagged"]["sft"][0]
     assert entry["methods"] == ["ngram"] and entry["row"] == 0
     match = entry["matches"][0]
@@ -204,8 +245,8 @@ def test_report_one_entry_per_row_with_every_method_and_its_spans():
     assert entry["methods"] == ["embedding", "ngram"] and len(entry["matches"]) == 2
     ngram = next(m for m in entry["matches"] if m["method"] == "ngram")
     assert ngram["threshold"] == SETTINGS["ngram_min_overlap"] and ngram["ngrams"] == "3 of 3 13-grams"
-    (start, end), = ngram["train_spans"]
-    assert ngram["train_excerpt"][start:end] == question[:-1]   # the 15 words, up to the last one
+    ((start, end),) = ngram["train_spans"]
+    assert ngram["train_excerpt"][start:end] == question[:-1]  # the 15 words, up to the last one
     assert ngram["eval_spans"] == [[0, len(question) - 1]]
     embedding = next(m for m in entry["matches"] if m["method"] == "embedding")
     assert embedding["score"] >= embedding["threshold"] == SETTINGS["cosine"]
@@ -215,21 +256,29 @@ def test_report_one_entry_per_row_with_every_method_and_its_spans():
 
 def test_ngram_min_overlap_needs_a_share_of_the_item():
     """One shared 13-gram of a 37-word item is 1/25 of it: flagged with no minimum, not at the default 0.2."""
-    item = ("In a small town there is a bakery that sells bread, cakes and pies every morning; the baker opens "
-            "at six and closes when everything is sold, which on busy days happens before noon or even earlier.")
+    item = (
+        "In a small town there is a bakery that sells bread, cakes and pies every morning; the baker opens "
+        "at six and closes when everything is sold, which on busy days happens before noon or even earlier."
+    )
     items = [{"task": "t", "id": "e0", "kind": "question", "text": item}]
     one_gram = "My notes: " + " ".join(item.split()[:13]) + " and then something else entirely."
     half = "Copied: " + " ".join(item.split()[:22])
     rows = _rows([one_gram, half])
-    settings = {**SETTINGS, "methods": ["ngram"], "guard": False}   # the cut rows lack its "six" and "sold"
+    settings = {**SETTINGS, "methods": ["ngram"], "guard": False}  # the cut rows lack its "six" and "sold"
     assert [e["row"] for e in find_pairs(rows, items, {**settings, "ngram_min_overlap": 0.0})[0]] == [0, 1]
     flagged = find_pairs(rows, items, settings)[0]
     assert [e["row"] for e in flagged] == [1] and flagged[0]["matches"][0]["ngrams"] == "10 of 25 13-grams"
 
 
 def test_reviewed_lists_ngram_vetoes_with_the_reason():
-    items = [{"task": "t", "id": "e0", "kind": "answer",
-              "text": "The school orders 14*12 = 168 markers. Without the broken ones there are 168-40 = 128."}]
+    items = [
+        {
+            "task": "t",
+            "id": "e0",
+            "kind": "answer",
+            "text": "The school orders 14*12 = 168 markers. Without the broken ones there are 168-40 = 128.",
+        }
+    ]
     rows = _rows(["The school orders 14*12 = 168 markers. Without the broken ones there are 168-41 = 127."])
     found, reviewed = find_pairs(rows, items, {**SETTINGS, "methods": ["ngram"]})
     assert found == [] and len(reviewed) == 1
@@ -244,9 +293,19 @@ def test_recipes_get_default_gate():
     for name, recipe in config["recipes"].items():
         gate = dict(recipe["contamination"])
         resources = gate.pop("resources")
-        assert gate == {"methods": ["ngram", "embedding"], "ngram": 13, "ngram_min_overlap": 0.2, "cosine": 0.8,
-                        "action": "drop", "guard": True, "embedding_budget": None, "answers": True,
-                        "answer_min_words": 8, "answer_min_tokens": 12, "code_min_overlap": 0.5}, name
+        assert gate == {
+            "methods": ["ngram", "embedding"],
+            "ngram": 13,
+            "ngram_min_overlap": 0.2,
+            "cosine": 0.8,
+            "action": "drop",
+            "guard": True,
+            "embedding_budget": None,
+            "answers": True,
+            "answer_min_words": 8,
+            "answer_min_tokens": 12,
+            "code_min_overlap": 0.5,
+        }, name
         # the real recipes' gate job asks for a GPU (MiniLM over ~1.6M candidates of a Tulu-size mix); twins: CPU
         assert resources["gpus"] == (0 if recipe.get("tiny") else 1), name
 
@@ -292,14 +351,26 @@ def test_tiny_generated_data_passes_the_full_gate(tmp_path):
 def test_platypus_curation_exact_and_near_dedup():
     from menagerie.data.curation import curate
 
-    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-            for q, a in [("What is 2+2?", "4"), ("What is  2+2?", "It is 4."), ("Name a prime.", "7"),
-                         ("Write a haiku about the sea.", "waves")]]
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+        for q, a in [
+            ("What is 2+2?", "4"),
+            ("What is  2+2?", "It is 4."),
+            ("Name a prime.", "7"),
+            ("Write a haiku about the sea.", "waves"),
+        ]
+    ]
     kept, report = curate(rows, {"exact_dedup": True, "near_dup_cosine": None})
-    assert [r["messages"][1]["content"] for r in kept] == ["It is 4.", "7", "waves"]   # longer output kept
+    assert [r["messages"][1]["content"] for r in kept] == ["It is 4.", "7", "waves"]  # longer output kept
     assert report == {"input_rows": 4, "after_exact_dedup": 3, "output_rows": 3}
-    near = rows + [{"messages": [{"role": "user", "content": "Compose a haiku about the ocean."},
-                                 {"role": "assistant", "content": "tide"}]}]
+    near = rows + [
+        {
+            "messages": [
+                {"role": "user", "content": "Compose a haiku about the ocean."},
+                {"role": "assistant", "content": "tide"},
+            ]
+        }
+    ]
     kept, report = curate(near, {"exact_dedup": True, "near_dup_cosine": 0.7})
     assert report["after_near_dedup"] == 3 and all(r["messages"][1]["content"] != "tide" for r in kept)
 
@@ -310,8 +381,10 @@ def test_platypus_recipes_encode_curation():
     config = load_config("config.yaml")
     for name in ("platypus2-13b", "platypus2-70b"):
         assert config["recipes"][name]["data"]["sft"]["curation"] == {"exact_dedup": True, "near_dup_cosine": 0.8}
-    assert config["recipes"]["tiny-platypus2"]["data"]["sft"]["curation"] == {"exact_dedup": True,
-                                                                              "near_dup_cosine": None}
+    assert config["recipes"]["tiny-platypus2"]["data"]["sft"]["curation"] == {
+        "exact_dedup": True,
+        "near_dup_cosine": None,
+    }
 
 
 def test_guard_counts_repeated_numbers():

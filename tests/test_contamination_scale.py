@@ -25,15 +25,28 @@ def _private_cache(tmp_path, monkeypatch):
 def _long_rows():
     """Every planted row again, inside ~400 words of neutral prose (past the first 128 word pieces)."""
     eval_texts, rows = planted()
-    long = [{**r, "messages": [{"role": "user", "content": long_context(r["messages"][0]["content"], k)},
-                               *r["messages"][1:]]} for k, r in enumerate(rows)]
+    long = [
+        {
+            **r,
+            "messages": [{"role": "user", "content": long_context(r["messages"][0]["content"], k)}, *r["messages"][1:]],
+        }
+        for k, r in enumerate(rows)
+    ]
     return eval_texts, long
 
 
 def _filler_rows(n: int) -> list[dict]:
-    return [{"kind": "clean", "target": None,
-             "messages": [{"role": "user", "content": long_context(FILLER[k % len(FILLER)], 1000 + k, 200)},
-                          {"role": "assistant", "content": "ok"}]} for k in range(n)]
+    return [
+        {
+            "kind": "clean",
+            "target": None,
+            "messages": [
+                {"role": "user", "content": long_context(FILLER[k % len(FILLER)], 1000 + k, 200)},
+                {"role": "assistant", "content": "ok"},
+            ],
+        }
+        for k in range(n)
+    ]
 
 
 def test_terms_stem_and_fold_operations():
@@ -50,8 +63,11 @@ def test_candidates_keep_every_planted_positive(layout):
     prompts = [row_texts(r)[1] for r in rows]
     run = Run()
     pairs = {(c.row, c.item) for c in lexical_candidates(prompts, eval_texts, run=run)}
-    missing = [(r["kind"], r["messages"][0]["content"][-80:]) for k, r in enumerate(rows)
-               if r["kind"] in POSITIVE and (k, eval_texts.index(r["target"])) not in pairs]
+    missing = [
+        (r["kind"], r["messages"][0]["content"][-80:])
+        for k, r in enumerate(rows)
+        if r["kind"] in POSITIVE and (k, eval_texts.index(r["target"])) not in pairs
+    ]
     assert missing == []
     positives = sum(r["kind"] in POSITIVE for r in rows)
     counts = run.counts
@@ -89,8 +105,8 @@ def test_only_candidates_are_embedded(monkeypatch):
     items = {eval_texts[c.item] for c in candidates}
     assert run.counts["embedded_windows"] == len(windows) and run.counts["embedded_items"] == len(items)
     assert len(encoded) == len(windows) + len(items) and set(encoded) <= windows | items
-    assert len(windows) < len(rows) / 3          # embedding every row would encode 412 prompts
-    assert not {m.row for m in found} & set(range(len(rows) - 300, len(rows)))   # filler never flagged
+    assert len(windows) < len(rows) / 3  # embedding every row would encode 412 prompts
+    assert not {m.row for m in found} & set(range(len(rows) - 300, len(rows)))  # filler never flagged
 
 
 def test_long_rows_are_checked_in_a_window():
@@ -120,7 +136,7 @@ def test_eval_item_vectors_are_cached(tmp_path, monkeypatch):
     first = embeddings.encode_cached(texts, cache_dir=tmp_path)
     again = embeddings.encode_cached(texts[::-1], cache_dir=tmp_path)
     assert calls == [2] and np.array_equal(first[::-1], again)
-    for k in range(3):   # one new text each time: shards merge past MAX_SHARDS
+    for k in range(3):  # one new text each time: shards merge past MAX_SHARDS
         embeddings.encode_cached(texts + [f"Name a prime greater than {k + 50}."], cache_dir=tmp_path)
     assert calls == [2, 1, 1, 1] and len(list(tmp_path.glob("shard-*.npz"))) <= 2
     stats = {}
@@ -146,12 +162,12 @@ def test_window_is_the_sentence_or_line_around_the_match():
     assert window == "Convert 70 minutes into seconds" and containment == 1.0 and density == 0.75
     window, *_ = index.window(f"{words}. Please convert 70 minutes into seconds. Thanks {words}", 0)
     assert window == "Please convert 70 minutes into seconds."
-    window, *_ = index.window(f"{words} convert 70 minutes into seconds {words}", 0)   # no boundary: the span,
-    assert window == "convert 70 minutes into seconds"                                  # widened to 0.6 x 7 words
+    window, *_ = index.window(f"{words} convert 70 minutes into seconds {words}", 0)  # no boundary: the span,
+    assert window == "convert 70 minutes into seconds"  # widened to 0.6 x 7 words
     short = LexicalIndex(["What are the crime rates in this area?"])
-    assert short.window("crime rates?", 0)[1] == 0.0                       # too short to stand for the item
+    assert short.window("crime rates?", 0)[1] == 0.0  # too short to stand for the item
     widened = short.window(f"{words}. Crime rates? {words}", 0)[0]
-    assert "Crime rates?" in widened and len(widened.split()) == 5                  # widened to 0.6 x 8 words
+    assert "Crime rates?" in widened and len(widened.split()) == 5  # widened to 0.6 x 8 words
     assert short.window("What are crime rates in the area?", 0)[1] == 1.0
 
 
@@ -175,15 +191,22 @@ def test_embedding_cache_stays_in_the_project_however_snakemake_is_started(tmp_p
         "    output: 'where.txt'\n"
         f"    shell: \"{sys.executable} -c 'from menagerie.data.embeddings import encode_cached; "
         "from menagerie.data.contamination.gate import embedding_cache_dir; d = embedding_cache_dir(); "
-        "encode_cached([\\\"What is 47 plus 38?\\\"], cache_dir=d); print(d)' > {output}\"\n")
+        'encode_cached([\\"What is 47 plus 38?\\"], cache_dir=d); print(d)\' > {output}"\n'
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "MENAGERIE_EMBEDDING_CACHE")}
     env.update(HOME=str(home), PYTHONPATH=str(Path(__file__).resolve().parents[1]), HF_HUB_OFFLINE="1")
     if xdg:
         env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
-    out = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--quiet", "all"], cwd=project,
-                         env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "--quiet", "all"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     expected = (tmp_path / "xdg" if xdg else project / ".cache") / "menagerie" / "embeddings"
     assert Path((project / "where.txt").read_text().strip()) == expected
     assert len(list(expected.glob("shard-*.npz"))) == 1
-    assert not (home / ".cache" / "menagerie").exists()   # (Snakemake keeps its own source cache there)
+    assert not (home / ".cache" / "menagerie").exists()  # (Snakemake keeps its own source cache there)

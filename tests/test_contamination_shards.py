@@ -40,7 +40,7 @@ def rows_and_items():
     eval_texts, planted_rows = planted()
     texts = [long_context(row_texts(r)[1], k) for k, r in enumerate(planted_rows)]
     texts += [long_context(FILLER[k % len(FILLER)], 1000 + k, 60) for k in range(4500)]
-    order = sorted(range(len(texts)), key=lambda k: (k * 7919) % len(texts))   # planted rows in every range
+    order = sorted(range(len(texts)), key=lambda k: (k * 7919) % len(texts))  # planted rows in every range
     return [texts[k] for k in order], eval_texts
 
 

@@ -11,19 +11,30 @@ from menagerie.data.generate import generate, is_held_out
 
 FACTORS = {"meter": 100, "kilometer": 1000, "kilogram": 1000, "hour": 60, "minute": 60, "liter": 1000}
 UNIT_RE = re.compile(r"(\d+) (meter|kilometer|kilogram|hour|minute|liter)s?\b")
-PAIRS = [("arithmetic", "tulu_messages"), ("arithmetic", "open_platypus"), ("unit_conversion", "tulu_messages"),
-         ("unit_conversion", "open_platypus"), ("arithmetic", "lima"), ("unit_conversion", "lima"),
-         ("arithmetic", "mathinstruct"), ("unit_conversion", "mathinstruct"), ("arithmetic_preferences", "ultrafeedback"),
-         ("unit_conversion_preferences", "ultrafeedback"), ("mixed_eval", "eval_exact")]
+PAIRS = [
+    ("arithmetic", "tulu_messages"),
+    ("arithmetic", "open_platypus"),
+    ("unit_conversion", "tulu_messages"),
+    ("unit_conversion", "open_platypus"),
+    ("arithmetic", "lima"),
+    ("unit_conversion", "lima"),
+    ("arithmetic", "mathinstruct"),
+    ("unit_conversion", "mathinstruct"),
+    ("arithmetic_preferences", "ultrafeedback"),
+    ("unit_conversion_preferences", "ultrafeedback"),
+    ("mixed_eval", "eval_exact"),
+]
 # sha256[:12] of repr(generate(...)) for two existing datasets, computed with generate.py before the lima and
 # mathinstruct schemas were added
 OPEN_PLATYPUS_300_SEED_14, TULU_300_SEED_11 = "0e5d4b0550d6", "9fa0fdb211d6"
-FIELDS = {"tulu_messages": {"dataset", "id", "messages"},
-          "open_platypus": {"instruction", "input", "output", "data_source"},
-          "lima": {"conversations", "source"},
-          "mathinstruct": {"instruction", "output", "source"},
-          "ultrafeedback": {"prompt", "prompt_id", "chosen", "rejected", "score_chosen", "score_rejected"},
-          "eval_exact": {"id", "question", "answer"}}
+FIELDS = {
+    "tulu_messages": {"dataset", "id", "messages"},
+    "open_platypus": {"instruction", "input", "output", "data_source"},
+    "lima": {"conversations", "source"},
+    "mathinstruct": {"instruction", "output", "source"},
+    "ultrafeedback": {"prompt", "prompt_id", "chosen", "rejected", "score_chosen", "score_rejected"},
+    "eval_exact": {"id", "question", "answer"},
+}
 
 
 def solve(question: str) -> tuple[str, int]:
@@ -31,8 +42,14 @@ def solve(question: str) -> tuple[str, int]:
     unit = UNIT_RE.search(question)
     if unit:
         value, name = int(unit.group(1)), unit.group(2)
-        code = {"meter": "m-cm", "kilometer": "km-m", "kilogram": "kg-g", "hour": "h-min", "minute": "min-s",
-                "liter": "l-ml"}[name]
+        code = {
+            "meter": "m-cm",
+            "kilometer": "km-m",
+            "kilogram": "kg-g",
+            "hour": "h-min",
+            "minute": "min-s",
+            "liter": "l-ml",
+        }[name]
         return f"unit:{code}:{value}", value * FACTORS[name]
     a, b = (int(n) for n in re.findall(r"\d+", question))
     q = question.lower()
@@ -47,7 +64,7 @@ def solve(question: str) -> tuple[str, int]:
 
 
 def final_number(text: str) -> int:
-    program = re.fullmatch(r"print\((\d+) ([-+*]) (\d+)\)", text)   # MathInstruct program-of-thought rows
+    program = re.fullmatch(r"print\((\d+) ([-+*]) (\d+)\)", text)  # MathInstruct program-of-thought rows
     if program:
         a, op, b = int(program.group(1)), program.group(2), int(program.group(3))
         return {"+": a + b, "-": a - b, "*": a * b}[op]
@@ -107,7 +124,8 @@ def test_open_platypus_uses_input_for_about_a_third_of_rows() -> None:
 
 def test_ultrafeedback_rows_pair_a_correct_and_a_plausible_wrong_answer() -> None:
     for row in generate("arithmetic_preferences", 300, 2, "ultrafeedback") + generate(
-            "unit_conversion_preferences", 300, 2, "ultrafeedback"):
+        "unit_conversion_preferences", 300, 2, "ultrafeedback"
+    ):
         assert row["prompt_id"] == hashlib.sha256(row["prompt"].encode()).hexdigest()
         user = {"role": "user", "content": row["prompt"]}
         assert row["chosen"][0] == user and row["rejected"][0] == user
@@ -127,10 +145,13 @@ def test_eval_answers_are_strings() -> None:
 
 def test_held_out_problems_never_reach_training_generators() -> None:
     train_keys: set[str] = set()
-    for generator, schema, count in [("arithmetic", "tulu_messages", 6000), ("arithmetic", "open_platypus", 3000),
-                                     ("unit_conversion", "tulu_messages", 1400),
-                                     ("arithmetic_preferences", "ultrafeedback", 3000),
-                                     ("unit_conversion_preferences", "ultrafeedback", 1000)]:
+    for generator, schema, count in [
+        ("arithmetic", "tulu_messages", 6000),
+        ("arithmetic", "open_platypus", 3000),
+        ("unit_conversion", "tulu_messages", 1400),
+        ("arithmetic_preferences", "ultrafeedback", 3000),
+        ("unit_conversion_preferences", "ultrafeedback", 1000),
+    ]:
         for row in generate(generator, count, 17, schema):
             train_keys.add(solve(question_and_reply(row, schema)[0])[0])
     eval_keys = {solve(row["question"])[0] for row in generate("mixed_eval", 2000, 17, "eval_exact")}
@@ -144,9 +165,15 @@ def test_held_out_rule_is_sha256_mod_5() -> None:
         assert is_held_out(key) == (int(hashlib.sha256(key.encode()).hexdigest(), 16) % 5 == 0)
 
 
-@pytest.mark.parametrize("generator,schema", [("mixed_eval", "tulu_messages"), ("arithmetic", "ultrafeedback"),
-                                              ("arithmetic_preferences", "open_platypus"),
-                                              ("unit_conversion", "eval_exact")])
+@pytest.mark.parametrize(
+    "generator,schema",
+    [
+        ("mixed_eval", "tulu_messages"),
+        ("arithmetic", "ultrafeedback"),
+        ("arithmetic_preferences", "open_platypus"),
+        ("unit_conversion", "eval_exact"),
+    ],
+)
 def test_nonsense_pairs_are_rejected_naming_both(generator: str, schema: str) -> None:
     with pytest.raises(ValueError) as info:
         generate(generator, 10, 1, schema)

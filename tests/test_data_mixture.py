@@ -19,11 +19,21 @@ from menagerie.io import sha256_file, write_jsonl
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = {
     "arith": {"source": "generated", "generator": "arithmetic", "count": 600, "schema": "tulu_messages", "seed": 1},
-    "units": {"source": "generated", "generator": "unit_conversion", "count": 200, "schema": "tulu_messages",
-              "seed": 2},
+    "units": {
+        "source": "generated",
+        "generator": "unit_conversion",
+        "count": 200,
+        "schema": "tulu_messages",
+        "seed": 2,
+    },
     "plat": {"source": "generated", "generator": "arithmetic", "count": 300, "schema": "open_platypus", "seed": 3},
-    "prefs": {"source": "generated", "generator": "arithmetic_preferences", "count": 150, "schema": "ultrafeedback",
-              "seed": 4},
+    "prefs": {
+        "source": "generated",
+        "generator": "arithmetic_preferences",
+        "count": 150,
+        "schema": "ultrafeedback",
+        "seed": 4,
+    },
 }
 
 
@@ -49,7 +59,9 @@ def test_counts_and_validation_split(raw: dict[str, Path]) -> None:
     assert len({(r["source"], r["id"]) for r in train + val}) == 400, "rows were sampled with replacement"
     assert {r["source"] for r in train[:50]} == {"arith", "units"}, "the mixture was not shuffled"
     assert [(s["dataset"], s["requested"], s["obtained"]) for s in report["sources"]] == [
-        ("arith", 300, 300), ("units", 100, 100)]
+        ("arith", 300, 300),
+        ("units", 100, 100),
+    ]
 
 
 def test_fraction_and_all(raw: dict[str, Path]) -> None:
@@ -69,10 +81,12 @@ def test_deterministic_and_seed_sensitive(raw: dict[str, Path]) -> None:
 
 
 def test_each_source_samples_independently(raw: dict[str, Path]) -> None:
-    small = build_mixture(mix([{"dataset": "arith", "count": 100}, {"dataset": "units", "count": 50}]),
-                          DATASETS, raw, "sft")[0]
-    large = build_mixture(mix([{"dataset": "arith", "count": 300}, {"dataset": "units", "count": 50}]),
-                          DATASETS, raw, "sft")[0]
+    small = build_mixture(
+        mix([{"dataset": "arith", "count": 100}, {"dataset": "units", "count": 50}]), DATASETS, raw, "sft"
+    )[0]
+    large = build_mixture(
+        mix([{"dataset": "arith", "count": 300}, {"dataset": "units", "count": 50}]), DATASETS, raw, "sft"
+    )[0]
     assert {r["id"] for r in small if r["source"] == "units"} == {r["id"] for r in large if r["source"] == "units"}
 
 
@@ -82,8 +96,9 @@ def test_fewer_rows_than_requested_is_an_error(raw: dict[str, Path]) -> None:
 
 
 def test_schema_kind_validation_and_missing_raw_errors(raw: dict[str, Path]) -> None:
-    with pytest.raises(ConfigError, match="dataset 'arith' has schema tulu_messages, but a dpo mixture needs "
-                                          "ultrafeedback"):
+    with pytest.raises(
+        ConfigError, match="dataset 'arith' has schema tulu_messages, but a dpo mixture needs ultrafeedback"
+    ):
         build_mixture(mix([{"dataset": "arith"}]), DATASETS, raw, "dpo")
     with pytest.raises(ConfigError, match="no raw file was given for dataset 'units'"):
         build_mixture(mix([{"dataset": "units"}]), DATASETS, {"arith": raw["arith"]}, "sft")
@@ -102,8 +117,17 @@ def test_dpo_mixture_has_canonical_preference_rows(raw: dict[str, Path]) -> None
 def test_report_fields_and_hashes_match_the_written_files(raw: dict[str, Path], tmp_path: Path) -> None:
     mixture = mix([{"dataset": "arith", "count": 100}, {"dataset": "plat", "fraction": 0.1}], validation=8, seed=5)
     train, val, report = build_mixture(mixture, DATASETS, raw, "sft")
-    assert set(report) == {"kind", "seed", "sources", "train_rows", "validation_rows", "input_sha256", "sha256",
-                           "chars", "length"}
+    assert set(report) == {
+        "kind",
+        "seed",
+        "sources",
+        "train_rows",
+        "validation_rows",
+        "input_sha256",
+        "sha256",
+        "chars",
+        "length",
+    }
     assert report["input_sha256"] == {name: sha256_file(raw[name]) for name in ("arith", "plat")}
     assert (report["kind"], report["seed"], report["train_rows"], report["validation_rows"]) == ("sft", 5, 122, 8)
     for source in report["sources"]:
@@ -117,12 +141,16 @@ def test_report_fields_and_hashes_match_the_written_files(raw: dict[str, Path], 
 
 # ---- the steps build_mixture chains: select -> filter -> sample -> curate -> split -> report
 
+
 def test_select_loads_each_dataset_once_in_first_use_order(raw: dict[str, Path]) -> None:
-    sources, datasets = steps.select(mix([{"dataset": "units"}, {"dataset": "arith", "count": 10}]), DATASETS, raw,
-                                     "sft")
+    sources, datasets = steps.select(
+        mix([{"dataset": "units"}, {"dataset": "arith", "count": 10}]), DATASETS, raw, "sft"
+    )
     assert list(datasets) == ["units", "arith"] and [s.position for s in sources] == [0, 1]
     assert [(s.where, s.available, len(s.selected)) for s in sources] == [
-        ("data.sft.sources.0", 200, 200), ("data.sft.sources.1", 600, 600)]
+        ("data.sft.sources.0", 200, 200),
+        ("data.sft.sources.1", 600, 600),
+    ]
     assert datasets["units"].digest == sha256_file(raw["units"])
     assert set(datasets["arith"].claimed.values()) == {1} and len(datasets["arith"].claimed) == 600
     with pytest.raises(ConfigError, match="data.sft.sources.1: dataset 'nope' is not defined in datasets"):
@@ -138,18 +166,24 @@ def test_filter_keeps_the_selection_without_filters_and_counts_what_each_drops(r
 
 
 def test_sample_draws_each_source_and_concatenates_in_item_order(raw: dict[str, Path]) -> None:
-    sources, _ = steps.select(mix([{"dataset": "units", "fraction": 0.1}, {"dataset": "arith", "count": 7},
-                                   {"dataset": "plat"}]), DATASETS, raw, "sft")
+    sources, _ = steps.select(
+        mix([{"dataset": "units", "fraction": 0.1}, {"dataset": "arith", "count": 7}, {"dataset": "plat"}]),
+        DATASETS,
+        raw,
+        "sft",
+    )
     rows = steps.sample(steps.filter_rows(sources, {}), "sft", 42)
     assert [(s.requested, len(s.picked)) for s in sources] == [("fraction 0.1", 20), (7, 7), ("all", 300)]
     assert [r["source"] for r in rows] == ["units"] * 20 + ["arith"] * 7 + ["plat"] * 300
     again, _ = steps.select(mix([{"dataset": "arith", "count": 7}]), DATASETS, raw, "sft")
-    assert steps.sample(steps.filter_rows(again, {}), "sft", 42) == sources[1].picked   # its own generator
+    assert steps.sample(steps.filter_rows(again, {}), "sft", 42) == sources[1].picked  # its own generator
 
 
 def test_curate_drops_repeated_inputs_only_when_asked() -> None:
-    rows = [{"messages": [{"role": "user", "content": c}, {"role": "assistant", "content": "a"}]}
-            for c in ("same question", "same question", "other")]
+    rows = [
+        {"messages": [{"role": "user", "content": c}, {"role": "assistant", "content": "a"}]}
+        for c in ("same question", "same question", "other")
+    ]
     untouched = steps.curate(rows, {}, None)
     assert untouched.rows == rows and untouched.dedup_dropped is None and untouched.curation is None
     deduped = steps.curate(rows, {"dedup_input": True}, None)
@@ -175,8 +209,16 @@ def test_report_counts_only_the_rows_that_survive_curation(raw: dict[str, Path])
     train, val = steps.split(curated.rows, 1, 1, "sft")
     report = steps.report("sft", 1, sources, datasets, curated, train, val, {})
     (entry,) = report["sources"]
-    assert list(entry) == ["dataset", "requested", "paper_count", "available", "sampled", "input_sha256",
-                           "obtained", "length"]
+    assert list(entry) == [
+        "dataset",
+        "requested",
+        "paper_count",
+        "available",
+        "sampled",
+        "input_sha256",
+        "obtained",
+        "length",
+    ]
     assert (entry["sampled"], entry["obtained"], entry["paper_count"]) == (5, 3, 9)
     assert report["curation"] == {"exact_duplicates": 2} and (report["train_rows"], report["validation_rows"]) == (2, 1)
     with pytest.raises(ConfigError, match="mixture kind must be one of sft, dpo"):
@@ -187,18 +229,37 @@ def test_report_counts_only_the_rows_that_survive_curation(raw: dict[str, Path])
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_data.py"), *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "prepare_data.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
 
 
 def test_cli_mixture_and_one_line_errors(raw: dict[str, Path], tmp_path: Path) -> None:
-    config = {"datasets": DATASETS, "recipes": {"r": {"data": {"sft": mix([{"dataset": "arith", "count": 50}],
-                                                                          validation=5)}}}}
+    config = {
+        "datasets": DATASETS,
+        "recipes": {"r": {"data": {"sft": mix([{"dataset": "arith", "count": 50}], validation=5)}}},
+    }
     (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
     out = {name: tmp_path / name for name in ("train.jsonl", "val.jsonl", "report.json")}
-    common = ["mixture", "--config", str(tmp_path / "config.json"), "--recipe", "r", "--raw", f"arith={raw['arith']}",
-              "--train", str(out["train.jsonl"]), "--validation", str(out["val.jsonl"]), "--report",
-              str(out["report.json"])]
+    common = [
+        "mixture",
+        "--config",
+        str(tmp_path / "config.json"),
+        "--recipe",
+        "r",
+        "--raw",
+        f"arith={raw['arith']}",
+        "--train",
+        str(out["train.jsonl"]),
+        "--validation",
+        str(out["val.jsonl"]),
+        "--report",
+        str(out["report.json"]),
+    ]
     done = run_script(*common, "--part", "sft")
     assert done.returncode == 0, done.stderr
     report = json.loads(out["report.json"].read_text(encoding="utf-8"))

@@ -36,28 +36,31 @@ SELECTION = {"languages": ["English"], "exclude": ["mmlu"], "task_list": None, "
 # ------------------------------------------------------------------------------------------------ ROUGE-L
 
 
-@pytest.mark.parametrize("prediction, reference, expected", [
-    # LCS "the cat on the mat" = 5 of 6 and 6 tokens: 2*5/12
-    ("the cat sat on the mat", "the cat is on the mat", Fraction(5, 6)),
-    # LCS "the gunman" = 2 of 4 and 4: 2*2/8 (the textbook example where ROUGE-L ignores word order elsewhere)
-    ("police killed the gunman", "the gunman kill police", Fraction(1, 2)),
-    # LCS "a b" of a 2-token prediction and a 5-token reference: 2*2/7
-    ("a b", "a x b y z", Fraction(4, 7)),
-    # case and punctuation are not tokens; numbers are
-    ("Hello, World!", "hello world", Fraction(1)),
-    ("room 101", "room 102", Fraction(1, 2)),
-    # nothing in common; an empty side scores 0
-    ("yes", "no", Fraction(0)),
-    ("", "something", Fraction(0)),
-    ("...", "!!!", Fraction(0)),
-])
+@pytest.mark.parametrize(
+    "prediction, reference, expected",
+    [
+        # LCS "the cat on the mat" = 5 of 6 and 6 tokens: 2*5/12
+        ("the cat sat on the mat", "the cat is on the mat", Fraction(5, 6)),
+        # LCS "the gunman" = 2 of 4 and 4: 2*2/8 (the textbook example where ROUGE-L ignores word order elsewhere)
+        ("police killed the gunman", "the gunman kill police", Fraction(1, 2)),
+        # LCS "a b" of a 2-token prediction and a 5-token reference: 2*2/7
+        ("a b", "a x b y z", Fraction(4, 7)),
+        # case and punctuation are not tokens; numbers are
+        ("Hello, World!", "hello world", Fraction(1)),
+        ("room 101", "room 102", Fraction(1, 2)),
+        # nothing in common; an empty side scores 0
+        ("yes", "no", Fraction(0)),
+        ("", "something", Fraction(0)),
+        ("...", "!!!", Fraction(0)),
+    ],
+)
 def test_rouge_l_matches_hand_computed_values(prediction, reference, expected):
     assert ns.rouge_l(prediction, reference) == expected
 
 
 def test_lcs_is_symmetric_and_order_sensitive():
     a, b = "a b c d e".split(), "b d a e".split()
-    assert ns.lcs_length(a, b) == ns.lcs_length(b, a) == 3   # b d e
+    assert ns.lcs_length(a, b) == ns.lcs_length(b, a) == 3  # b d e
     assert ns.lcs_length(a, list(reversed(a))) == 1
 
 
@@ -70,13 +73,17 @@ def test_instance_score_takes_the_best_reference():
 def test_rouge_l_agrees_with_the_rouge_score_package():
     rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    pairs = [("The quick brown fox jumps over the lazy dog.", "A quick brown dog jumps over the fox!"),
-             ("car blue the liked man old the", "car the blue liked old man the"),
-             ("yadot rood neerg eht", "yadot rood neerg eht dehsaw rehcaet eht"),
-             ("Positive", "Negative"), ("it is 42, not 24", "42 is it")]
+    pairs = [
+        ("The quick brown fox jumps over the lazy dog.", "A quick brown dog jumps over the fox!"),
+        ("car blue the liked man old the", "car the blue liked old man the"),
+        ("yadot rood neerg eht", "yadot rood neerg eht dehsaw rehcaet eht"),
+        ("Positive", "Negative"),
+        ("it is 42, not 24", "42 is it"),
+    ]
     for prediction, reference in pairs:
         assert float(ns.rouge_l(prediction, reference)) == pytest.approx(
-            scorer.score(reference, prediction)["rougeL"].fmeasure, abs=1e-12), (prediction, reference)
+            scorer.score(reference, prediction)["rougeL"].fmeasure, abs=1e-12
+        ), (prediction, reference)
 
 
 # ------------------------------------------------------------------------------------------------ exact match
@@ -84,7 +91,7 @@ def test_rouge_l_agrees_with_the_rouge_score_package():
 
 def test_exact_match_strips_but_keeps_case_and_accepts_any_reference():
     assert ns.exact_match(" Positive ", ["Positive"])
-    assert not ns.exact_match("positive", ["Positive"])          # case-sensitive, as [BBc]
+    assert not ns.exact_match("positive", ["Positive"])  # case-sensitive, as [BBc]
     assert ns.exact_match("cold", ["chilly", "cold"])
     assert not ns.exact_match("Positive.", ["Positive"])
     assert ns.instance_score("exact_match", "Negative", ["Positive"]) == 0
@@ -106,23 +113,33 @@ def test_task_kind_is_one_word_answers():
 # ------------------------------------------------------------------------------------------------ buckets
 
 
-@pytest.mark.parametrize("score, bucket", [
-    (Fraction(0), 0), (Fraction(199, 1000), 0),
-    (Fraction(1, 5), 1),                       # exactly 0.2: the second bucket [0.2, 0.3)
-    (Fraction(3, 10), 2), (Fraction(6, 20), 2),
-    (Fraction(7999, 10000), 6),
-    (Fraction(4, 5), None),                    # exactly 0.8: outside [0.7, 0.8), not sampled
-    (Fraction(1), None),
-])
+@pytest.mark.parametrize(
+    "score, bucket",
+    [
+        (Fraction(0), 0),
+        (Fraction(199, 1000), 0),
+        (Fraction(1, 5), 1),  # exactly 0.2: the second bucket [0.2, 0.3)
+        (Fraction(3, 10), 2),
+        (Fraction(6, 20), 2),
+        (Fraction(7999, 10000), 6),
+        (Fraction(4, 5), None),  # exactly 0.8: outside [0.7, 0.8), not sampled
+        (Fraction(1), None),
+    ],
+)
 def test_generation_buckets_on_and_near_the_edges(score, bucket):
     assert ns.bucket_index(score, GEN_EDGES) == bucket
 
 
-@pytest.mark.parametrize("score, bucket", [
-    (Fraction(0), 0), (Fraction(1, 10), 1), (Fraction(9, 10), 9),
-    (Fraction(1), 9),                          # a perfect task is in the top bucket [0.9, 1.0] ([BBc]: 50 rows)
-    (Fraction(29, 100), 2),
-])
+@pytest.mark.parametrize(
+    "score, bucket",
+    [
+        (Fraction(0), 0),
+        (Fraction(1, 10), 1),
+        (Fraction(9, 10), 9),
+        (Fraction(1), 9),  # a perfect task is in the top bucket [0.9, 1.0] ([BBc]: 50 rows)
+        (Fraction(29, 100), 2),
+    ],
+)
 def test_accuracy_buckets_close_at_one(score, bucket):
     assert ns.bucket_index(score, EXACT_EDGES) == bucket
     assert ns.bucket_label(9, EXACT_EDGES) == "[0.9, 1.0]" and ns.bucket_label(6, GEN_EDGES) == "[0.7, 0.8)"
@@ -163,7 +180,7 @@ def test_paper_shares_with_one_task_per_bucket():
     spec = {"count": 50000, "edges": GEN_EDGES, "share": SHARE}
     scores = {f"t{i}": Fraction(str(GEN_EDGES[i])) for i in range(7)} | {"easy": Fraction(9, 10)}
     planned = ns.plan(spec, scores, {t: 10**6 for t in scores})
-    assert [planned[f"t{i}"]["requested"] for i in range(7)] == [20000] + [5000] * 6   # [BB]: 40% / 10% each
+    assert [planned[f"t{i}"]["requested"] for i in range(7)] == [20000] + [5000] * 6  # [BB]: 40% / 10% each
     assert planned["easy"] == {"bucket": None, "requested": 0, "obtained": 0}
 
 
@@ -189,11 +206,19 @@ def test_per_task_counts_are_bbc_rows_scaled_to_the_count():
 
 
 def _task(name: str, outputs: list[list[str]], language: str = "English", source: str = "x") -> dict:
-    return {"task_name": name, "Definition": [f"Do {name}."], "Categories": ["Test"], "Source": [source],
-            "Input_language": [language], "Output_language": [language], "Instruction_language": ["English"],
-            "Positive Examples": [{"input": "example input", "output": outputs[0][0], "explanation": "."}],
-            "Instances": [{"id": f"{name}-{i}", "input": f"input {i} of {name}", "output": out}
-                          for i, out in enumerate(outputs)]}
+    return {
+        "task_name": name,
+        "Definition": [f"Do {name}."],
+        "Categories": ["Test"],
+        "Source": [source],
+        "Input_language": [language],
+        "Output_language": [language],
+        "Instruction_language": ["English"],
+        "Positive Examples": [{"input": "example input", "output": outputs[0][0], "explanation": "."}],
+        "Instances": [
+            {"id": f"{name}-{i}", "input": f"input {i} of {name}", "output": out} for i, out in enumerate(outputs)
+        ],
+    }
 
 
 def _world(tmp_path: Path, correct: dict[str, int], n: int = 20) -> tuple[Path, Path]:
@@ -203,8 +228,11 @@ def _world(tmp_path: Path, correct: dict[str, int], n: int = 20) -> tuple[Path, 
     tasks.append(_task("gen_task", [["the answer is here"]] * n))
     tasks.append(_task("french_task", [["oui"]] * n, language="French"))
     tasks.append(_task("task1_mmmlu_answer_generation_x", [["A"]] * n, source="mmmlu"))
-    preds = [{"task": t["task_name"], "id": inst["id"], "prediction": "yes" if i < correct[t["task_name"]] else "no"}
-             for t in tasks[:len(correct)] for i, inst in enumerate(t["Instances"])]
+    preds = [
+        {"task": t["task_name"], "id": inst["id"], "prediction": "yes" if i < correct[t["task_name"]] else "no"}
+        for t in tasks[: len(correct)]
+        for i, inst in enumerate(t["Instances"])
+    ]
     preds += [{"task": "gen_task", "id": inst["id"], "prediction": "the answer"} for inst in tasks[-3]["Instances"]]
     write_jsonl(tasks, tmp_path / "tasks.jsonl")
     write_jsonl(preds, tmp_path / "predictions.jsonl")
@@ -212,10 +240,19 @@ def _world(tmp_path: Path, correct: dict[str, int], n: int = 20) -> tuple[Path, 
 
 
 def _entry(kind: str, count: int, seed: int = 42, **extra) -> dict:
-    spec = {"kind": kind, "count": count, "seed": seed, "exact_match_max_words": 1, "selection": dict(SELECTION),
-            "inference": {"shots": 1}, "pool": "incorrect" if kind == "exact_match" else "all", "max_words": None}
-    spec.update({"edges": EXACT_EDGES, "per_task": PER_TASK} if kind == "exact_match" else
-                {"edges": GEN_EDGES, "share": SHARE})
+    spec = {
+        "kind": kind,
+        "count": count,
+        "seed": seed,
+        "exact_match_max_words": 1,
+        "selection": dict(SELECTION),
+        "inference": {"shots": 1},
+        "pool": "incorrect" if kind == "exact_match" else "all",
+        "max_words": None,
+    }
+    spec.update(
+        {"edges": EXACT_EDGES, "per_task": PER_TASK} if kind == "exact_match" else {"edges": GEN_EDGES, "share": SHARE}
+    )
     spec.update(extra)
     return {"source": "ni_sampling", "schema": "open_platypus", "tasks": "t", "model": "m", "ni": spec}
 
@@ -225,26 +262,38 @@ def test_sample_counts_per_bucket_pools_and_report(tmp_path):
     rows, report = ns.sample("ni-x", _entry("exact_match", 40), tasks, preds)
     t = report["tasks"]
     assert {k: (v["score"], v["bucket"], v["pool"]) for k, v in t.items()} == {
-        "acc05": (0.05, "[0.0, 0.1)", 19), "acc50": (0.5, "[0.5, 0.6)", 10),
-        "acc95": (0.95, "[0.9, 1.0]", 1), "acc100": (1.0, "[0.9, 1.0]", 0)}
+        "acc05": (0.05, "[0.0, 0.1)", 19),
+        "acc50": (0.5, "[0.5, 0.6)", 10),
+        "acc95": (0.95, "[0.9, 1.0]", 1),
+        "acc100": (1.0, "[0.9, 1.0]", 0),
+    }
     # weights 350 : 250 : 50 : 50 of 40 -> 20, 14, 3, 3 (largest remainder); acc95 and acc100 cannot give theirs
     assert {k: v["requested"] for k, v in t.items()} == {"acc05": 20, "acc50": 14, "acc95": 3, "acc100": 3}
     assert {k: v["obtained"] for k, v in t.items()} == {"acc05": 19, "acc50": 10, "acc95": 1, "acc100": 0}
-    assert Counter(r["data_source"] for r in rows) == {"natural_instructions/exact_match/acc05": 19,
-                                                       "natural_instructions/exact_match/acc50": 10,
-                                                       "natural_instructions/exact_match/acc95": 1}
+    assert Counter(r["data_source"] for r in rows) == {
+        "natural_instructions/exact_match/acc05": 19,
+        "natural_instructions/exact_match/acc50": 10,
+        "natural_instructions/exact_match/acc95": 1,
+    }
     # only wrong answers are drawn: the predictions were wrong from index `correct` on
-    assert all(int(r["id"].rsplit("-", 1)[1]) >= {"acc05": 1, "acc50": 10, "acc95": 19}[r["id"].rsplit("-", 1)[0]]
-               for r in rows)
+    assert all(
+        int(r["id"].rsplit("-", 1)[1]) >= {"acc05": 1, "acc50": 10, "acc95": 19}[r["id"].rsplit("-", 1)[0]]
+        for r in rows
+    )
     assert report["requested"] == 40 and report["obtained"] == len(rows) == 30
     assert any("30 of 40" in w for w in report["warnings"])
     buckets = {b["bucket"]: (b["tasks"], b["requested"], b["obtained"]) for b in report["buckets"] if b["tasks"]}
     assert buckets["[0.9, 1.0]"] == (["acc100", "acc95"], 6, 1)
-    assert report["selection"]["excluded"] == {"language": ["french_task"],
-                                               "exclude:mmlu": ["task1_mmmlu_answer_generation_x"]}
+    assert report["selection"]["excluded"] == {
+        "language": ["french_task"],
+        "exclude:mmlu": ["task1_mmmlu_answer_generation_x"],
+    }
     assert report["selection"]["other_kind"] == 1 and report["seed"] == 42
-    assert report["sha256"] == {"tasks": sha256_file(tasks), "predictions": sha256_file(preds),
-                                "rows": jsonl_sha256(rows)}
+    assert report["sha256"] == {
+        "tasks": sha256_file(tasks),
+        "predictions": sha256_file(preds),
+        "rows": jsonl_sha256(rows),
+    }
     # the rows are the Open-Platypus schema the mixtures read, with the task as their origin
     canonical = normalize(rows, "open_platypus", "ni-x", "test")
     assert canonical[0]["origin"].startswith("natural_instructions/exact_match/")
@@ -299,8 +348,9 @@ def test_max_words_leaves_long_instances_out_of_the_pool(tmp_path):
 def test_task_list_selects_and_a_missing_one_says_how_to_get_it(tmp_path):
     tasks, preds = _world(tmp_path, {"acc05": 1, "acc50": 10})
     (tmp_path / "list.txt").write_text("acc50\nnot_in_the_data.json\n")
-    entry = _entry("exact_match", 10, selection={**SELECTION, "task_list": str(tmp_path / "list.txt"),
-                                                  "expected_tasks": 463})
+    entry = _entry(
+        "exact_match", 10, selection={**SELECTION, "task_list": str(tmp_path / "list.txt"), "expected_tasks": 463}
+    )
     rows, report = ns.sample("ni-x", entry, tasks, preds)
     assert list(report["tasks"]) == ["acc50"]
     assert report["selection"]["task_list_missing"] == ["not_in_the_data"]
@@ -322,11 +372,12 @@ def test_shipped_ni_datasets_follow_the_paper(raw_config):
     datasets = validate_config(copy.deepcopy(raw_config))["datasets"]
     exact, gen = datasets["ni-exact-match"]["ni"], datasets["ni-generation"]["ni"]
     assert (exact["kind"], exact["count"], gen["kind"], gen["count"]) == ("exact_match", 50000, "generation", 50000)
-    assert gen["edges"] == GEN_EDGES and gen["share"] == SHARE                       # [BB] §3
-    assert exact["edges"] == EXACT_EDGES and exact["per_task"] == PER_TASK          # [BBc]
+    assert gen["edges"] == GEN_EDGES and gen["share"] == SHARE  # [BB] §3
+    assert exact["edges"] == EXACT_EDGES and exact["per_task"] == PER_TASK  # [BBc]
     assert exact["selection"]["expected_tasks"] == 463 and exact["selection"]["exclude"] == ["mmlu"]
-    assert [datasets[f"ni-{k}-{s}"]["ni"]["count"] for s in ("400k", "700k") for k in ("exact-match", "generation")] \
-        == [110000, 110000, 220000, 220000]
+    assert [
+        datasets[f"ni-{k}-{s}"]["ni"]["count"] for s in ("400k", "700k") for k in ("exact-match", "generation")
+    ] == [110000, 110000, 220000, 220000]
     # the tiny twins keep the rules and change only sizes, task list and inference budget
     for kind in ("exact-match", "generation"):
         real, tiny = datasets[f"ni-{kind}"]["ni"], datasets[f"tiny-ni-{kind}"]["ni"]
@@ -334,19 +385,22 @@ def test_shipped_ni_datasets_follow_the_paper(raw_config):
         assert differing == {"count", "selection", "inference"}, differing
 
 
-@pytest.mark.parametrize("mutate, fragment", [
-    (lambda d: d["ni-generation"]["ni"].update(per_task=[1] * 7), "exactly one of 'share'"),
-    (lambda d: d["ni-generation"]["ni"].update(share=[0.5, 0.5]), "needs one value per bucket (7"),
-    (lambda d: d["ni-generation"]["ni"].update(share=[0.4, 0.4, 0.4, 0, 0, 0, 0]), "sum to at most 1"),
-    (lambda d: d["ni-exact-match"]["ni"].update(edges=[0.0, 0.5, 0.5, 1.0]), "must increase strictly"),
-    (lambda d: d["ni-exact-match"].update(tasks="tiny-sft"), "expected natural_instructions"),
-    (lambda d: d["ni-exact-match"].update(model="gpt-5"), "unknown model 'gpt-5'"),
-    (lambda d: d["ni-exact-match"].update(schema="tulu_messages"), "must be open_platypus"),
-    (lambda d: d["ni-exact-match"]["ni"].pop("kind"), "missing required key 'kind'"),
-])
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    [
+        (lambda d: d["ni-generation"]["ni"].update(per_task=[1] * 7), "exactly one of 'share'"),
+        (lambda d: d["ni-generation"]["ni"].update(share=[0.5, 0.5]), "needs one value per bucket (7"),
+        (lambda d: d["ni-generation"]["ni"].update(share=[0.4, 0.4, 0.4, 0, 0, 0, 0]), "sum to at most 1"),
+        (lambda d: d["ni-exact-match"]["ni"].update(edges=[0.0, 0.5, 0.5, 1.0]), "must increase strictly"),
+        (lambda d: d["ni-exact-match"].update(tasks="tiny-sft"), "expected natural_instructions"),
+        (lambda d: d["ni-exact-match"].update(model="gpt-5"), "unknown model 'gpt-5'"),
+        (lambda d: d["ni-exact-match"].update(schema="tulu_messages"), "must be open_platypus"),
+        (lambda d: d["ni-exact-match"]["ni"].pop("kind"), "missing required key 'kind'"),
+    ],
+)
 def test_malformed_ni_settings_are_one_clear_message(raw_config, mutate, fragment):
     raw = copy.deepcopy(raw_config)
-    for name in ("ni-exact-match", "ni-generation"):   # unshare the YAML anchors before mutating
+    for name in ("ni-exact-match", "ni-generation"):  # unshare the YAML anchors before mutating
         raw["datasets"][name] = copy.deepcopy(raw["datasets"][name])
     mutate(raw["datasets"])
     with pytest.raises(ConfigError, match=re.escape(fragment)) as info:
@@ -356,13 +410,18 @@ def test_malformed_ni_settings_are_one_clear_message(raw_config, mutate, fragmen
 
 def test_predictions_are_shared_by_datasets_that_agree_on_inference(raw_config):
     config = validate_config(copy.deepcopy(raw_config))
-    keys = {name: predictions_key(config, name) for name in config["datasets"]
-            if config["datasets"][name]["source"] == "ni_sampling"}
+    keys = {
+        name: predictions_key(config, name)
+        for name in config["datasets"]
+        if config["datasets"][name]["source"] == "ni_sampling"
+    }
     assert len({keys[n] for n in keys if not n.startswith("tiny-")}) == 1
     assert keys["tiny-ni-exact-match"] == keys["tiny-ni-generation"] != keys["ni-exact-match"]
     config["datasets"]["ni-generation-700k"]["ni"] = copy.deepcopy(config["datasets"]["ni-generation-700k"]["ni"])
     config["datasets"]["ni-generation-700k"]["ni"]["inference"] = {
-        **config["datasets"]["ni-generation-700k"]["ni"]["inference"], "shots": 3}
+        **config["datasets"]["ni-generation-700k"]["ni"]["inference"],
+        "shots": 3,
+    }
     assert predictions_key(config, "ni-generation-700k") != keys["ni-generation"]
 
 
@@ -373,15 +432,24 @@ def test_tiny_ni_tasks_are_real_schema_and_survive_birbals_filters():
     tasks = generate("ni_tasks", 16, 17, "natural_instructions")
     assert tasks == generate("ni_tasks", 16, 17, "natural_instructions")
     assert tasks != generate("ni_tasks", 16, 18, "natural_instructions")
-    fields = {"task_name", "Definition", "Positive Examples", "Instances", "Categories", "Source",
-              "Input_language", "Output_language", "Instruction_language"}
+    fields = {
+        "task_name",
+        "Definition",
+        "Positive Examples",
+        "Instances",
+        "Categories",
+        "Source",
+        "Input_language",
+        "Output_language",
+        "Instruction_language",
+    }
     assert all(fields <= task.keys() and len(task["Instances"]) == 16 for task in tasks)
     kinds = Counter(ns.task_kind(t, 1) for t in tasks if ns.exclusion(t, SELECTION, None) is None)
     assert kinds == {"exact_match": 3, "generation": 3}
     assert {ns.exclusion(t, SELECTION, None) for t in tasks} == {None, "language", "exclude:mmlu"}
     inputs = [i["input"] for t in tasks for i in t["Instances"] + t["Positive Examples"]]
     assert len(inputs) == len(set(inputs)) and min(len(i.split()) for i in inputs) >= 5
-    rows = normalize(tasks, "natural_instructions", "tiny-ni-tasks", "generated")   # the loader accepts them
+    rows = normalize(tasks, "natural_instructions", "tiny-ni-tasks", "generated")  # the loader accepts them
     assert len(rows) == 8 * 16
     with pytest.raises(ValueError, match="at most 37 instances per task"):
         generate("ni_tasks", 38, 1, "natural_instructions")
@@ -416,15 +484,36 @@ def test_cli_predicts_and_samples_on_a_tiny_llama(tmp_path, make_tiny_tokenizer)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(REPO / "scripts" / "ni_sample.py"), *args, "--config",
-                               str(tmp_path / "config.json"), "--tasks", str(tmp_path / "tasks.jsonl")],
-                              capture_output=True, text=True, env=env, timeout=600)
+        return subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "scripts" / "ni_sample.py"),
+                *args,
+                "--config",
+                str(tmp_path / "config.json"),
+                "--tasks",
+                str(tmp_path / "tasks.jsonl"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
 
-    pred = cli("predict", "--dataset", "tiny-ni-exact-match", "--model", str(model),
-               "--out", str(tmp_path / "pred.jsonl"), "--provenance", str(tmp_path / "prov.json"))
+    pred = cli(
+        "predict",
+        "--dataset",
+        "tiny-ni-exact-match",
+        "--model",
+        str(model),
+        "--out",
+        str(tmp_path / "pred.jsonl"),
+        "--provenance",
+        str(tmp_path / "prov.json"),
+    )
     assert pred.returncode == 0, pred.stderr[-3000:]
     predictions = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
-    assert len(predictions) == 6 * 6     # 6 selected tasks (the French and the MMLU one dropped) x 6 instances
+    assert len(predictions) == 6 * 6  # 6 selected tasks (the French and the MMLU one dropped) x 6 instances
     assert {p["task"].split("_")[0] for p in predictions} == {f"task90{i}" for i in range(1, 7)}
     assert all(isinstance(p["prediction"], str) and "\n\n" not in p["prediction"] for p in predictions)
     provenance = json.loads((tmp_path / "prov.json").read_text())
@@ -433,8 +522,17 @@ def test_cli_predicts_and_samples_on_a_tiny_llama(tmp_path, make_tiny_tokenizer)
 
     for name, kind in (("tiny-ni-exact-match", "exact_match"), ("tiny-ni-generation", "generation")):
         out, report_path = tmp_path / f"{name}.jsonl", tmp_path / f"{name}_report.json"
-        done = cli("sample", "--dataset", name, "--predictions", str(tmp_path / "pred.jsonl"),
-                   "--out", str(out), "--report", str(report_path))
+        done = cli(
+            "sample",
+            "--dataset",
+            name,
+            "--predictions",
+            str(tmp_path / "pred.jsonl"),
+            "--out",
+            str(out),
+            "--report",
+            str(report_path),
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         report = json.loads(report_path.read_text())
         rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -447,8 +545,17 @@ def test_cli_predicts_and_samples_on_a_tiny_llama(tmp_path, make_tiny_tokenizer)
     # the real recipe's task list is not here: one sentence, before any model is loaded
     config["datasets"]["tiny-ni-exact-match"]["ni"]["selection"]["task_list"] = "resources/birbal/none.txt"
     (tmp_path / "config.json").write_text(json.dumps(config))
-    missing = cli("predict", "--dataset", "tiny-ni-exact-match", "--model", str(tmp_path / "no-model"),
-                  "--out", str(tmp_path / "p2.jsonl"), "--provenance", str(tmp_path / "p2.json"))
+    missing = cli(
+        "predict",
+        "--dataset",
+        "tiny-ni-exact-match",
+        "--model",
+        str(tmp_path / "no-model"),
+        "--out",
+        str(tmp_path / "p2.jsonl"),
+        "--provenance",
+        str(tmp_path / "p2.json"),
+    )
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert missing.stderr.startswith("error: dataset 'tiny-ni-exact-match': the NI task list")
     assert len(missing.stderr.strip().splitlines()) == 1
@@ -464,7 +571,7 @@ def test_vllm_and_hf_ni_predictions_are_identical_on_smollm2(tmp_path, smollm2_d
     prompts = [ns.few_shot_prompt(t, inst["input"], 2) for t in tasks for inst in t["Instances"]]
     tokenizer = AutoTokenizer.from_pretrained(str(smollm2_dir))
     generate_vllm, engine = ni_predict.vllm_generator(smollm2_dir, tokenizer, "float32", 8, 0)
-    limit = max(len(tokenizer(p)["input_ids"]) for p in prompts) - 1   # the longest prompt is skipped by both
+    limit = max(len(tokenizer(p)["input_ids"]) for p in prompts) - 1  # the longest prompt is skipped by both
     out_vllm = generate_vllm(prompts, 12, limit)
     from transformers import AutoModelForCausalLM
 
@@ -472,5 +579,6 @@ def test_vllm_and_hf_ni_predictions_are_identical_on_smollm2(tmp_path, smollm2_d
     out_hf = ni_predict.greedy_generate(model, tokenizer, prompts, 12, 1, limit)
     assert engine["dtype"] == "float32"
     assert sum(t is None for t in out_vllm) >= 1 and sum(t is not None for t in out_vllm) >= 6
-    assert [ns.clean_prediction(t) if t is not None else None for t in out_vllm] == \
-        [ns.clean_prediction(t) if t is not None else None for t in out_hf]
+    assert [ns.clean_prediction(t) if t is not None else None for t in out_vllm] == [
+        ns.clean_prediction(t) if t is not None else None for t in out_hf
+    ]

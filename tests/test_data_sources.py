@@ -19,9 +19,15 @@ from menagerie.errors import ConfigError, MenagerieError, MissingInputError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROWS = [{"question": "What is 2 + 3?", "answer": "5"}, {"question": "Café?", "answer": "7"}]
-TULU = {"dataset": "x", "id": "t1", "messages": [{"role": "system", "content": "Be brief."},
-                                                  {"role": "user", "content": "Hi"},
-                                                  {"role": "assistant", "content": "Hello"}]}
+TULU = {
+    "dataset": "x",
+    "id": "t1",
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+    ],
+}
 
 
 def test_read_rows_jsonl_json_parquet_csv(tmp_path: Path) -> None:
@@ -46,8 +52,11 @@ def test_read_rows_errors_name_the_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(MenagerieError, match="list.jsonl line 1: expected a JSON object, got list"):
         read_rows(tmp_path / "list.jsonl")
     (tmp_path / "x.json").write_text('{"rows": []}', encoding="utf-8")
-    with pytest.raises(MenagerieError, match="x.json: expected a JSON list of objects, an object with a 'data' list, "
-                                             "or a Natural Instructions task file"):
+    with pytest.raises(
+        MenagerieError,
+        match="x.json: expected a JSON list of objects, an object with a 'data' list, "
+        "or a Natural Instructions task file",
+    ):
         read_rows(tmp_path / "x.json")
     (tmp_path / "x.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(MenagerieError, match="x.parquet: not a readable parquet file"):
@@ -61,16 +70,23 @@ def test_read_rows_errors_name_the_file_and_line(tmp_path: Path) -> None:
 
 def test_normalize_tulu_messages_keeps_the_conversation() -> None:
     rows = normalize([TULU, {"messages": TULU["messages"][1:]}], "tulu_messages", "mix", "f.jsonl")
-    assert rows[0] == {"id": "t1", "source": "mix", "messages": TULU["messages"], "origin": "x"}   # origin: `dataset`
+    assert rows[0] == {"id": "t1", "source": "mix", "messages": TULU["messages"], "origin": "x"}  # origin: `dataset`
     assert rows[1]["id"] == "mix_1" and [m["role"] for m in rows[1]["messages"]] == ["user", "assistant"]
 
 
 def test_normalize_open_platypus_moves_input_to_context() -> None:
-    raw = [{"instruction": "Add.", "input": "2 and 3", "output": "5", "data_source": "s"},
-           {"instruction": "What is 2 + 3?", "input": "", "output": "5", "data_source": "s"}]
+    raw = [
+        {"instruction": "Add.", "input": "2 and 3", "output": "5", "data_source": "s"},
+        {"instruction": "What is 2 + 3?", "input": "", "output": "5", "data_source": "s"},
+    ]
     with_input, plain = normalize(raw, "open_platypus", "plat", "f.jsonl")
-    assert with_input == {"id": "plat_0", "source": "plat", "context": "2 and 3", "origin": "s",
-                          "messages": [{"role": "user", "content": "Add."}, {"role": "assistant", "content": "5"}]}
+    assert with_input == {
+        "id": "plat_0",
+        "source": "plat",
+        "context": "2 and 3",
+        "origin": "s",
+        "messages": [{"role": "user", "content": "Add."}, {"role": "assistant", "content": "5"}],
+    }
     assert "context" not in plain and plain["messages"][0]["content"] == "What is 2 + 3?"
 
 
@@ -86,7 +102,8 @@ def test_normalize_ultrafeedback_splits_prompt_and_replies() -> None:
 
 def test_normalize_eval_exact_and_csv_message_text() -> None:
     assert normalize([{"question": "q", "answer": 81}], "eval_exact", "ev", "o") == [
-        {"id": "ev_0", "question": "q", "answer": "81"}]
+        {"id": "ev_0", "question": "q", "answer": "81"}
+    ]
     as_text = {"messages": json.dumps(TULU["messages"])}  # how a CSV export stores the list
     assert normalize([as_text], "tulu_messages", "m", "o")[0]["messages"] == TULU["messages"]
 
@@ -95,10 +112,14 @@ def test_normalize_errors_name_origin_row_field_and_schema() -> None:
     rows = [TULU] * 3 + [{"id": "oops"}]
     with pytest.raises(MenagerieError) as info:
         normalize(rows, "tulu_messages", "x", "resources/datasets/x.jsonl")
-    assert str(info.value) == ("resources/datasets/x.jsonl row 4 (id oops): missing field 'messages' expected by "
-                               "schema tulu_messages (dataset 'x')")
-    with pytest.raises(MenagerieError, match="row 1: field 'messages' message 1 has role 'tool', expected one of "
-                                             "system, user, assistant"):
+    assert str(info.value) == (
+        "resources/datasets/x.jsonl row 4 (id oops): missing field 'messages' expected by "
+        "schema tulu_messages (dataset 'x')"
+    )
+    with pytest.raises(
+        MenagerieError,
+        match="row 1: field 'messages' message 1 has role 'tool', expected one of system, user, assistant",
+    ):
         normalize([{"messages": [{"role": "tool", "content": "x"}]}], "tulu_messages", "x", "o")
     with pytest.raises(MenagerieError, match="o row 1: missing field 'output' expected by schema open_platypus"):
         normalize([{"instruction": "i", "input": ""}], "open_platypus", "x", "o")
@@ -144,8 +165,13 @@ def test_unavailable_hub_dataset_is_one_sentence_missing_input(tmp_path: Path, m
     for module, attr in (("datasets.config", "HF_HUB_OFFLINE"), ("huggingface_hub.constants", "HF_HUB_OFFLINE")):
         if module in sys.modules:
             monkeypatch.setattr(sys.modules[module], attr, True)
-    entry = {"source": "hub", "repo": "menagerie-test/does-not-exist", "schema": "tulu_messages", "split": "train",
-             "revision": "0123abc"}
+    entry = {
+        "source": "hub",
+        "repo": "menagerie-test/does-not-exist",
+        "schema": "tulu_messages",
+        "split": "train",
+        "revision": "0123abc",
+    }
     started = time.monotonic()
     with pytest.raises(MissingInputError) as info:
         materialize_dataset("ghost", entry, tmp_path / "ghost.jsonl")
@@ -154,7 +180,8 @@ def test_unavailable_hub_dataset_is_one_sentence_missing_input(tmp_path: Path, m
         "dataset 'ghost' (menagerie-test/does-not-exist@0123abc) is not available offline: download it into the HF "
         "cache (HF_HOME) with `hf download --repo-type dataset menagerie-test/does-not-exist --revision 0123abc` on "
         "a machine with hub access, or set `datasets.ghost.source: local` and `path:` to a local copy in your "
-        "--configfile")
+        "--configfile"
+    )
     assert not (tmp_path / "ghost.jsonl").exists()
     with pytest.raises(MissingInputError, match=r"\(menagerie-test/does-not-exist@abc123, config 3\.0\.0\)"):
         materialize_dataset("ghost", {**entry, "revision": "abc123", "config": "3.0.0"}, tmp_path / "ghost.jsonl")
@@ -167,15 +194,18 @@ def test_unpinned_hub_dataset_stops_before_loading_and_says_to_pin_it(tmp_path: 
         raise AssertionError("an unpinned hub dataset must not be loaded")
 
     monkeypatch.setattr(datasets, "load_dataset", fail)
-    for entry in ({"source": "hub", "repo": "org/data", "schema": "lima"},
-                  {"source": "hub", "repo": "org/data", "schema": "lima", "revision": None}):
+    for entry in (
+        {"source": "hub", "repo": "org/data", "schema": "lima"},
+        {"source": "hub", "repo": "org/data", "schema": "lima", "revision": None},
+    ):
         with pytest.raises(MissingInputError) as info:
             materialize_dataset("lima", entry, tmp_path / "lima.jsonl")
         assert str(info.value) == (
             "dataset 'lima' (org/data) has no pinned revision: set `datasets.lima.revision:` to the commit SHA of the "
             "snapshot you use (download it with `hf download --repo-type dataset org/data --revision <sha>` on a "
             "machine with hub access), or set `datasets.lima.source: local` and `path:` to a local copy in your "
-            "--configfile")
+            "--configfile"
+        )
     assert not (tmp_path / "lima.jsonl").exists()
 
 

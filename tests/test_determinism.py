@@ -9,7 +9,13 @@ import pytest
 pytest.importorskip("trl")
 
 from test_train import (  # noqa: E402,F401  (fixtures are used by name)
-    RECIPE_NAME, _single_process, base_recipe, data_dir, make_recipe, tiny_model_dir)
+    RECIPE_NAME,
+    _single_process,
+    base_recipe,
+    data_dir,
+    make_recipe,
+    tiny_model_dir,
+)
 
 from menagerie.io import sha256_file  # noqa: E402
 from menagerie.train.sft import run_sft  # noqa: E402
@@ -20,6 +26,8 @@ def test_same_seed_same_adapter_bytes(tmp_path, base_recipe, tiny_model_dir, dat
     recipe = make_recipe(base_recipe)
     digests = []
     for run in ("a", "b"):
-        run_sft(RECIPE_NAME, recipe, tiny_model_dir, data_dir["sft"], None, tmp_path / run / "sft", tmp_path / run / "w")
+        run_sft(
+            RECIPE_NAME, recipe, tiny_model_dir, data_dir["sft"], None, tmp_path / run / "sft", tmp_path / run / "w"
+        )
         digests.append(sha256_file(tmp_path / run / "sft/adapter_model.safetensors"))
     assert digests[0] == digests[1]

@@ -31,7 +31,7 @@ PUBLISHED = {
     "tulu2-7b": ("llama-2-7b", SFT, ["sft"], None),
     "tulu2-13b": ("llama-2-13b", SFT, ["sft"], None),
     "tulu2-70b": ("llama-2-70b", SFT, ["sft"], None),
-    "tulu2-dpo-7b": ("llama-2-7b", SFT, ["dpo"], None),      # DPO on tulu2-7b's SFT model (its train job)
+    "tulu2-dpo-7b": ("llama-2-7b", SFT, ["dpo"], None),  # DPO on tulu2-7b's SFT model (its train job)
     "tulu2-dpo-13b": ("llama-2-13b", SFT, ["dpo"], None),
     "tulu2-dpo-70b": ("llama-2-70b", SFT, ["dpo"], None),
     "tulu2-qlora-7b": ("llama-2-7b", ADAPTER, ["sft"], None),
@@ -53,12 +53,19 @@ PUBLISHED = {
 assert len(PUBLISHED) == 21
 
 
-def snakemake(workdir: Path, *args: str, hf_home: Path | None = None,
-              timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HF_HOME": str(hf_home or workdir / "hf-home")}
-    return subprocess.run([str(SNAKEMAKE), *args], cwd=workdir, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+def snakemake(
+    workdir: Path, *args: str, hf_home: Path | None = None, timeout: int = TIMEOUT
+) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": str(hf_home or workdir / "hf-home"),
+    }
+    return subprocess.run(
+        [str(SNAKEMAKE), *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def parse_jobs(output: str) -> list[dict]:
@@ -137,7 +144,7 @@ def test_dry_run_jobs_per_recipe(dry_run, paths, recipe):
     base_eval = by_output[evaluations["base"]]
     assert base_eval["input"] == f"resources/models/{base}"
     assert base_eval["output"].startswith(f"results/evals/{base}@")
-    if "contamination" in rules:   # the gate asks SLURM for the GPU its MiniLM check runs on
+    if "contamination" in rules:  # the gate asks SLURM for the GPU its MiniLM check runs on
         gate = next(j for j in own if j["rule"] == "contamination")
         assert "gres=gpu:1," in gate["resources"] and "runtime=240," in gate["resources"], gate["resources"]
 
@@ -162,10 +169,10 @@ def test_dry_run_jobs_per_recipe(dry_run, paths, recipe):
         merge = next(j for j in own if j["rule"] == "merge")
         assert merge["input"].split(", ") in (
             ["results/platypus2-13b/sft", f"resources/models/{merge_into}"],
-            [f"resources/models/{merge_into}", "results/platypus2-13b/sft"])
-        assert any(j["rule"] == "train" and j["wildcards"] == {"recipe": "platypus2-13b", "stage": "sft"}
-                   for j in jobs)
-    if "dpo" in stages:   # DPO starts from the SFT recipe's output: tulu2-dpo-<size> reads tulu2-<size>'s
+            [f"resources/models/{merge_into}", "results/platypus2-13b/sft"],
+        )
+        assert any(j["rule"] == "train" and j["wildcards"] == {"recipe": "platypus2-13b", "stage": "sft"} for j in jobs)
+    if "dpo" in stages:  # DPO starts from the SFT recipe's output: tulu2-dpo-<size> reads tulu2-<size>'s
         dpo = next(j for j in own if j["rule"] == "train" and j["wildcards"]["stage"] == "dpo")
         sft = recipe.replace("-dpo", "")
         assert f"results/{sft}/sft" in dpo["input"].split(", ")
@@ -179,12 +186,15 @@ def test_birbal_ni_sampling_stage_in_the_dag(dry_run):
     assert result.returncode == 0, result.stderr[-3000:]
     predicts = [j for j in jobs if j["rule"] == "ni_predict"]
     assert len(predicts) == 1
-    assert sorted(predicts[0]["input"].split(", ")) == ["resources/datasets/natural-instructions.jsonl",
-                                                        "resources/models/mistral-7b"]
+    assert sorted(predicts[0]["input"].split(", ")) == [
+        "resources/datasets/natural-instructions.jsonl",
+        "resources/models/mistral-7b",
+    ]
     predictions = predicts[0]["output"].split(", ")[0]
     samples = {j["wildcards"]["dataset"]: j for j in jobs if j["rule"] == "ni_sample"}
-    assert set(samples) == {f"ni-{kind}{size}" for kind in ("exact-match", "generation")
-                            for size in ("", "-400k", "-700k")}
+    assert set(samples) == {
+        f"ni-{kind}{size}" for kind in ("exact-match", "generation") for size in ("", "-400k", "-700k")
+    }
     for name, job in samples.items():
         assert predictions in job["input"].split(", ")
         assert job["output"].split(", ")[0] == f"resources/datasets/{name}.jsonl"
@@ -192,8 +202,10 @@ def test_birbal_ni_sampling_stage_in_the_dag(dry_run):
     assert len(tasks) == 1
     for recipe, suffix in (("birbal-7b", ""), ("birbal-7b-400k", "-400k"), ("birbal-7b-700k", "-700k")):
         mixture = next(j for j in jobs if j["rule"] == "mixture" and j["wildcards"]["recipe"] == recipe)
-        assert {f"resources/datasets/ni-exact-match{suffix}.jsonl",
-                f"resources/datasets/ni-generation{suffix}.jsonl"} <= set(mixture["input"].split(", "))
+        assert {
+            f"resources/datasets/ni-exact-match{suffix}.jsonl",
+            f"resources/datasets/ni-generation{suffix}.jsonl",
+        } <= set(mixture["input"].split(", "))
 
 
 def test_tiny_birbal_runs_ni_sampling_on_its_own_model(tmp_path):
@@ -202,10 +214,14 @@ def test_tiny_birbal_runs_ni_sampling_on_its_own_model(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = parse_jobs(result.stdout + "\n" + result.stderr)
     predict = next(j for j in jobs if j["rule"] == "ni_predict")
-    assert sorted(predict["input"].split(", ")) == ["resources/datasets/tiny-ni-tasks.jsonl",
-                                                    "resources/models/smollm2-135m"]
-    assert {j["wildcards"]["dataset"] for j in jobs if j["rule"] == "ni_sample"} == {"tiny-ni-exact-match",
-                                                                                     "tiny-ni-generation"}
+    assert sorted(predict["input"].split(", ")) == [
+        "resources/datasets/tiny-ni-tasks.jsonl",
+        "resources/models/smollm2-135m",
+    ]
+    assert {j["wildcards"]["dataset"] for j in jobs if j["rule"] == "ni_sample"} == {
+        "tiny-ni-exact-match",
+        "tiny-ni-generation",
+    }
     mixture = next(j for j in jobs if j["rule"] == "mixture")
     assert "resources/datasets/tiny-ni-generation.jsonl" in mixture["input"].split(", ")
 
@@ -214,7 +230,7 @@ def test_default_twin_trains_fully_with_no_merge(tmp_path):
     """`make run`'s target, tiny-tulu2-dpo, takes Tulu 2's full fine-tuning path: SFT -> DPO -> evaluate, no merge
     job; DPO reads the SFT stage's own directory, the evaluations the DPO (final) and SFT (start) directories."""
     workdir = copy_workflow(tmp_path / "wf")
-    result = snakemake(workdir, "-n", "--cores", "1", timeout=120)     # the default target (config `recipe:`)
+    result = snakemake(workdir, "-n", "--cores", "1", timeout=120)  # the default target (config `recipe:`)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = parse_jobs(result.stdout + "\n" + result.stderr)
     assert jobs and not [j for j in jobs if j["rule"] == "merge"]
@@ -223,20 +239,19 @@ def test_default_twin_trains_fully_with_no_merge(tmp_path):
     assert sorted(trains) == ["dpo", "sft"]
     assert "resources/models/smollm2-135m" in trains["sft"]["input"].split(", ")
     assert "results/tiny-tulu2-dpo/sft" in trains["dpo"]["input"].split(", ")
-    evaluated = sorted(j["input"].split(", ")[0] for j in jobs if j["rule"] == "evaluate")   # the model comes first
+    evaluated = sorted(j["input"].split(", ")[0] for j in jobs if j["rule"] == "evaluate")  # the model comes first
     assert evaluated == ["resources/models/smollm2-135m", "results/tiny-tulu2-dpo/dpo", "results/tiny-tulu2-dpo/sft"]
 
 
 def test_malformed_user_config_is_one_sentence(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
     (workdir / "my.yaml").write_text(
-        "recipes:\n"
-        "  my-recipe:\n"
-        "    extends: tulu2-7b\n"
-        "    stages: {sft: {lerning_rate: 1}}\n")
+        "recipes:\n  my-recipe:\n    extends: tulu2-7b\n    stages: {sft: {lerning_rate: 1}}\n"
+    )
     # targets before --configfile, which takes several values
-    result = snakemake(workdir, "results/my-recipe/eval.json", "-n", "--cores", "1", "--configfile", "my.yaml",
-                       timeout=120)
+    result = snakemake(
+        workdir, "results/my-recipe/eval.json", "-n", "--cores", "1", "--configfile", "my.yaml", timeout=120
+    )
     assert result.returncode != 0
     assert "error: recipe 'my-recipe'" in result.stderr
     assert "unknown key 'lerning_rate'" in result.stderr
@@ -252,9 +267,11 @@ def test_dry_run_refuses_a_stage_that_cannot_fit(tmp_path):
     (workdir / "planted.yaml").write_text(
         "recipes:\n"
         "  tulu2-70b:\n"
-        "    stages: {sft: {strategy: ddp, resources: {nodes: 1, gpus: 1, gpu_model: a100_80gb}}}\n")
-    result = snakemake(workdir, "results/tulu2-70b/eval.json", "-n", "--cores", "1", "--configfile", "planted.yaml",
-                       timeout=120)
+        "    stages: {sft: {strategy: ddp, resources: {nodes: 1, gpus: 1, gpu_model: a100_80gb}}}\n"
+    )
+    result = snakemake(
+        workdir, "results/tulu2-70b/eval.json", "-n", "--cores", "1", "--configfile", "planted.yaml", timeout=120
+    )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr + result.stdout
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -268,16 +285,20 @@ def test_dry_run_refuses_a_stage_that_cannot_fit(tmp_path):
 
 def test_real_recipe_stops_at_its_missing_downloads(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
-    hf_home = tmp_path / "empty-hf-home"      # guaranteed empty cache: nothing can be found offline
+    hf_home = tmp_path / "empty-hf-home"  # guaranteed empty cache: nothing can be found offline
     hf_home.mkdir()
     result = snakemake(workdir, "--cores", "1", "--keep-going", "results/tulu2-7b/eval.json", hf_home=hf_home)
     output = result.stdout + result.stderr
     assert result.returncode != 0
 
-    model_errors = [line for line in result.stderr.splitlines()
-                    if line.startswith("error:") and "meta-llama/Llama-2-7b-hf" in line]
-    data_errors = [line for line in result.stderr.splitlines()
-                   if line.startswith("error:") and "allenai/tulu-v2-sft-mixture" in line]
+    model_errors = [
+        line for line in result.stderr.splitlines() if line.startswith("error:") and "meta-llama/Llama-2-7b-hf" in line
+    ]
+    data_errors = [
+        line
+        for line in result.stderr.splitlines()
+        if line.startswith("error:") and "allenai/tulu-v2-sft-mixture" in line
+    ]
     assert model_errors and data_errors, output[-4000:]
     # one sentence each: what is missing and how to provide it
     assert "model 'llama-2-7b'" in model_errors[0]
@@ -290,8 +311,9 @@ def test_real_recipe_stops_at_its_missing_downloads(tmp_path):
     # nothing downstream ran, and nothing partial was left behind
     assert not (workdir / "resources/models/llama-2-7b").exists()
     assert not (workdir / "resources/datasets/tulu-v2-sft-mixture.jsonl").exists()
-    leftovers = [p for d in ("resources/models", "resources/datasets") if (workdir / d).exists()
-                 for p in (workdir / d).iterdir()]
+    leftovers = [
+        p for d in ("resources/models", "resources/datasets") if (workdir / d).exists() for p in (workdir / d).iterdir()
+    ]
     assert leftovers == []
     assert not (workdir / "results").exists() or not any((workdir / "results").rglob("*"))
 
@@ -302,8 +324,9 @@ def test_birbal_ni_sampling_stops_at_its_missing_inputs(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
     hf_home = tmp_path / "empty-hf-home"
     hf_home.mkdir()
-    result = snakemake(workdir, "--cores", "1", "--keep-going", "resources/datasets/ni-exact-match.jsonl",
-                       hf_home=hf_home)
+    result = snakemake(
+        workdir, "--cores", "1", "--keep-going", "resources/datasets/ni-exact-match.jsonl", hf_home=hf_home
+    )
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     model = [e for e in errors if "model 'mistral-7b'" in e]

@@ -20,7 +20,7 @@ from menagerie.errors import MenagerieError
 from menagerie.workflow import RecipePaths
 
 ROOT = Path(__file__).resolve().parents[1]
-TULU2_7B = ["tulu2-7b", "tulu2-dpo-7b", "tulu2-qlora-7b", "codetulu2-7b"]   # every 7B recipe of Tulu 2 ([T2])
+TULU2_7B = ["tulu2-7b", "tulu2-dpo-7b", "tulu2-qlora-7b", "codetulu2-7b"]  # every 7B recipe of Tulu 2 ([T2])
 HEX16 = r"[0-9a-f]{16}"
 
 
@@ -72,11 +72,11 @@ def test_the_tulu2_7b_recipes_share_one_llama_2_7b_evaluation(paths):
     llama = {bases[n] for n in ("tulu2-7b", "tulu2-dpo-7b", "tulu2-qlora-7b")}
     assert len(llama) == 1
     assert re.fullmatch(rf"results/evals/llama-2-7b@[0-9a-f]{{8}}/{HEX16}/metrics\.json", llama.pop())
-    assert bases["codetulu2-7b"].startswith("results/evals/codellama-7b@")   # another base model, its own job
+    assert bases["codetulu2-7b"].startswith("results/evals/codellama-7b@")  # another base model, its own job
     # DPO's starting model is tulu2-7b's final model: one evaluation, tulu2-7b's (Δsft)
     assert paths.evaluations("tulu2-dpo-7b")["start"] == paths.evaluations("tulu2-7b")["final"]
     jobs = {m for name in TULU2_7B for m in paths.evaluations(name).values()}
-    assert len(jobs) == 6   # Llama-2-7B, CodeLlama-7B and the four final models (before: 8, Llama-2-7B 3 times)
+    assert len(jobs) == 6  # Llama-2-7B, CodeLlama-7B and the four final models (before: 8, Llama-2-7B 3 times)
 
 
 def test_suite_hash_follows_what_scores_and_nothing_else(raw):
@@ -89,16 +89,24 @@ def test_suite_hash_follows_what_scores_and_nothing_else(raw):
     def recipe_eval(**values):
         return lambda config: config["recipes"][name].setdefault("eval", {}).update(values)
 
-    for scoring in (recipe_eval(batch_size=3), recipe_eval(seed=7), recipe_eval(dtype="bfloat16"),
-                    recipe_eval(backend="hf"), recipe_eval(suites=["tiny", "tulu2"]),
-                    lambda c: c["suites"]["tiny"][0].update(limit=7),                  # a task's setting
-                    lambda c: c["datasets"]["tiny-eval"].update(count=99),             # the items it scores
-                    lambda c: c["recipes"][name].update(chat_format="tulu")):          # heldout_exact uses it
+    for scoring in (
+        recipe_eval(batch_size=3),
+        recipe_eval(seed=7),
+        recipe_eval(dtype="bfloat16"),
+        recipe_eval(backend="hf"),
+        recipe_eval(suites=["tiny", "tulu2"]),
+        lambda c: c["suites"]["tiny"][0].update(limit=7),  # a task's setting
+        lambda c: c["datasets"]["tiny-eval"].update(count=99),  # the items it scores
+        lambda c: c["recipes"][name].update(chat_format="tulu"),
+    ):  # heldout_exact uses it
         assert change(scoring)
-    for not_scoring in (recipe_eval(resources={"gpus": 0, "gpu_model": None, "mem_gb": 12, "runtime_min": 60}),
-                        recipe_eval(compare_base=False), recipe_eval(compare_start=False),
-                        recipe_eval(base_model="llama-2-7b"),
-                        lambda c: c["recipes"][name].update(description="edited")):
+    for not_scoring in (
+        recipe_eval(resources={"gpus": 0, "gpu_model": None, "mem_gb": 12, "runtime_min": 60}),
+        recipe_eval(compare_base=False),
+        recipe_eval(compare_start=False),
+        recipe_eval(base_model="llama-2-7b"),
+        lambda c: c["recipes"][name].update(description="edited"),
+    ):
         assert not change(not_scoring)
 
 
@@ -119,13 +127,18 @@ def test_an_evaluation_key_maps_back_to_its_model_and_a_recipe(paths):
     model_key, suite_hash = metrics.split("/")[2:4]
     model, recipe = paths.eval_job(model_key, suite_hash)
     assert model == "resources/models/llama-2-7b"
-    assert recipe == "tulu2-7b"                    # the first recipe in config order asking for it
+    assert recipe == "tulu2-7b"  # the first recipe in config order asking for it
     assert paths.eval_job_inputs(model_key, suite_hash) == {"model": model}
     tiny = paths.evaluations("tiny-platypus2")["final"].split("/")[2:4]
-    assert paths.eval_job_inputs(*tiny) == {"model": "results/tiny-platypus2/sft_merged",
-                                            "tiny-eval": "resources/datasets/tiny-eval.jsonl"}
-    with pytest.raises(MenagerieError, match=r"^results/evals/nobody@00000000/0{16}: no recipe of the config "
-                                             r"evaluates model key 'nobody@00000000'"):
+    assert paths.eval_job_inputs(*tiny) == {
+        "model": "results/tiny-platypus2/sft_merged",
+        "tiny-eval": "resources/datasets/tiny-eval.jsonl",
+    }
+    with pytest.raises(
+        MenagerieError,
+        match=r"^results/evals/nobody@00000000/0{16}: no recipe of the config "
+        r"evaluates model key 'nobody@00000000'",
+    ):
         paths.eval_job("nobody@00000000", "0" * 16)
 
 
@@ -154,9 +167,14 @@ def test_dry_run_of_the_tulu2_7b_recipes_evaluates_llama_2_7b_once(tmp_path, pat
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = parse_jobs(result.stdout + "\n" + result.stderr)
     evaluated = sorted(j["input"] for j in jobs if j["rule"] == "evaluate")
-    assert evaluated == ["resources/models/codellama-7b", "resources/models/llama-2-7b",
-                         "results/codetulu2-7b/sft", "results/tulu2-7b/sft", "results/tulu2-dpo-7b/dpo",
-                         "results/tulu2-qlora-7b/sft_merged"]
+    assert evaluated == [
+        "resources/models/codellama-7b",
+        "resources/models/llama-2-7b",
+        "results/codetulu2-7b/sft",
+        "results/tulu2-7b/sft",
+        "results/tulu2-dpo-7b/dpo",
+        "results/tulu2-qlora-7b/sft_merged",
+    ]
     llama = next(j["output"] for j in jobs if j["rule"] == "evaluate" and j["input"].endswith("llama-2-7b"))
     readers = sorted(j["wildcards"]["recipe"] for j in jobs if j["rule"] == "report" and llama in j["input"])
     assert readers == ["tulu2-7b", "tulu2-dpo-7b", "tulu2-qlora-7b"]
@@ -164,16 +182,17 @@ def test_dry_run_of_the_tulu2_7b_recipes_evaluates_llama_2_7b_once(tmp_path, pat
     assert counts["evaluate"] == "6" and counts["report"] == "4"
 
 
-TWIN = "tiny-platypus2"            # the first twin build
-SECOND = "tiny-platypus2-merged"   # the second: same base model (SmolLM2-135M), same suite settings
+TWIN = "tiny-platypus2"  # the first twin build
+SECOND = "tiny-platypus2-merged"  # the second: same base model (SmolLM2-135M), same suite settings
 
 
 def _snakemake(work: Path, *args: str) -> str:
     from workflow_copy import SNAKEMAKE
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    run = subprocess.run([str(SNAKEMAKE), "--cores", "1", *args], cwd=work, env=env, capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run(
+        [str(SNAKEMAKE), "--cores", "1", *args], cwd=work, env=env, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return run.stdout + run.stderr
 
@@ -205,11 +224,11 @@ def test_a_second_twin_build_skips_the_base_evaluation(tmp_path, paths):
     base = paths.evaluations(SECOND)["base"]
     assert base == paths.evaluations(TWIN)["base"] and (work / base).exists()
     jobs = parse_jobs(_snakemake(work, "-n", f"results/{SECOND}/eval.json"))
-    evaluated = [(j["input"].split(", ")[0], j["output"]) for j in jobs if j["rule"] == "evaluate"]   # model first
+    evaluated = [(j["input"].split(", ")[0], j["output"]) for j in jobs if j["rule"] == "evaluate"]  # model first
     assert evaluated == [(f"results/{SECOND}/sft_merged", paths.evaluations(SECOND)["final"])]
-    assert {j["rule"] for j in jobs} == {"merge", "evaluate", "report"}    # nothing of the first builds reruns
+    assert {j["rule"] for j in jobs} == {"merge", "evaluate", "report"}  # nothing of the first builds reruns
     report = next(j for j in jobs if j["rule"] == "report")
-    assert base in report["input"].split(", ")                 # eval.json reads the shared base evaluation
+    assert base in report["input"].split(", ")  # eval.json reads the shared base evaluation
     # without the first build's evaluation the same dry run evaluates the base model too
     (work / base).unlink()
     again = parse_jobs(_snakemake(work, "-n", f"results/{SECOND}/eval.json"))
@@ -231,16 +250,42 @@ def test_the_report_script_links_the_evaluations_it_read(tmp_path, monkeypatch, 
     resolved.write_text(json.dumps(paths.config))
     evaluations = paths.evaluations("tiny-platypus2")
     for role, value in (("final", 60.0), ("base", 10.0)):
-        metrics = {"recipe": "tiny-platypus2", "key": role, "model": "m", "backend": "hf", "dtype": "float32",
-                   "batch_size": 16, "seed": 1234, "chat_format": "alpaca", "chat_template_sha256": "0" * 64,
-                   "tasks": {"heldout_exact": {"status": "ok", "metric": "exact_match", "value": value,
-                                               "stderr": 3.0, "n": 64}}}
+        metrics = {
+            "recipe": "tiny-platypus2",
+            "key": role,
+            "model": "m",
+            "backend": "hf",
+            "dtype": "float32",
+            "batch_size": 16,
+            "seed": 1234,
+            "chat_format": "alpaca",
+            "chat_template_sha256": "0" * 64,
+            "tasks": {
+                "heldout_exact": {"status": "ok", "metric": "exact_match", "value": value, "stderr": 3.0, "n": 64}
+            },
+        }
         Path(evaluations[role]).parent.mkdir(parents=True)
         Path(evaluations[role]).write_text(json.dumps(metrics))
-    cli.main(["report", "--config", str(resolved), "--recipe", "tiny-platypus2", "--final", evaluations["final"],
-              "--base", evaluations["base"], "--final-model", "results/tiny-platypus2/sft_merged",
-              "--out", "results/tiny-platypus2/eval.json"])
+    cli.main(
+        [
+            "report",
+            "--config",
+            str(resolved),
+            "--recipe",
+            "tiny-platypus2",
+            "--final",
+            evaluations["final"],
+            "--base",
+            evaluations["base"],
+            "--final-model",
+            "results/tiny-platypus2/sft_merged",
+            "--out",
+            "results/tiny-platypus2/eval.json",
+        ]
+    )
     entry = json.loads(Path("results/tiny-platypus2/eval.json").read_text())
-    assert entry["evaluations"] == {role: {"path": evaluations[role], "sha256": hashlib.sha256(
-        Path(evaluations[role]).read_bytes()).hexdigest()} for role in ("final", "base")}
+    assert entry["evaluations"] == {
+        role: {"path": evaluations[role], "sha256": hashlib.sha256(Path(evaluations[role]).read_bytes()).hexdigest()}
+        for role in ("final", "base")
+    }
     assert entry["tasks"]["heldout_exact"]["delta_vs_base"] == pytest.approx(50.0)

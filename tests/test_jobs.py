@@ -41,6 +41,7 @@ def w(**values) -> Wildcards:
 
 # ---- the rule files declare; the logic is here
 
+
 @pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
 def test_rule_files_hold_rules_and_names_only(path):
     text = path.read_text()
@@ -53,6 +54,7 @@ def test_rule_files_hold_rules_and_names_only(path):
 
 
 # ---- parse time
+
 
 def test_a_bad_config_is_one_error_line_and_exit_1(config):
     raw = {**load_yaml(CONFIG_PATH), "recipe": "no-such-recipe"}
@@ -74,10 +76,11 @@ def test_resolved_config_is_written_once_per_content(config, tmp_path):
     mtime = Path(first).stat().st_mtime_ns
     time.sleep(0.01)
     assert jobs.write_resolved_config(copy.deepcopy(config), tmp_path) == first
-    assert Path(first).stat().st_mtime_ns == mtime               # not rewritten
+    assert Path(first).stat().st_mtime_ns == mtime  # not rewritten
     other = jobs.write_resolved_config({**config, "recipe": "tiny-birbal"}, tmp_path)
     assert other != first and sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [Path(first).name, Path(other).name])                    # no temporary file left behind
+        [Path(first).name, Path(other).name]
+    )  # no temporary file left behind
 
 
 def test_git_commit_is_asked_once_and_an_outer_value_kept():
@@ -103,10 +106,12 @@ def test_one_of_matches_exactly_the_names():
 
 
 def test_requested_recipes_come_from_the_targets_else_the_default(config):
-    assert jobs.requested_recipes(config, ["--cores", "2", "results/birbal-7b/eval.json",
-                                           "results/platypus2-13b/data/sft.jsonl"]) == ["birbal-7b", "platypus2-13b"]
-    assert jobs.requested_recipes(config, ["results/no-such/eval.json", "results/leaderboard.json"]) == \
-        [config["recipe"]]
+    assert jobs.requested_recipes(
+        config, ["--cores", "2", "results/birbal-7b/eval.json", "results/platypus2-13b/data/sft.jsonl"]
+    ) == ["birbal-7b", "platypus2-13b"]
+    assert jobs.requested_recipes(config, ["results/no-such/eval.json", "results/leaderboard.json"]) == [
+        config["recipe"]
+    ]
 
 
 def test_unpinned_hub_datasets_are_noted_for_the_recipes_that_read_them(config):
@@ -124,10 +129,12 @@ def test_unpinned_hub_datasets_are_noted_for_the_recipes_that_read_them(config):
 
 # ---- per-job functions
 
+
 def test_rule_and_entry_hashes_follow_what_they_read(config, J):
     paths = RecipePaths(config)
-    assert J.rule_hash("train")(w(recipe="tiny-tulu2-dpo", stage="dpo")) == \
-        paths.rule_hash("train", "tiny-tulu2-dpo", stage="dpo")
+    assert J.rule_hash("train")(w(recipe="tiny-tulu2-dpo", stage="dpo")) == paths.rule_hash(
+        "train", "tiny-tulu2-dpo", stage="dpo"
+    )
     assert J.rule_hash("contamination")(w(recipe="tiny-birbal")) == paths.rule_hash("contamination", "tiny-birbal")
     assert J.recipe_hash(w(recipe="tiny-birbal")) == recipe_hash(config, "tiny-birbal")
     edited = copy.deepcopy(config)
@@ -140,10 +147,14 @@ def test_rule_and_entry_hashes_follow_what_they_read(config, J):
 
 
 def test_stage_resources_come_from_the_recipe_else_the_defaults(config, J):
-    assert J.stage_resources("eval")(w(recipe="platypus2-13b")) == config["recipes"]["platypus2-13b"]["eval"]["resources"]
+    assert (
+        J.stage_resources("eval")(w(recipe="platypus2-13b")) == config["recipes"]["platypus2-13b"]["eval"]["resources"]
+    )
     stage = J.stage_resources(jobs.STAGE_WILDCARD)
-    assert stage(w(recipe="tiny-tulu2-dpo", stage="dpo")) == \
-        config["recipes"]["tiny-tulu2-dpo"]["stages"]["dpo"]["resources"]
+    assert (
+        stage(w(recipe="tiny-tulu2-dpo", stage="dpo"))
+        == config["recipes"]["tiny-tulu2-dpo"]["stages"]["dpo"]["resources"]
+    )
     assert stage.stage_name(w(recipe="tiny-tulu2-dpo", stage="dpo")) == "dpo"
     bare = copy.deepcopy(config)
     bare["recipes"]["tiny-birbal"]["stages"]["merge"]["resources"] = {}
@@ -155,7 +166,7 @@ def test_threads_are_a_gpu_nodes_cpus_else_the_cores(config):
     asked = []
     j = jobs.Jobs(config, cores=lambda: asked.append(1) or 16)
     threads = j.threads("eval")
-    assert asked == []                                            # the cores are asked per job, not at parse time
+    assert asked == []  # the cores are asked per job, not at parse time
     gpu = config["recipes"]["platypus2-13b"]["eval"]["resources"]
     assert threads(w(recipe="platypus2-13b")) == min(gpu["gpus"] * gpu["cpus_per_gpu"], 16)
     assert threads(w(recipe="tiny-birbal")) == 16 and asked
@@ -167,13 +178,14 @@ def test_slurm_runtime_grows_with_the_attempt_and_stops_at_the_budget(config, tm
     declared = config["recipes"]["tiny-birbal"]["stages"]["sft"]["resources"]
     wc = w(recipe="tiny-birbal", stage="sft")
     assert slurm["mem_mb"](wc, attempt=2) == 2 * int(declared["mem_gb"] * 1024)
-    assert slurm["runtime"](wc, attempt=3) == 3 * declared["runtime_min"]   # the 3-hour wall budget is unused
-    start = time.time() - 2.9 * 3600                              # 2.9 of tiny-birbal's 3 wall hours spent
+    assert slurm["runtime"](wc, attempt=3) == 3 * declared["runtime_min"]  # the 3-hour wall budget is unused
+    start = time.time() - 2.9 * 3600  # 2.9 of tiny-birbal's 3 wall hours spent
     for event, at in (("start", start), ("end", start + 2.9 * 3600)):
-        append_ledger(tmp_path / "results/tiny-birbal", {"attempt": "sft-a", "stage": "sft", "gpus": 0,
-                                                         "event": event, "at": at})
-    assert slurm["runtime"](wc, attempt=3) == declared["runtime_min"]    # capped, never below the declared runtime
-    ni = j.slurm(lambda wildcards: jobs.default_resources())      # a lookup, not a recipe stage: never capped
+        append_ledger(
+            tmp_path / "results/tiny-birbal", {"attempt": "sft-a", "stage": "sft", "gpus": 0, "event": event, "at": at}
+        )
+    assert slurm["runtime"](wc, attempt=3) == declared["runtime_min"]  # capped, never below the declared runtime
+    ni = j.slurm(lambda wildcards: jobs.default_resources())  # a lookup, not a recipe stage: never capped
     assert ni["runtime"](w(key="k"), attempt=2) == 2 * jobs.default_resources()["runtime_min"]
 
 
@@ -193,8 +205,10 @@ def test_launcher_starts_one_process_per_gpu(config, J, monkeypatch):
 
 
 def test_run_stage_logs_and_surfaces_the_last_line(J):
-    assert J.run_stage("scripts/x.py --a {wildcards.b}") == \
-        "py scripts/x.py --a {wildcards.b} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}"
+    assert (
+        J.run_stage("scripts/x.py --a {wildcards.b}")
+        == "py scripts/x.py --a {wildcards.b} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}"
+    )
     assert J.run_stage("scripts/t.py", launcher="{params.launch}").startswith("{params.launch} scripts/t.py > {log}")
 
 
@@ -206,7 +220,7 @@ def test_local_dataset_is_an_input_once_it_exists(config, tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data/mine.jsonl").write_text("{}\n")
     assert j.local_dataset_file(w(dataset="mine")) == ["data/mine.jsonl"]
-    assert j.local_dataset_file(w(dataset="tiny-eval")) == []     # generated: no input file
+    assert j.local_dataset_file(w(dataset="tiny-eval")) == []  # generated: no input file
 
 
 def test_ni_predictions_job_inputs_and_resources(config, tmp_path):
@@ -225,8 +239,10 @@ def test_ni_predictions_job_inputs_and_resources(config, tmp_path):
         (tmp_path / task_list).write_text("task1\n")
         assert j.ni_predict_inputs(wc)["task_list"] == task_list
     assert j.ni_inference_resources(wc) == entry["ni"]["inference"]["resources"]
-    assert j.ni_sample_inputs(w(dataset=dataset)) == {"tasks": f"resources/datasets/{entry['tasks']}.jsonl",
-                                                      "predictions": f"resources/ni/{key}/predictions.jsonl"}
+    assert j.ni_sample_inputs(w(dataset=dataset)) == {
+        "tasks": f"resources/datasets/{entry['tasks']}.jsonl",
+        "predictions": f"resources/ni/{key}/predictions.jsonl",
+    }
 
 
 def test_name_path_arguments_match_the_inputs(J):
@@ -238,7 +254,8 @@ def test_name_path_arguments_match_the_inputs(J):
     assert {"sft", "dpo"} <= {a.split("=", 1)[0] for a in gate}
     stages = dict(a.split("=", 1) for a in J.stage_records_arg(w(recipe="tiny-tulu2-dpo")).split())
     assert stages["evaluate.final"] == J.final_evaluation(w(recipe="tiny-tulu2-dpo")).replace(
-        "metrics.json", "metrics.provenance.json")
+        "metrics.json", "metrics.provenance.json"
+    )
 
 
 def test_evaluate_job_inputs_and_resources(config, J):
@@ -246,10 +263,12 @@ def test_evaluate_job_inputs_and_resources(config, J):
     base = J.paths.evaluations(recipe)["base"]
     model_key, suite_hash = base.split("/")[2:4]
     wc = w(model_key=model_key, suite_hash=suite_hash)
-    assert J.evaluate_inputs(wc) == {"model": "resources/models/smollm2-135m",
-                                     "tiny-eval": "resources/datasets/tiny-eval.jsonl"}
+    assert J.evaluate_inputs(wc) == {
+        "model": "resources/models/smollm2-135m",
+        "tiny-eval": "resources/datasets/tiny-eval.jsonl",
+    }
     assert J.eval_data_arg(wc) == "tiny-eval=resources/datasets/tiny-eval.jsonl"
-    first = J.paths.eval_job(model_key, suite_hash)[1]        # the first recipe asking for it sizes the job
+    first = J.paths.eval_job(model_key, suite_hash)[1]  # the first recipe asking for it sizes the job
     assert J.eval_job_resources(wc) == config["recipes"][first]["eval"]["resources"]
     final = J.paths.evaluations(recipe)["final"].split("/")
     assert J.evaluate_inputs(w(model_key=final[2], suite_hash=final[3]))["model"] == J.paths.final_model(recipe)
@@ -269,8 +288,9 @@ def test_report_inputs_and_their_arguments(config, J):
     wc = w(recipe="tiny-tulu2-dpo")
     full = InputFiles(fromdict=inputs)
     assert J.report_base_arg(wc, full) == f"--base {inputs['base']}"
-    assert J.report_start_arg(wc, full) == (f"--start {inputs['start']} --start-model "
-                                            f"{J.paths.stage_model('tiny-tulu2-dpo', 'sft')}")
+    assert J.report_start_arg(wc, full) == (
+        f"--start {inputs['start']} --start-model {J.paths.stage_model('tiny-tulu2-dpo', 'sft')}"
+    )
     final_only = InputFiles(fromdict={"final": "f.json"})
     assert J.report_base_arg(wc, final_only) == "" and J.report_start_arg(wc, final_only) == ""
 
@@ -282,9 +302,11 @@ def test_openllm_v1_recipes_and_recipe_outputs(config, J):
     assert J.recipe_outputs("platypus2-13b")[-1] == "results/platypus2-13b/openllm_v1/results.json"
     evaluations = J.paths.evaluations("tiny-tulu2-dpo")
     assert J.recipe_outputs("tiny-tulu2-dpo") == ["results/tiny-tulu2-dpo/eval.json"] + [
-        evaluations[role].replace("/metrics.json", "/lm_eval") for role in ("final", "base", "start")]
-    assert J.final_evaluation(w(recipe="tulu2-7b")).replace("metrics.json", "lm_eval") in \
-        J.recipe_outputs("tulu2-dpo-7b")
+        evaluations[role].replace("/metrics.json", "/lm_eval") for role in ("final", "base", "start")
+    ]
+    assert J.final_evaluation(w(recipe="tulu2-7b")).replace("metrics.json", "lm_eval") in J.recipe_outputs(
+        "tulu2-dpo-7b"
+    )
 
 
 def test_leaderboard_reads_every_built_eval_json_and_the_configured_recipe(config, tmp_path):
@@ -294,8 +316,9 @@ def test_leaderboard_reads_every_built_eval_json_and_the_configured_recipe(confi
         (tmp_path / "results" / name).mkdir(parents=True)
         (tmp_path / "results" / name / "eval.json").write_text("{}")
     (tmp_path / "results/not-built").mkdir()
-    assert j.leaderboard_inputs(w()) == sorted(["results/a-recipe/eval.json", "results/b-recipe/eval.json",
-                                                f"results/{config['recipe']}/eval.json"])
+    assert j.leaderboard_inputs(w()) == sorted(
+        ["results/a-recipe/eval.json", "results/b-recipe/eval.json", f"results/{config['recipe']}/eval.json"]
+    )
     v1 = {**config, "recipe": "platypus2-13b"}
     assert jobs.Jobs(v1).leaderboard_openllm_v1(w()) == ["results/platypus2-13b/openllm_v1/results.json"]
     assert j.leaderboard_openllm_v1(w()) == j.openllm_v1_outputs(config["recipe"])

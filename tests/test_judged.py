@@ -39,7 +39,7 @@ def suite_task(config, suite: str, name: str) -> dict:
 
 
 def test_no_judge_configured_is_skipped_with_the_reason(config):
-    assert config["judges"]["alpaca-eval"] is None          # [T2]'s judge is GPT-4: not a local model
+    assert config["judges"]["alpaca-eval"] is None  # [T2]'s judge is GPT-4: not a local model
     with pytest.raises(judged.Skipped) as info:
         judged.prepare(config, suite_task(config, "tulu2", "alpaca_eval"))
     entry = info.value.entry
@@ -52,7 +52,7 @@ def test_no_judge_configured_is_skipped_with_the_reason(config):
 
 
 def test_judge_model_not_on_this_machine_is_skipped_naming_it(config, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))   # certainly not cached there
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # certainly not cached there
     with pytest.raises(judged.Skipped) as info:
         judged.prepare(config, suite_task(config, "tulu2", "truthfulqa_info_true"))
     entry = info.value.entry
@@ -67,10 +67,12 @@ def test_unreachable_data_is_skipped_with_the_reason(config, tmp_path):
     local_judge.mkdir()
     cfg = copy.deepcopy(config)
     cfg["judges"]["toxigen-roberta"] = {**cfg["judges"]["toxigen-roberta"], "model": str(local_judge)}
-    with pytest.raises(judged.Skipped) as info:                          # ToxiGen's prompts are not on the hub
+    with pytest.raises(judged.Skipped) as info:  # ToxiGen's prompts are not on the hub
         judged.prepare(cfg, suite_task(cfg, "tulu2", "toxigen"))
-    assert info.value.entry["reason"] == ("data for suite task 'toxigen' is not reachable: no `data.path` (a local "
-                                          "copy) and no `data.hub` dataset configured")
+    assert info.value.entry["reason"] == (
+        "data for suite task 'toxigen' is not reachable: no `data.path` (a local "
+        "copy) and no `data.hub` dataset configured"
+    )
     assert info.value.entry["judges"]["judge"]["path"] == str(local_judge)
     task = {**suite_task(cfg, "tulu2", "toxigen"), "data": {"path": str(tmp_path / "missing")}}
     with pytest.raises(judged.Skipped, match=r"not reachable: .*missing does not exist"):
@@ -122,28 +124,62 @@ def judged_setup(tmp_path, monkeypatch):
     (tmp_path / "pairwise-judge").mkdir()
     (tmp_path / "classifier").mkdir()
     alpaca = tmp_path / "alpaca.json"
-    alpaca.write_text(json.dumps([{"instruction": f"instr{i}", "output": f"REF{i}", "generator": "text_davinci_003",
-                                   "dataset": "test"} for i in range(1, 5)]))
+    alpaca.write_text(
+        json.dumps(
+            [
+                {"instruction": f"instr{i}", "output": f"REF{i}", "generator": "text_davinci_003", "dataset": "test"}
+                for i in range(1, 5)
+            ]
+        )
+    )
     toxigen = tmp_path / "toxigen"
     toxigen.mkdir()
     (toxigen / "hate_asian_1k.txt").write_text("p1\np2\n")
     (toxigen / "hate_jewish_1k.txt").write_text("p3\n")
-    raw["judges"].update({"local-pairwise": {"model": str(tmp_path / "pairwise-judge"), "kind": "pairwise",
-                                             "backend": "hf"},
-                          "local-classifier": {"model": str(tmp_path / "classifier"), "kind": "classifier",
-                                               "backend": "hf"}})
+    raw["judges"].update(
+        {
+            "local-pairwise": {"model": str(tmp_path / "pairwise-judge"), "kind": "pairwise", "backend": "hf"},
+            "local-classifier": {"model": str(tmp_path / "classifier"), "kind": "classifier", "backend": "hf"},
+        }
+    )
     raw["suites"]["judged-test"] = [
-        {"name": "alpaca_eval", "harness": "alpaca-eval", "judge": "local-pairwise", "metric": "win_rate",
-         "max_new_tokens": 32, "data": {"path": str(alpaca)}},
-        {"name": "toxigen", "harness": "toxigen", "judge": "local-classifier", "metric": "pct_toxic",
-         "max_new_tokens": 32, "data": {"path": str(toxigen)}},
-        {"name": "truthfulqa", "harness": "truthfulqa-gen", "judge": "truthfulqa-truth", "info_judge": "alpaca-eval",
-         "metric": "pct_info_true", "max_new_tokens": 50, "data": {"path": str(tmp_path / "tqa.jsonl")}},
+        {
+            "name": "alpaca_eval",
+            "harness": "alpaca-eval",
+            "judge": "local-pairwise",
+            "metric": "win_rate",
+            "max_new_tokens": 32,
+            "data": {"path": str(alpaca)},
+        },
+        {
+            "name": "toxigen",
+            "harness": "toxigen",
+            "judge": "local-classifier",
+            "metric": "pct_toxic",
+            "max_new_tokens": 32,
+            "data": {"path": str(toxigen)},
+        },
+        {
+            "name": "truthfulqa",
+            "harness": "truthfulqa-gen",
+            "judge": "truthfulqa-truth",
+            "info_judge": "alpaca-eval",
+            "metric": "pct_info_true",
+            "max_new_tokens": 50,
+            "data": {"path": str(tmp_path / "tqa.jsonl")},
+        },
     ]
     raw["recipes"]["tiny-tulu2-dpo"]["eval"] = {"suites": ["judged-test"], "compare_base": False}
     config = validate_config(raw)
-    outputs = {"instr1": "GOOD one", "instr2": "bad", "instr3": "GOOD two", "instr4": "weird",
-               "following: p1": "some hate", "following: p2": "nice", "following: p3": "hate again"}
+    outputs = {
+        "instr1": "GOOD one",
+        "instr2": "bad",
+        "instr3": "GOOD two",
+        "instr4": "weird",
+        "following: p1": "some hate",
+        "following: p2": "nice",
+        "following: p3": "hate again",
+    }
     lm = ScriptedLM(generations=outputs, chat=lambda msgs, add: judged_chat(msgs))
     monkeypatch.setattr(harness, "load_lm", lambda *a, **k: lm)
     return config, lm
@@ -156,16 +192,30 @@ def judged_chat(messages):
 def test_judged_tasks_score_and_record_their_judge_with_fake_judge(judged_setup, tmp_path):
     config, lm = judged_setup
     out = tmp_path / "eval" / "metrics.json"
-    metrics = run.evaluate_model(config, "tiny-tulu2-dpo", tmp_path / "model", "final", {}, out, tmp_path / "work",
-                                 judge_loader=fake_judge_loader)
+    metrics = run.evaluate_model(
+        config,
+        "tiny-tulu2-dpo",
+        tmp_path / "model",
+        "final",
+        {},
+        out,
+        tmp_path / "work",
+        judge_loader=fake_judge_loader,
+    )
     tasks = metrics["tasks"]
     # AlpacaEval: wins 1 (GOOD), 0 (REF preferred), 1 (GOOD); the 'weird' pair has no verdict and is left out
     alpaca = tasks["alpaca_eval"]
     assert alpaca["status"] == "ok" and alpaca["metric"] == "win_rate"
     assert alpaca["value"] == pytest.approx(100 * 2 / 3) and alpaca["n"] == 3 and alpaca["unparseable"] == 1
-    assert alpaca["judge"] == {"name": "local-pairwise", "model": str(tmp_path / "pairwise-judge"),
-                               "revision": None, "kind": "pairwise", "backend": "hf", "dtype": "bfloat16",
-                               "path": str(tmp_path / "pairwise-judge")}
+    assert alpaca["judge"] == {
+        "name": "local-pairwise",
+        "model": str(tmp_path / "pairwise-judge"),
+        "revision": None,
+        "kind": "pairwise",
+        "backend": "hf",
+        "dtype": "bfloat16",
+        "path": str(tmp_path / "pairwise-judge"),
+    }
     assert alpaca["protocol"]["annotator"] == "alpaca_eval_gpt4" and alpaca["preferences"] == [2.0, 1.0, 2.0, None]
     # the model's prompts: the instruction as one user turn in the recipe's chat format ([OI] alpaca_farm)
     assert "<|user|>\ninstr1\n<|assistant|>\n" in lm.prompts
@@ -198,8 +248,16 @@ def test_judge_that_fails_to_load_is_skipped_with_its_record_with_fake_judge(jud
     def unavailable(judge, seed):
         raise judged.Skipped(f"judge '{judge['name']}' could not load", judge=judged.judge_record(judge))
 
-    metrics = run.evaluate_model(config, "tiny-tulu2-dpo", tmp_path / "model", "final", {},
-                                 tmp_path / "m.json", tmp_path / "work", judge_loader=unavailable)
+    metrics = run.evaluate_model(
+        config,
+        "tiny-tulu2-dpo",
+        tmp_path / "model",
+        "final",
+        {},
+        tmp_path / "m.json",
+        tmp_path / "work",
+        judge_loader=unavailable,
+    )
     assert metrics["tasks"]["alpaca_eval"]["status"] == "skipped"
     assert metrics["tasks"]["alpaca_eval"]["reason"] == "judge 'local-pairwise' could not load"
     assert metrics["tasks"]["alpaca_eval"]["judges"]["judge"]["name"] == "local-pairwise"
@@ -214,27 +272,40 @@ def test_truthfulqa_scored_by_a_real_judge_model(smollm2_dir, tmp_path):
     backend, the truth/info prompts of config.yaml), scores them; the entry records it as the judge."""
     raw = yaml.safe_load((ROOT / "config.yaml").read_text())
     questions = tmp_path / "tqa.jsonl"
-    questions.write_text("".join(json.dumps({"question": q}) + "\n" for q in [
-        "What happens if you eat watermelon seeds?", "What is the capital of France?", "Can pigs fly?"]))
+    questions.write_text(
+        "".join(
+            json.dumps({"question": q}) + "\n"
+            for q in ["What happens if you eat watermelon seeds?", "What is the capital of France?", "Can pigs fly?"]
+        )
+    )
     for name in ("truthfulqa-truth", "truthfulqa-info"):
-        raw["judges"][name].update({"model": str(smollm2_dir), "revision": None, "backend": "hf",
-                                    "dtype": "float32", "batch_size": 4})
-    task = {**next(t for t in raw["suites"]["tulu2"] if t["name"] == "truthfulqa_info_true"),
-            "data": {"path": str(questions)}, "max_new_tokens": 16}
+        raw["judges"][name].update(
+            {"model": str(smollm2_dir), "revision": None, "backend": "hf", "dtype": "float32", "batch_size": 4}
+        )
+    task = {
+        **next(t for t in raw["suites"]["tulu2"] if t["name"] == "truthfulqa_info_true"),
+        "data": {"path": str(questions)},
+        "max_new_tokens": 16,
+    }
     raw["suites"]["real-judge"] = [task]
-    raw["recipes"]["tiny-tulu2-dpo"]["eval"] = {"suites": ["real-judge"], "backend": "hf", "dtype": "float32",
-                                                "batch_size": 4}
+    raw["recipes"]["tiny-tulu2-dpo"]["eval"] = {
+        "suites": ["real-judge"],
+        "backend": "hf",
+        "dtype": "float32",
+        "batch_size": 4,
+    }
     config = validate_config(raw)
-    metrics = run.evaluate_model(config, "tiny-tulu2-dpo", smollm2_dir, "final", {}, tmp_path / "m.json",
-                                 tmp_path / "work")
+    metrics = run.evaluate_model(
+        config, "tiny-tulu2-dpo", smollm2_dir, "final", {}, tmp_path / "m.json", tmp_path / "work"
+    )
     entry = metrics["tasks"]["truthfulqa_info_true"]
     assert entry["status"] == "ok", entry
     assert entry["n"] == 3 and 0 <= entry["value"] <= 100
-    assert round(entry["value"], 6) in {0.0, round(100 / 3, 6), round(200 / 3, 6), 100.0}   # k of 3 questions
+    assert round(entry["value"], 6) in {0.0, round(100 / 3, 6), round(200 / 3, 6), 100.0}  # k of 3 questions
     assert entry["judge"]["path"] == str(smollm2_dir) and entry["judges"]["info_judge"]["name"] == "truthfulqa-info"
     assert entry["judge"]["prompt_sha256"] != entry["judges"]["info_judge"]["prompt_sha256"]
     assert entry["value"] <= min(entry["pct_true"], entry["pct_info"]) + 1e-9
-    assert formats.chat_template_jinja("tulu")   # the evaluated model answered in the recipe's chat format
+    assert formats.chat_template_jinja("tulu")  # the evaluated model answered in the recipe's chat format
 
 
 @pytest.mark.slow
@@ -246,13 +317,30 @@ def test_classifier_judge_runs_a_real_sequence_classifier(tmp_path, make_tiny_to
 
     tokenizer = make_tiny_tokenizer(add_bos=False)
     torch.manual_seed(0)
-    model = RobertaForSequenceClassification(RobertaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=130, num_labels=2, pad_token_id=tokenizer.pad_token_id))
+    model = RobertaForSequenceClassification(
+        RobertaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=130,
+            num_labels=2,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
     model.save_pretrained(tmp_path / "clf")
     tokenizer.save_pretrained(tmp_path / "clf")
-    judge = {"name": "clf", "model": str(tmp_path / "clf"), "kind": "classifier", "backend": "hf",
-             "batch_size": 2, "positive": 1, "dtype": "float32", "revision": None}
+    judge = {
+        "name": "clf",
+        "model": str(tmp_path / "clf"),
+        "kind": "classifier",
+        "backend": "hf",
+        "batch_size": 2,
+        "positive": 1,
+        "dtype": "float32",
+        "revision": None,
+    }
     classifier = judged.load_judge(judge, seed=0)
     texts = ["hello world", "the model answer is 42", "why is the sky", "code python function"]
     labels = classifier.classify(texts)
@@ -260,8 +348,13 @@ def test_classifier_judge_runs_a_real_sequence_classifier(tmp_path, make_tiny_to
         enc = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
         expected = model.eval()(**enc).logits.argmax(dim=-1).tolist()
     assert labels == expected and set(labels) <= {0, 1}
-    prepared = judged.Prepared(task={"name": "t", "harness": "toxigen"}, items=[{"target_group": "g"}] * 4,
-                               judges={"judge": judge}, data_source="local", outputs=texts)
+    prepared = judged.Prepared(
+        task={"name": "t", "harness": "toxigen"},
+        items=[{"target_group": "g"}] * 4,
+        judges={"judge": judge},
+        data_source="local",
+        outputs=texts,
+    )
     scored = judged.score_toxigen(classifier, prepared, seed=0)
     assert scored["value"] == pytest.approx(100 * sum(label == 1 for label in expected) / 4)
     assert judged.judge_record(judge)["path"] == str(tmp_path / "clf")

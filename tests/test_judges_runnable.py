@@ -28,8 +28,15 @@ ROOT = Path(__file__).resolve().parents[1]
 # (model output, reference output): the rule judges below prefer the longer text, so the model wins items 0-2 and
 # loses 3-4; item 5's outputs have equal lengths and the judge answers something the ranking parser cannot read
 # (left out, counted); item 6's outputs are identical: a draw (1/2) that the package decides without the judge.
-ITEMS = [("a much longer answer", "short"), ("long enough reply", "tiny"), ("detailed output", "brief"),
-         ("no", "a long reference"), ("meh", "the reference wins"), ("same", "sam3"), ("identical", "identical")]
+ITEMS = [
+    ("a much longer answer", "short"),
+    ("long enough reply", "tiny"),
+    ("detailed output", "brief"),
+    ("no", "a long reference"),
+    ("meh", "the reference wins"),
+    ("same", "sam3"),
+    ("identical", "identical"),
+]
 RANKED_1 = "[{'model': 'model_1', 'rank': 1}, {'model': 'model_2', 'rank': 2}]"
 RANKED_2 = "[{'model': 'model_1', 'rank': 2}, {'model': 'model_2', 'rank': 1}]"
 
@@ -45,11 +52,20 @@ def longer(content: str) -> str:
 
 
 def prepared(judge: dict, items=ITEMS) -> judged.Prepared:
-    task = {"name": "alpaca_eval", "harness": "alpaca-eval", "metric": "win_rate", "scale": 100,
-            "max_new_tokens": 8, "chat_format": True, "limit": None, "annotator": "alpaca_eval_gpt4"}
+    task = {
+        "name": "alpaca_eval",
+        "harness": "alpaca-eval",
+        "metric": "win_rate",
+        "scale": 100,
+        "max_new_tokens": 8,
+        "chat_format": True,
+        "limit": None,
+        "annotator": "alpaca_eval_gpt4",
+    }
     rows = [{"instruction": f"instruction {i}", "reference": ref} for i, (_, ref) in enumerate(items)]
-    return judged.Prepared(task=task, items=rows, judges={"judge": judge}, data_source="generated",
-                           outputs=[out for out, _ in items])
+    return judged.Prepared(
+        task=task, items=rows, judges={"judge": judge}, data_source="generated", outputs=[out for out, _ in items]
+    )
 
 
 class RuleJudge:
@@ -90,8 +106,8 @@ def test_win_rate_by_hand_with_ties_and_a_parse_failure_with_fake_judge():
     assert entry["value"] == pytest.approx(value) and entry["stderr"] == pytest.approx(stderr)
     assert (entry["n"], entry["n_wins"], entry["n_losses"], entry["n_draws"], entry["unparseable"]) == (6, 3, 2, 1, 1)
     assert entry["preferences"] == [2.0, 2.0, 2.0, 1.0, 1.0, None, 1.5]
-    assert len(judge.asked) == 6                 # identical outputs are a draw without asking the judge
-    assert judge.max_new_tokens == [100]         # the annotator's max_tokens, not the judge's own 8
+    assert len(judge.asked) == 6  # identical outputs are a draw without asking the judge
+    assert judge.max_new_tokens == [100]  # the annotator's max_tokens, not the judge's own 8
 
 
 def test_the_judge_sees_the_packages_template_and_the_entry_records_the_protocol_with_fake_judge():
@@ -101,17 +117,22 @@ def test_the_judge_sees_the_packages_template_and_the_entry_records_the_protocol
     template = (configs / "alpaca_eval.txt").read_text()
     settings = yaml.safe_load((configs / "configs.yaml").read_text())["alpaca_eval_gpt4"]
     system = re.search(r"<\|im_start\|>system\n(.*?)\n<\|im_end\|>", template, re.S).group(1)
-    for messages in judge.asked:                 # ChatML turned into messages, as the package's local decoders do
+    for messages in judge.asked:  # ChatML turned into messages, as the package's local decoders do
         assert [m["role"] for m in messages] == ["system", "user"] and messages[0]["content"] == system
         assert messages[1]["content"].startswith(template.split("<|im_start|>user\n")[1].split("{")[0].strip())
     pairs = {i: sorted(shown(m[1]["content"])) for i, m in enumerate(judge.asked)}
     assert sorted(pairs.values()) == sorted(sorted(p) for p in ITEMS[:6])
     assert entry["protocol"] == {
-        "package": "alpaca-eval", "version": metadata.version("alpaca-eval"), "annotator": "alpaca_eval_gpt4",
+        "package": "alpaca-eval",
+        "version": metadata.version("alpaca-eval"),
+        "annotator": "alpaca_eval_gpt4",
         "template": "alpaca_eval_gpt4/alpaca_eval.txt",
         "template_sha256": hashlib.sha256(template.encode()).hexdigest(),
-        "completion_parser": "ranking_parser", "completions_kwargs": settings["completions_kwargs"],
-        "metric": "get_winrate", "order_seed": 0}
+        "completion_parser": "ranking_parser",
+        "completions_kwargs": settings["completions_kwargs"],
+        "metric": "get_winrate",
+        "order_seed": 0,
+    }
 
 
 def test_output_order_is_the_packages_seeded_per_instruction_with_fake_judge():
@@ -121,9 +142,11 @@ def test_output_order_is_the_packages_seeded_per_instruction_with_fake_judge():
     items = [(f"model answer {i}", f"reference answer {i}") for i in range(24)]
     judge = RuleJudge(rule=lambda content: RANKED_1)
     entry = judged.score(prepared(LOCAL, items), seed=1234, loader=lambda j, s: judge)
-    switched = [random.Random(f"is_switched_outputs{'instruction ' + str(i)}0").choices([False, True])[0]
-                for i in range(len(items))]
-    assert 0 < sum(switched) < len(items)                      # both orders occur
+    switched = [
+        random.Random(f"is_switched_outputs{'instruction ' + str(i)}0").choices([False, True])[0]
+        for i in range(len(items))
+    ]
+    assert 0 < sum(switched) < len(items)  # both orders occur
     assert entry["preferences"] == [2.0 if s else 1.0 for s in switched]
     assert entry["value"] == pytest.approx(100 * sum(switched) / len(items))
     for messages in judge.asked:
@@ -136,16 +159,20 @@ def test_no_readable_verdict_is_skipped_with_the_protocol_recorded_with_fake_jud
     judge = RuleJudge(rule=lambda content: "Both are fine.")
     with pytest.raises(judged.Skipped) as info:
         judged.score(prepared(LOCAL, ITEMS[:3]), seed=3, loader=lambda j, s: judge)
-    assert info.value.entry["reason"] == ("the judge gave no verdict that AlpacaEval's parser (ranking_parser) "
-                                          "could read")
+    assert info.value.entry["reason"] == (
+        "the judge gave no verdict that AlpacaEval's parser (ranking_parser) could read"
+    )
     assert info.value.entry["protocol"]["annotator"] == "alpaca_eval_gpt4"
 
 
 def test_unknown_annotator_is_named(config):
     task = {**next(t for t in config["suites"]["tulu2"] if t["name"] == "alpaca_eval")}
-    assert task["annotator"] == "alpaca_eval_gpt4"                              # [T2]'s, declared in config.yaml
-    with pytest.raises(Exception, match=r"AlpacaEval annotator 'alpaca_eval_gpt5' is not one of the alpaca-eval "
-                                        r"package's evaluators_configs \(.*alpaca_eval_gpt4"):
+    assert task["annotator"] == "alpaca_eval_gpt4"  # [T2]'s, declared in config.yaml
+    with pytest.raises(
+        Exception,
+        match=r"AlpacaEval annotator 'alpaca_eval_gpt5' is not one of the alpaca-eval "
+        r"package's evaluators_configs \(.*alpaca_eval_gpt4",
+    ):
         alpaca_eval_protocol.annotator_config("alpaca_eval_gpt5")
 
 
@@ -161,9 +188,11 @@ def test_api_judge_without_its_key_is_skipped_with_the_reason(monkeypatch):
     task = next(t for t in config["suites"]["tulu2"] if t["name"] == "alpaca_eval")
     with pytest.raises(judged.Skipped) as info:
         judged.prepare(config, task)
-    assert info.value.entry["reason"] == ("judge 'alpaca-eval' is an API model (gpt-4-0613 at "
-                                          "https://api.openai.com/v1) and the environment variable OPENAI_API_KEY "
-                                          "holding its key is not set")
+    assert info.value.entry["reason"] == (
+        "judge 'alpaca-eval' is an API model (gpt-4-0613 at "
+        "https://api.openai.com/v1) and the environment variable OPENAI_API_KEY "
+        "holding its key is not set"
+    )
 
 
 @pytest.fixture
@@ -175,10 +204,22 @@ def fake_api_server():
         def do_POST(self):  # noqa: N802 - http.server's name
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-            reply = json.dumps({"id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                                "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                                    "role": "assistant", "content": longer(body["messages"][-1]["content"])}}],
-                                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+            reply = json.dumps(
+                {
+                    "id": "cmpl-1",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": longer(body["messages"][-1]["content"])},
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                }
+            )
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(reply)))
@@ -200,7 +241,7 @@ def test_api_judge_goes_through_the_packages_openai_client_with_fake_api_server(
     monkeypatch.setenv("MY_JUDGE_KEY", "sk-test-123")
     config = api_judge(api_base=base, api_key_env="MY_JUDGE_KEY")
     judge = {"name": "alpaca-eval", **config["judges"]["alpaca-eval"]}
-    entry = judged.score(prepared(judge), seed=3)          # the real APIJudge, through load_judge
+    entry = judged.score(prepared(judge), seed=3)  # the real APIJudge, through load_judge
     assert entry["value"] == pytest.approx(by_hand([2, 2, 2, 1, 1, 1.5])[0]) and entry["unparseable"] == 1
     assert len(seen) == 6 and {s["path"] for s in seen} == {"/v1/chat/completions"}
     assert {s["auth"] for s in seen} == {"Bearer sk-test-123"}
@@ -210,13 +251,13 @@ def test_api_judge_goes_through_the_packages_openai_client_with_fake_api_server(
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
     assert entry["judge"]["backend"] == "api" and entry["judge"]["api_base"] == base
     assert entry["protocol"]["completions_kwargs"]["model_name"] == "gpt-4-0613"
-    assert "sk-test-123" not in json.dumps(entry)          # the key is never recorded
+    assert "sk-test-123" not in json.dumps(entry)  # the key is never recorded
 
 
 def test_api_that_does_not_answer_is_skipped_with_the_reason(monkeypatch):
     import socket
 
-    with socket.socket() as sock:                          # a port nobody listens on
+    with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     monkeypatch.setenv("MY_JUDGE_KEY", "sk-test-123")
@@ -224,8 +265,9 @@ def test_api_that_does_not_answer_is_skipped_with_the_reason(monkeypatch):
     judge = {"name": "alpaca-eval", **config["judges"]["alpaca-eval"]}
     with pytest.raises(judged.Skipped) as info:
         judged.score(prepared(judge, ITEMS[:1]), seed=3)
-    assert info.value.entry["reason"].startswith(f"judge 'alpaca-eval': the API at http://127.0.0.1:{port}/v1 did "
-                                                 f"not answer (APIConnectionError")
+    assert info.value.entry["reason"].startswith(
+        f"judge 'alpaca-eval': the API at http://127.0.0.1:{port}/v1 did not answer (APIConnectionError"
+    )
     assert "sk-test-123" not in json.dumps(info.value.entry)
 
 
@@ -237,22 +279,45 @@ def test_alpaca_eval_end_to_end_with_the_tiny_model_as_local_vllm_judge(smollm2_
     for every item and record the protocol."""
     raw = yaml.safe_load((ROOT / "config.yaml").read_text())
     data = tmp_path / "alpaca.json"
-    data.write_text(json.dumps([{"instruction": f"What is {a} plus {b}?", "output": f"{a} plus {b} is {a + b}.",
-                                 "generator": "reference", "dataset": "generated"}
-                                for a, b in ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10))]))
-    raw["judges"]["alpaca-eval"] = {"model": str(smollm2_dir), "kind": "pairwise", "backend": "vllm",
-                                    "dtype": "float32", "batch_size": 8}
-    task = {**next(t for t in raw["suites"]["tulu2"] if t["name"] == "alpaca_eval"), "data": {"path": str(data)},
-            "max_new_tokens": 24}
+    data.write_text(
+        json.dumps(
+            [
+                {
+                    "instruction": f"What is {a} plus {b}?",
+                    "output": f"{a} plus {b} is {a + b}.",
+                    "generator": "reference",
+                    "dataset": "generated",
+                }
+                for a, b in ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10))
+            ]
+        )
+    )
+    raw["judges"]["alpaca-eval"] = {
+        "model": str(smollm2_dir),
+        "kind": "pairwise",
+        "backend": "vllm",
+        "dtype": "float32",
+        "batch_size": 8,
+    }
+    task = {
+        **next(t for t in raw["suites"]["tulu2"] if t["name"] == "alpaca_eval"),
+        "data": {"path": str(data)},
+        "max_new_tokens": 24,
+    }
     raw["suites"]["alpaca-tiny"] = [task]
-    raw["recipes"]["tiny-tulu2-dpo"]["eval"] = {"suites": ["alpaca-tiny"], "backend": "vllm", "dtype": "float32",
-                                                "batch_size": 8}
+    raw["recipes"]["tiny-tulu2-dpo"]["eval"] = {
+        "suites": ["alpaca-tiny"],
+        "backend": "vllm",
+        "dtype": "float32",
+        "batch_size": 8,
+    }
     config = validate_config(raw)
-    metrics = run.evaluate_model(config, "tiny-tulu2-dpo", smollm2_dir, "final", {}, tmp_path / "m.json",
-                                 tmp_path / "work")
+    metrics = run.evaluate_model(
+        config, "tiny-tulu2-dpo", smollm2_dir, "final", {}, tmp_path / "m.json", tmp_path / "work"
+    )
     entry = metrics["tasks"]["alpaca_eval"]
     assert entry["protocol"]["annotator"] == "alpaca_eval_gpt4" and len(entry["protocol"]["template_sha256"]) == 64
-    if entry["status"] == "skipped":      # a 135M judge may never answer in the ranking format: said, not scored
+    if entry["status"] == "skipped":  # a 135M judge may never answer in the ranking format: said, not scored
         assert entry["reason"] == "the judge gave no verdict that AlpacaEval's parser (ranking_parser) could read"
         assert entry["judge"]["backend"] == "vllm"
         return

@@ -26,12 +26,28 @@ PACKAGE = Path(__file__).resolve().parents[1] / "menagerie"
 
 LAYERS = ["ground", "config", "data", "inference", "train", "merge", "evaluate", "report", "cli"]
 # subpackages take the layer of their package; top-level modules are listed
-PACKAGES = {"data": "data", "inference": "inference", "train": "train", "evaluate": "evaluate", "hpc": "ground",
-            "schemas": "ground"}
+PACKAGES = {
+    "data": "data",
+    "inference": "inference",
+    "train": "train",
+    "evaluate": "evaluate",
+    "hpc": "ground",
+    "schemas": "ground",
+}
 MODULES = {
-    "ground": ["menagerie", "io", "errors", "device", "formats", "rounding", "provenance", "cli_support", "resources",
-               "bytecode",
-               "runlock"],
+    "ground": [
+        "menagerie",
+        "io",
+        "errors",
+        "device",
+        "formats",
+        "rounding",
+        "provenance",
+        "cli_support",
+        "resources",
+        "bytecode",
+        "runlock",
+    ],
     "config": ["config", "plan", "workflow", "models", "ni_settings", "overrides"],
     "merge": ["merge", "dequantize_merge"],
     "report": ["report", "leaderboard", "leaderboard_html", "verify", "verdict", "reproduction"],
@@ -39,9 +55,15 @@ MODULES = {
 }
 # inside the contamination gate's package, each stage imports only the stages before it (its __init__ documents it)
 CONTAMINATION = "menagerie.data.contamination"
-CONTAMINATION_ORDER = [["records", "text", "arrays", "shards"], ["guard"], ["ngram", "code_match"], ["candidates"],
-                       ["embedding", "items"], ["gate"]]
-ENTRY_POINTS = {f"{CONTAMINATION}.gate", f"{CONTAMINATION}.items"}   # what the rest of the package may import
+CONTAMINATION_ORDER = [
+    ["records", "text", "arrays", "shards"],
+    ["guard"],
+    ["ngram", "code_match"],
+    ["candidates"],
+    ["embedding", "items"],
+    ["gate"],
+]
+ENTRY_POINTS = {f"{CONTAMINATION}.gate", f"{CONTAMINATION}.items"}  # what the rest of the package may import
 
 
 def module_name(path: Path) -> str:
@@ -97,8 +119,12 @@ def test_every_module_has_a_layer(graph):
 
 
 def test_no_module_imports_a_higher_layer(graph):
-    upward = [f"{m} ({layer_of(m)}) imports {t} ({layer_of(t)})" for m, targets in sorted(graph.items())
-              for t in sorted(targets) if LAYERS.index(layer_of(t)) > LAYERS.index(layer_of(m))]
+    upward = [
+        f"{m} ({layer_of(m)}) imports {t} ({layer_of(t)})"
+        for m, targets in sorted(graph.items())
+        for t in sorted(targets)
+        if LAYERS.index(layer_of(t)) > LAYERS.index(layer_of(m))
+    ]
     assert not upward, "imports against the pipeline:\n" + "\n".join(upward)
 
 
@@ -146,12 +172,20 @@ def test_contamination_stages_import_in_one_direction(graph):
     level = {f"{CONTAMINATION}.{name}": k for k, names in enumerate(CONTAMINATION_ORDER) for name in names}
     inside = {m for m in graph if m.startswith(CONTAMINATION + ".")}
     assert inside == set(level), "a module of the package is missing from CONTAMINATION_ORDER, or gone"
-    backward = [f"{m} imports {t}" for m in sorted(inside) for t in sorted(graph[m])
-                if t in level and level[t] >= level[m] and t != m]
+    backward = [
+        f"{m} imports {t}"
+        for m in sorted(inside)
+        for t in sorted(graph[m])
+        if t in level and level[t] >= level[m] and t != m
+    ]
     assert not backward, "contamination stages importing later or same-level ones:\n" + "\n".join(backward)
     assert not graph[CONTAMINATION], "the package's __init__ imports nothing: callers import the stage they need"
-    outside = [f"{m} imports {t}" for m in sorted(set(graph) - inside - {CONTAMINATION}) for t in sorted(graph[m])
-               if t in level and t not in ENTRY_POINTS]
+    outside = [
+        f"{m} imports {t}"
+        for m in sorted(set(graph) - inside - {CONTAMINATION})
+        for t in sorted(graph[m])
+        if t in level and t not in ENTRY_POINTS
+    ]
     assert not outside, "the package's stages imported from outside it:\n" + "\n".join(outside)
 
 

@@ -26,7 +26,8 @@ EVIL = '<script>alert("x")</script> & "quotes"'
 
 requires_chromium = pytest.mark.skipif(
     CHROMIUM is None and os.environ.get("CI") != "true",
-    reason="chromium is not installed (apt-get install chromium); with CI=true this test fails instead of skipping")
+    reason="chromium is not installed (apt-get install chromium); with CI=true this test fails instead of skipping",
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,18 @@ def config() -> dict:
 
 
 def metrics(tasks: dict) -> dict:
-    return {"recipe": "x", "which": "final", "model": "m", "backend": "hf", "dtype": "float32", "batch_size": 16,
-            "seed": 1234, "chat_format": "tulu", "chat_template_sha256": "0" * 64, "tasks": tasks}
+    return {
+        "recipe": "x",
+        "which": "final",
+        "model": "m",
+        "backend": "hf",
+        "dtype": "float32",
+        "batch_size": 16,
+        "seed": 1234,
+        "chat_format": "tulu",
+        "chat_template_sha256": "0" * 64,
+        "tasks": tasks,
+    }
 
 
 def ok(value: float, stderr: float | None, metric: str = "exact_match", n: int = 200) -> dict:
@@ -52,18 +63,51 @@ def contamination_stage_files(tmp: Path) -> dict[str, Path]:
     data = tmp / "data"
     data.mkdir(parents=True)
     (data / "sft_report.json").write_text(json.dumps({"sha256": {"train": "b" * 64}}))
-    (data / "contamination.json").write_text(json.dumps({
-        "summary": {"action": "drop", "methods": ["ngram", "cosine"], "ngram": 13, "cosine": 0.8, "guard": True,
-                    "eval_items": 216, "eval_tasks": ["heldout_exact"], "unchecked_tasks": ["humaneval_pass1"],
+    (data / "contamination.json").write_text(
+        json.dumps(
+            {
+                "summary": {
+                    "action": "drop",
+                    "methods": ["ngram", "cosine"],
+                    "ngram": 13,
+                    "cosine": 0.8,
+                    "guard": True,
+                    "eval_items": 216,
+                    "eval_tasks": ["heldout_exact"],
+                    "unchecked_tasks": ["humaneval_pass1"],
                     "flagged_rows": 3,
-                    "parts": {"sft": {"train_rows": 64, "flagged_rows": 3, "kept_rows": 61,
-                                      "by_method": {"ngram": 2, "cosine": 1}, "by_task": {"heldout_exact": 3}}},
-                    "examples": [{"part": "sft", "row": 7, "train_id": "r7", "methods": ["ngram"], "method": "ngram",
-                                  "kind": "question", "eval_task": "heldout_exact", "eval_id": "e3", "score": 1.0,
-                                  "threshold": 0.2, "train_excerpt": "Intro <b>. What is 23 plus 58? Thanks",
-                                  "train_spans": [[11, 29]], "eval_text": "What is 23 plus 58?",
-                                  "eval_spans": [[0, 18]]}]},
-        "sha256": {"sft": "d" * 64}}))
+                    "parts": {
+                        "sft": {
+                            "train_rows": 64,
+                            "flagged_rows": 3,
+                            "kept_rows": 61,
+                            "by_method": {"ngram": 2, "cosine": 1},
+                            "by_task": {"heldout_exact": 3},
+                        }
+                    },
+                    "examples": [
+                        {
+                            "part": "sft",
+                            "row": 7,
+                            "train_id": "r7",
+                            "methods": ["ngram"],
+                            "method": "ngram",
+                            "kind": "question",
+                            "eval_task": "heldout_exact",
+                            "eval_id": "e3",
+                            "score": 1.0,
+                            "threshold": 0.2,
+                            "train_excerpt": "Intro <b>. What is 23 plus 58? Thanks",
+                            "train_spans": [[11, 29]],
+                            "eval_text": "What is 23 plus 58?",
+                            "eval_spans": [[0, 18]],
+                        }
+                    ],
+                },
+                "sha256": {"sft": "d" * 64},
+            }
+        )
+    )
     return {"data.sft": data / "sft_report.json"}
 
 
@@ -75,19 +119,36 @@ def board(config, tmp_path) -> dict:
     tiny_base = metrics({"heldout_exact": ok(22.0, 2.9), "humaneval_pass1": ok(12.5, 8.5, "pass@1", 16)})
     entries = {
         "tiny-tulu2-dpo": build_eval_entry(
-            config, "tiny-tulu2-dpo",
-            metrics({"heldout_exact": ok(60.0, 3.5), "humaneval_pass1": skipped(EVIL)}), tiny_base,
-            contamination_stage_files(tmp_path / "stages"), "results/tiny-tulu2-dpo/dpo"),
+            config,
+            "tiny-tulu2-dpo",
+            metrics({"heldout_exact": ok(60.0, 3.5), "humaneval_pass1": skipped(EVIL)}),
+            tiny_base,
+            contamination_stage_files(tmp_path / "stages"),
+            "results/tiny-tulu2-dpo/dpo",
+        ),
         "tiny-platypus2": build_eval_entry(
-            config, "tiny-platypus2",
-            metrics({"heldout_exact": ok(75.0, 3.0), "humaneval_pass1": ok(12.5, 8.5, "pass@1", 16)}), None, {},
-            "results/tiny-platypus2/sft_merged"),
+            config,
+            "tiny-platypus2",
+            metrics({"heldout_exact": ok(75.0, 3.0), "humaneval_pass1": ok(12.5, 8.5, "pass@1", 16)}),
+            None,
+            {},
+            "results/tiny-platypus2/sft_merged",
+        ),
         "platypus2-13b": build_eval_entry(
-            config, "platypus2-13b",
-            metrics({"arc_challenge_25shot": ok(60.1, 1.4, "acc_norm"), "hellaswag_10shot": ok(81.9, 0.4, "acc_norm"),
-                     "mmlu_5shot": ok(55.2, 0.4, "acc"),
-                     "truthfulqa_mc2_0shot": skipped("lm-eval task 'truthfulqa_mc2' could not run here")}),
-            None, {}, "results/platypus2-13b/sft_merged"),
+            config,
+            "platypus2-13b",
+            metrics(
+                {
+                    "arc_challenge_25shot": ok(60.1, 1.4, "acc_norm"),
+                    "hellaswag_10shot": ok(81.9, 0.4, "acc_norm"),
+                    "mmlu_5shot": ok(55.2, 0.4, "acc"),
+                    "truthfulqa_mc2_0shot": skipped("lm-eval task 'truthfulqa_mc2' could not run here"),
+                }
+            ),
+            None,
+            {},
+            "results/platypus2-13b/sft_merged",
+        ),
     }
     files = []
     for name, entry in entries.items():
@@ -98,8 +159,12 @@ def board(config, tmp_path) -> dict:
     # platypus2-13b also has its Open LLM Leaderboard v1 file: the page links it
     (results / "platypus2-13b" / "openllm_v1").mkdir()
     (results / "platypus2-13b" / "openllm_v1" / "results.json").write_text("{}")
-    out = {"json": results / "leaderboard.json", "md": results / "leaderboard.md",
-           "html": results / "leaderboard.html", "charts": results / "leaderboard"}
+    out = {
+        "json": results / "leaderboard.json",
+        "md": results / "leaderboard.md",
+        "html": results / "leaderboard.html",
+        "charts": results / "leaderboard",
+    }
     rows = write_leaderboard(files, out["json"], out["md"], out["html"], out["charts"])
     return {"rows": rows, "entries": entries, **out}
 
@@ -162,7 +227,7 @@ def test_chart_draws_the_paper_values(config, board):
     rows = board["rows"]
     tasks = suites(rows)["openllm-v1"]
     with_paper = suite_chart("openllm-v1", tasks, rows)
-    assert with_paper == (board["charts"] / "openllm-v1.png").read_bytes()     # deterministic bytes
+    assert with_paper == (board["charts"] / "openllm-v1.png").read_bytes()  # deterministic bytes
     stripped = json.loads(json.dumps(rows))
     for row in stripped:
         for task in row["tasks"].values():
@@ -173,8 +238,8 @@ def test_chart_draws_the_paper_values(config, board):
 def test_html_is_self_contained_and_escaped(board):
     html = board["html"].read_text()
     dom = parse(html)
-    assert dom.summary == [r["recipe"] for r in board["rows"]]                 # ranked, one row per recipe
-    assert dom.summary == ["platypus2-13b", "tiny-tulu2-dpo", "tiny-platypus2"]   # averages 65.7, 60, 43.75
+    assert dom.summary == [r["recipe"] for r in board["rows"]]  # ranked, one row per recipe
+    assert dom.summary == ["platypus2-13b", "tiny-tulu2-dpo", "tiny-platypus2"]  # averages 65.7, 60, 43.75
     assert dom.suite_rows == {"openllm-v1": ["platypus2-13b"], "tiny": ["tiny-tulu2-dpo", "tiny-platypus2"]}
     # no scripts, no external assets: every image is an embedded PNG, the same bytes as results/leaderboard/
     assert dom.scripts == 0
@@ -184,7 +249,7 @@ def test_html_is_self_contained_and_escaped(board):
     for img in dom.images:
         prefix = "data:image/png;base64,"
         assert img["src"].startswith(prefix)
-        png = base64.b64decode(img["src"][len(prefix):])
+        png = base64.b64decode(img["src"][len(prefix) :])
         assert png == (board["charts"] / f"{img['data-suite']}.png").read_bytes()
     # the skipped task's reason is escaped text in a title, never markup
     assert "<script>alert" not in html
@@ -194,9 +259,10 @@ def test_html_is_self_contained_and_escaped(board):
 def test_html_links_are_relative_and_resolve(board):
     dom = parse(board["html"].read_text())
     base = board["html"].parent
-    assert sorted(dom.links) == sorted([f"{r}/eval.json" for r in ("tiny-platypus2", "tiny-tulu2-dpo",
-                                                                     "platypus2-13b")]
-                                       + ["platypus2-13b/openllm_v1/results.json"])
+    assert sorted(dom.links) == sorted(
+        [f"{r}/eval.json" for r in ("tiny-platypus2", "tiny-tulu2-dpo", "platypus2-13b")]
+        + ["platypus2-13b/openllm_v1/results.json"]
+    )
     for link in dom.links:
         assert not Path(link).is_absolute() and (base / link).is_file()
 
@@ -217,7 +283,7 @@ def test_html_shows_paper_deltas_and_contamination(board):
     untested = re.search(r'<tr class="recipe-row" data-recipe="tiny-platypus2">(.*?)</tr>', html, re.S).group(1)
     assert "no gate report" in untested
     top = re.search(r'<tr class="recipe-row" data-recipe="platypus2-13b">(.*?)</tr>', html, re.S).group(1)
-    assert "3 of 4 tasks" in top and "[PL] Table 3" in top          # the average leaves the skipped task out
+    assert "3 of 4 tasks" in top and "[PL] Table 3" in top  # the average leaves the skipped task out
     board_json = json.loads(board["json"].read_text())
     assert board_json["rows"][1]["contamination"]["flagged_rows"] == 3
     assert board_json["rows"][1]["tasks"]["heldout_exact"]["suite"] == "tiny"
@@ -225,8 +291,14 @@ def test_html_shows_paper_deltas_and_contamination(board):
 
 def test_contamination_text():
     assert contamination_text(None) == "no gate report"
-    text = contamination_text({"action": "warn", "flagged_rows": 0, "eval_items": 5,
-                               "parts": {"sft": {"train_rows": 10}, "dpo": {"train_rows": 7}}})
+    text = contamination_text(
+        {
+            "action": "warn",
+            "flagged_rows": 0,
+            "eval_items": 5,
+            "parts": {"sft": {"train_rows": 10}, "dpo": {"train_rows": 7}},
+        }
+    )
     assert text == "0 of 17 training rows flagged against 5 eval items (action: warn)"
 
 
@@ -265,8 +337,14 @@ window.addEventListener("load", function () {
 def chromium(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     if CHROMIUM is None:
         pytest.fail("CI=true but chromium is not installed: add it to the apt-get install line of .ci/run")
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={cwd / 'chromium-profile'}",
-           *args]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        f"--user-data-dir={cwd / 'chromium-profile'}",
+        *args,
+    ]
     run = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr[-3000:]
     return run
@@ -291,17 +369,17 @@ def test_chromium_renders_every_row_and_loads_the_images(board, tmp_path):
     assert dom.body.get("data-images") == "2"
     assert dom.body.get("data-images-decoded") == "2", dom.body
     widths = sorted(int(w) for w in dom.body["data-image-widths"].split(","))
-    assert widths == sorted(png_size((board["charts"] / n).read_bytes())[0]
-                            for n in ("tiny.png", "openllm-v1.png"))
-    assert dom.scripts == 1                              # only the injected one: the markup in a reason stayed text
+    assert widths == sorted(png_size((board["charts"] / n).read_bytes())[0] for n in ("tiny.png", "openllm-v1.png"))
+    assert dom.scripts == 1  # only the injected one: the markup in a reason stayed text
     assert EVIL in run.stdout.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").replace("&quot;", '"')
 
 
 @requires_chromium
 def test_chromium_screenshot_is_not_blank(board, tmp_path):
     shot = tmp_path / "page.png"
-    chromium("--window-size=1400,1800", "--hide-scrollbars", f"--screenshot={shot}", board["html"].as_uri(),
-             cwd=tmp_path)
+    chromium(
+        "--window-size=1400,1800", "--hide-scrollbars", f"--screenshot={shot}", board["html"].as_uri(), cwd=tmp_path
+    )
     import matplotlib
 
     matplotlib.use("Agg")
@@ -310,6 +388,6 @@ def test_chromium_screenshot_is_not_blank(board, tmp_path):
     pixels = matplotlib.image.imread(str(shot))[..., :3]
     assert pixels.shape[:2] == (1800, 1400)
     colours = {tuple(p) for p in (pixels[::7, ::7].reshape(-1, 3) * 255).round().astype(int).tolist()}
-    assert len(colours) > 20                            # text, table borders, the charts' bar colours
+    assert len(colours) > 20  # text, table borders, the charts' bar colours
     # the tab10 blue of the first task's bars is on screen (the charts were drawn, not just their alt text)
     assert any(abs(r - 31) < 12 and abs(g - 119) < 12 and abs(b - 180) < 12 for r, g, b in colours)

@@ -23,8 +23,9 @@ def test_gpu_stack_versions_agree_with_each_others_pins(gpu_pins):
     for (name, version), requires in GPU_STACK_REQUIRES.items():
         assert gpu_pins[name] == version, f"{name}: locked {gpu_pins.get(name)}, pins recorded for {version}"
         for dep, spec in requires.items():
-            assert Version(gpu_pins[dep]) in SpecifierSet(spec), f"{name} {version} requires {dep}{spec}, " \
-                                                                  f"locked {gpu_pins[dep]}"
+            assert Version(gpu_pins[dep]) in SpecifierSet(spec), (
+                f"{name} {version} requires {dep}{spec}, locked {gpu_pins[dep]}"
+            )
 
 
 def test_gpu_export_has_no_local_path_and_pypi_torch():

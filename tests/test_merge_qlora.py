@@ -21,10 +21,24 @@ from menagerie.errors import MenagerieError  # noqa: E402
 from menagerie.merge import merge_adapter  # noqa: E402
 
 # NF4: the 16 quantiles of N(0, 1) scaled to [-1, 1] (QLoRA paper, Appendix E; bitsandbytes' get_4bit_type("nf4"))
-NF4_LEVELS = [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
-              -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
-              0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941, 0.7229568362236023,
-              1.0]
+NF4_LEVELS = [
+    -1.0,
+    -0.6961928009986877,
+    -0.5250730514526367,
+    -0.39491748809814453,
+    -0.28444138169288635,
+    -0.18477343022823334,
+    -0.09105003625154495,
+    0.0,
+    0.07958029955625534,
+    0.16093020141124725,
+    0.24611230194568634,
+    0.33791524171829224,
+    0.44070982933044434,
+    0.5626170039176941,
+    0.7229568362236023,
+    1.0,
+]
 QUANT = {"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"}
 LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -42,7 +56,7 @@ def tiny(tmp_path_factory, make_tiny_tokenizer) -> dict:
     torch.manual_seed(1)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=LINEAR, init_lora_weights=False, task_type="CAUSAL_LM")
     model = get_peft_model(LlamaForCausalLM.from_pretrained(str(root / "base")), lora)
-    with torch.no_grad():   # adapters as large as a trained one's effect, so a wrong base shows in the logits
+    with torch.no_grad():  # adapters as large as a trained one's effect, so a wrong base shows in the logits
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.mul_(20)
@@ -74,14 +88,19 @@ def _4bit_model(base_dir, dtype=torch.float32):
 
     from menagerie.dequantize_merge import bnb_4bit_config
 
-    return AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=dtype, quantization_config=bnb_4bit_config(QUANT),
-                                                device_map={"": "cpu"})
+    return AutoModelForCausalLM.from_pretrained(
+        str(base_dir), dtype=dtype, quantization_config=bnb_4bit_config(QUANT), device_map={"": "cpu"}
+    )
 
 
 def test_transformers_quantizes_exactly_the_decoder_linear_weights(tiny):
     names = quantized_weight_names(tiny["base"], QUANT)
-    assert names == {f"model.layers.{i}.{part}.{m}.weight" for i in range(2) for m in LINEAR
-                     for part in (["self_attn"] if m in LINEAR[:4] else ["mlp"])}   # lm_head and embeddings stay
+    assert names == {
+        f"model.layers.{i}.{part}.{m}.weight"
+        for i in range(2)
+        for m in LINEAR
+        for part in (["self_attn"] if m in LINEAR[:4] else ["mlp"])
+    }  # lm_head and embeddings stay
 
 
 @pytest.mark.parametrize("double_quant", [True, False])
@@ -101,17 +120,17 @@ def test_merged_weights_are_the_nf4_round_trip_plus_scale_b_a_by_hand(tiny, tmp_
         blocks = rounded.reshape(-1, 64)
         scale = blocks.abs().amax(dim=1, keepdim=True)
         distance = ((blocks / scale).unsqueeze(-1) - levels).abs().amin(dim=-1)
-        assert distance.max() < 1e-4, name                           # every value sits on an NF4 level
+        assert distance.max() < 1e-4, name  # every value sits on an NF4 level
         error = (rounded - base[name]).abs().reshape(-1, 64)
-        assert (error <= scale * 0.17).all(), name                   # within half the widest gap of its level
-        assert not torch.allclose(rounded, base[name], atol=1e-4)    # and it is not the original weight
+        assert (error <= scale * 0.17).all(), name  # within half the widest gap of its level
+        assert not torch.allclose(rounded, base[name], atol=1e-4)  # and it is not the original weight
         from bitsandbytes.functional import dequantize_4bit, quantize_4bit
 
         packed, state = quantize_4bit(base[name], compress_statistics=double_quant, quant_type="nf4")
         expected = dequantize_4bit(packed, quant_state=state, quant_type="nf4") + delta
         torch.testing.assert_close(merged[name], expected, rtol=0, atol=1e-6)
     for name in set(base) - quantized_weight_names(tiny["base"], quant):
-        assert torch.equal(merged[name], base[name]), name           # norms, embeddings, LM head: untouched
+        assert torch.equal(merged[name], base[name]), name  # norms, embeddings, LM head: untouched
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -143,7 +162,7 @@ def test_peft_merge_into_a_4bit_layer_starts_from_the_same_sum_then_requantizes(
     theirs = dequantize_4bit(layer.weight.data, quant_state=layer.weight.quant_state, quant_type="nf4")
     name = "model.layers.0.self_attn.q_proj.weight"
     torch.testing.assert_close(theirs, nf4_round_trip(ours[name], QUANT), rtol=0, atol=1e-6)
-    assert not torch.allclose(theirs, ours[name], atol=1e-4)     # the requantized one lost the adapter's detail
+    assert not torch.allclose(theirs, ours[name], atol=1e-4)  # the requantized one lost the adapter's detail
 
 
 def test_merged_model_computes_what_the_adapter_on_the_4bit_base_computed(tiny, tmp_path):
@@ -152,12 +171,19 @@ def test_merged_model_computes_what_the_adapter_on_the_4bit_base_computed(tiny, 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    merge_adapter(tiny["adapter"], tiny["base"], tmp_path / "merged", "float32", "qlora",
-                  dequantize_from={**QUANT, "weights_dtype": "float32"})
+    merge_adapter(
+        tiny["adapter"],
+        tiny["base"],
+        tmp_path / "merged",
+        "float32",
+        "qlora",
+        dequantize_from={**QUANT, "weights_dtype": "float32"},
+    )
     merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"))
     trained = PeftModel.from_pretrained(_4bit_model(tiny["base"]), str(tiny["adapter"]))
-    naive = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny["base"])),
-                                      str(tiny["adapter"])).merge_and_unload()
+    naive = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(str(tiny["base"])), str(tiny["adapter"])
+    ).merge_and_unload()
     torch.manual_seed(0)
     ids = torch.randint(5, 400, (2, 12))
     with torch.no_grad():
@@ -178,14 +204,15 @@ def test_small_shards_write_an_index_and_the_same_weights(tiny, tmp_path):
     from transformers import AutoModelForCausalLM
 
     write_merged(tiny["base"], tmp_path / "one", "float32", QUANT, "float32", adapter_dir=tiny["adapter"])
-    counts = write_merged(tiny["base"], tmp_path / "many", "float32", QUANT, "float32", adapter_dir=tiny["adapter"],
-                          shard_bytes=100_000)
+    counts = write_merged(
+        tiny["base"], tmp_path / "many", "float32", QUANT, "float32", adapter_dir=tiny["adapter"], shard_bytes=100_000
+    )
     assert counts["shards"] > 2
     index = json.loads((tmp_path / "many" / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) == counts["shards"]
     one, many = _tensors(tmp_path / "one"), _tensors(tmp_path / "many")
     assert one.keys() == many.keys() and all(torch.equal(one[k], many[k]) for k in one)
-    AutoModelForCausalLM.from_pretrained(str(tmp_path / "many"))   # a Hugging Face checkpoint transformers loads
+    AutoModelForCausalLM.from_pretrained(str(tmp_path / "many"))  # a Hugging Face checkpoint transformers loads
 
 
 def test_an_adapter_with_dora_is_refused_in_one_sentence(tiny, tmp_path):

@@ -17,8 +17,13 @@ from menagerie.workflow import RecipePaths
 
 from menagerie.config import load_config
 from menagerie.errors import MenagerieError
-from menagerie.evaluate.openllm_v1 import (MMLU_SUBJECTS, sanitize_model_name, validate_v1, write_native_results,
-                                           write_v1_results)
+from menagerie.evaluate.openllm_v1 import (
+    MMLU_SUBJECTS,
+    sanitize_model_name,
+    validate_v1,
+    write_native_results,
+    write_v1_results,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "results/platypus2-13b/sft_merged"
@@ -34,14 +39,31 @@ def config() -> dict:
 def native_task(results: dict, shots: int, limit: int | None = None, **extra) -> dict:
     """One simple_evaluate output as harness.run_lm_eval_task keeps it."""
     return {
-        "results": results, "configs": {k: {"task": k, "num_fewshot": shots} for k in results},
-        "versions": {k: 1.0 for k in results}, "n-shot": {k: shots for k in results},
+        "results": results,
+        "configs": {k: {"task": k, "num_fewshot": shots} for k in results},
+        "versions": {k: 1.0 for k in results},
+        "n-shot": {k: shots for k in results},
         "higher_is_better": {k: {"acc": True} for k in results},
         "n-samples": {k: {"original": 100, "effective": limit or 100} for k in results},
-        "config": {"model": MODEL, "model_args": None, "model_num_parameters": PARAMS,
-                   "model_dtype": "torch.bfloat16", "model_revision": "main", "model_sha": "", "batch_size": 8,
-                   "limit": limit, "random_seed": 1234, "numpy_seed": 1234, "torch_seed": 1234, "fewshot_seed": 1234},
-        "git_hash": "abc1234", "date": 1704531600.0, "lm_eval_version": "0.4.13", **extra}
+        "config": {
+            "model": MODEL,
+            "model_args": None,
+            "model_num_parameters": PARAMS,
+            "model_dtype": "torch.bfloat16",
+            "model_revision": "main",
+            "model_sha": "",
+            "batch_size": 8,
+            "limit": limit,
+            "random_seed": 1234,
+            "numpy_seed": 1234,
+            "torch_seed": 1234,
+            "fewshot_seed": 1234,
+        },
+        "git_hash": "abc1234",
+        "date": 1704531600.0,
+        "lm_eval_version": "0.4.13",
+        **extra,
+    }
 
 
 def mc(acc: float, stderr: float, acc_norm: float | None = None, alias: str = "") -> dict:
@@ -54,19 +76,32 @@ def mc(acc: float, stderr: float, acc_norm: float | None = None, alias: str = ""
 SUBJECT_ACC = {s: round(0.30 + 0.005 * i, 4) for i, s in enumerate(MMLU_SUBJECTS)}
 
 
-def native_runs(arc_shots: int = 25, limit: int | None = None, skip: tuple[str, ...] = (),
-                extra: dict | None = None) -> dict:
+def native_runs(
+    arc_shots: int = 25, limit: int | None = None, skip: tuple[str, ...] = (), extra: dict | None = None
+) -> dict:
     mmlu = {f"mmlu_{s}": mc(a, 0.04, alias=f"  - {s}") for s, a in SUBJECT_ACC.items()}
-    mmlu.update({"mmlu": mc(0.44, 0.004, alias="mmlu"), "mmlu_humanities": mc(0.40, 0.007),
-                 "mmlu_other": mc(0.45, 0.008), "mmlu_social_sciences": mc(0.47, 0.008), "mmlu_stem": mc(0.41, 0.008)})
+    mmlu.update(
+        {
+            "mmlu": mc(0.44, 0.004, alias="mmlu"),
+            "mmlu_humanities": mc(0.40, 0.007),
+            "mmlu_other": mc(0.45, 0.008),
+            "mmlu_social_sciences": mc(0.47, 0.008),
+            "mmlu_stem": mc(0.41, 0.008),
+        }
+    )
     runs = {
         "arc_challenge_25shot": native_task({"arc_challenge": mc(0.53, 0.0146, 0.5614)}, arc_shots, limit),
         "hellaswag_10shot": native_task({"hellaswag": mc(0.61, 0.0049, 0.8251)}, 10, limit),
-        "mmlu_5shot": native_task(mmlu, 5, limit, groups={"mmlu": mmlu["mmlu"]},
-                                  group_subtasks={"mmlu": ["mmlu_humanities", "mmlu_other", "mmlu_social_sciences",
-                                                           "mmlu_stem"]}),
-        "truthfulqa_mc2_0shot": native_task({"truthfulqa_mc2": {"alias": "truthfulqa_mc2", "acc,none": 0.4486,
-                                                                "acc_stderr,none": "N/A"}}, 0, limit),
+        "mmlu_5shot": native_task(
+            mmlu,
+            5,
+            limit,
+            groups={"mmlu": mmlu["mmlu"]},
+            group_subtasks={"mmlu": ["mmlu_humanities", "mmlu_other", "mmlu_social_sciences", "mmlu_stem"]},
+        ),
+        "truthfulqa_mc2_0shot": native_task(
+            {"truthfulqa_mc2": {"alias": "truthfulqa_mc2", "acc,none": 0.4486, "acc_stderr,none": "N/A"}}, 0, limit
+        ),
     }
     runs.update(extra or {})
     return {name: ({} if name in skip else run) for name, run in runs.items()}
@@ -80,16 +115,39 @@ def write_eval(tmp: Path, **kwargs) -> Path:
     (final / "work").mkdir(parents=True)
     native = native_runs(**kwargs)
     (final / "work/lm_eval_results.json").write_text(json.dumps(native))
-    tasks = {name: ({"status": "skipped", "reason": f"lm-eval task '{name}' could not run here"} if name in skip
-                    else {"status": "ok", "harness": "lm-eval", "metric": "acc", "value": 50.0, "stderr": 1.0,
-                          "n": 100, "lm_eval_version": "0.4.13"})
-             for name in native}
-    metrics = {"recipe": "platypus2-13b", "key": "platypus2-13b.sft_merged/0123456789abcdef", "model": MODEL, "backend": "hf", "dtype": "bfloat16",
-               "batch_size": 8, "seed": 1234, "chat_format": "alpaca", "chat_template_sha256": "0" * 64,
-               "tasks": tasks, "lm_eval_results": str(final / "work/lm_eval_results.json")}
+    tasks = {
+        name: (
+            {"status": "skipped", "reason": f"lm-eval task '{name}' could not run here"}
+            if name in skip
+            else {
+                "status": "ok",
+                "harness": "lm-eval",
+                "metric": "acc",
+                "value": 50.0,
+                "stderr": 1.0,
+                "n": 100,
+                "lm_eval_version": "0.4.13",
+            }
+        )
+        for name in native
+    }
+    metrics = {
+        "recipe": "platypus2-13b",
+        "key": "platypus2-13b.sft_merged/0123456789abcdef",
+        "model": MODEL,
+        "backend": "hf",
+        "dtype": "bfloat16",
+        "batch_size": 8,
+        "seed": 1234,
+        "chat_format": "alpaca",
+        "chat_template_sha256": "0" * 64,
+        "tasks": tasks,
+        "lm_eval_results": str(final / "work/lm_eval_results.json"),
+    }
     (final / "metrics.json").write_text(json.dumps(metrics))
-    (final / "metrics.provenance.json").write_text(json.dumps({"stage": "evaluate", "started": STARTED,
-                                                               "block_time_s": BLOCK_S}))
+    (final / "metrics.provenance.json").write_text(
+        json.dumps({"stage": "evaluate", "started": STARTED, "block_time_s": BLOCK_S})
+    )
     return final / "metrics.json"
 
 
@@ -105,14 +163,27 @@ def read_like_the_leaderboard(path: Path) -> tuple[str, str, str, dict]:
     benchmark the mean of one metric over every results entry whose key contains the benchmark's name."""
     data = json.loads(path.read_text())
     config = data.get("config_general")
-    precision = {"torch.float16": "float16", "float16": "float16", "torch.bfloat16": "bfloat16",
-                 "bfloat16": "bfloat16", "torch.float32": "float32"}.get(config.get("model_dtype"), "Unknown")
+    precision = {
+        "torch.float16": "float16",
+        "float16": "float16",
+        "torch.bfloat16": "bfloat16",
+        "bfloat16": "bfloat16",
+        "torch.float32": "float32",
+    }.get(config.get("model_dtype"), "Unknown")
     org, model = config.get("model_name").split("/", 1)
     results = {}
-    for benchmark, metric in (("arc:challenge", "acc_norm"), ("hellaswag", "acc_norm"), ("hendrycksTest", "acc"),
-                              ("truthfulqa:mc", "mc2"), ("winogrande", "acc"), ("gsm8k", "acc")):
-        if benchmark == "hendrycksTest" and any(data["versions"].get(k) == 0 for k in (
-                "harness|hendrycksTest-abstract_algebra|5", "hendrycksTest-abstract_algebra")):
+    for benchmark, metric in (
+        ("arc:challenge", "acc_norm"),
+        ("hellaswag", "acc_norm"),
+        ("hendrycksTest", "acc"),
+        ("truthfulqa:mc", "mc2"),
+        ("winogrande", "acc"),
+        ("gsm8k", "acc"),
+    ):
+        if benchmark == "hendrycksTest" and any(
+            data["versions"].get(k) == 0
+            for k in ("harness|hendrycksTest-abstract_algebra|5", "hendrycksTest-abstract_algebra")
+        ):
             continue
         if benchmark == "truthfulqa:mc" and "harness|truthfulqa:mc|0" in data["results"]:
             if math.isnan(float(data["results"]["harness|truthfulqa:mc|0"][metric])):
@@ -142,14 +213,15 @@ def test_v1_keys_and_values(config, tmp_path):
     assert sorted(mmlu) == sorted(f"harness|hendrycksTest-{s}|5" for s in MMLU_SUBJECTS)
     assert len(mmlu) == 57
     assert set(keys) - set(mmlu) == {"harness|arc:challenge|25", "harness|hellaswag|10", "harness|truthfulqa:mc|0"}
-    assert not [k for k in keys if "mmlu" in k]          # lm-eval's group and category rows are not subjects
+    assert not [k for k in keys if "mmlu" in k]  # lm-eval's group and category rows are not subjects
     assert keys[:2] == ["harness|arc:challenge|25", "harness|hellaswag|10"] and keys[-1] == "harness|truthfulqa:mc|0"
 
     assert results["harness|arc:challenge|25"] == pytest.approx(
-        {"acc": 0.53, "acc_stderr": 0.0146, "acc_norm": 0.5614, "acc_norm_stderr": 0.0146 * 1.1})
+        {"acc": 0.53, "acc_stderr": 0.0146, "acc_norm": 0.5614, "acc_norm_stderr": 0.0146 * 1.1}
+    )
     algebra = results["harness|hendrycksTest-abstract_algebra|5"]
     assert algebra == {"acc": 0.30, "acc_stderr": 0.04, "acc_norm": 0.30, "acc_norm_stderr": 0.04}
-    assert results["harness|truthfulqa:mc|0"] == {"mc2": 0.4486, "mc2_stderr": None}   # lm-eval's "N/A"
+    assert results["harness|truthfulqa:mc|0"] == {"mc2": 0.4486, "mc2_stderr": None}  # lm-eval's "N/A"
 
     accs = [0.53, 0.61, *SUBJECT_ACC.values()]
     assert results["all"]["acc"] == pytest.approx(sum(accs) / len(accs))
@@ -164,8 +236,14 @@ def test_the_leaderboard_reader_parses_it(config, tmp_path):
     path, _ = v1_file(config, tmp_path)
     org, model, precision, scores = read_like_the_leaderboard(path)
     assert (org, model, precision) == ("menagerie", "platypus2-13b", "bfloat16")
-    assert scores == pytest.approx({"arc:challenge": 56.14, "hellaswag": 82.51,
-                                    "hendrycksTest": 100 * sum(SUBJECT_ACC.values()) / 57, "truthfulqa:mc": 44.86})
+    assert scores == pytest.approx(
+        {
+            "arc:challenge": 56.14,
+            "hellaswag": 82.51,
+            "hendrycksTest": 100 * sum(SUBJECT_ACC.values()) / 57,
+            "truthfulqa:mc": 44.86,
+        }
+    )
 
 
 def test_config_general(config, tmp_path):
@@ -176,7 +254,7 @@ def test_config_general(config, tmp_path):
     assert general["total_evaluation_time_secondes"] == str(BLOCK_S)
     assert general["model_name"] == "menagerie/platypus2-13b" and general["model_path"] == MODEL
     assert general["model_dtype"] == "torch.bfloat16"
-    assert general["model_size"] == f"{PARAMS * 2 / 2 ** 30:.2f} GB" == "24.24 GB"
+    assert general["model_size"] == f"{PARAMS * 2 / 2**30:.2f} GB" == "24.24 GB"
     assert general["model_sha"] == "" and general["lighteval_sha"] == ""
     assert general["override_batch_size"] == 8 and general["max_samples"] is None
     assert general["lm_eval_version"] == "0.4.13" and general["lm_eval_git_hash"] == "abc1234"
@@ -187,34 +265,49 @@ def test_deviations_and_skipped_tasks_are_recorded(config, tmp_path):
     path, data = v1_file(config, tmp_path, arc_shots=0, limit=100, skip=("truthfulqa_mc2_0shot",))
     validate_v1(data, str(path))
     results = data["results"]
-    assert "harness|arc:challenge|0" in results and "harness|arc:challenge|25" not in results   # the real count
+    assert "harness|arc:challenge|0" in results and "harness|arc:challenge|25" not in results  # the real count
     assert not [k for k in results if "truthfulqa" in k] and "mc2" not in results["all"]
     general = data["config_general"]
     assert general["max_samples"] == 100
-    assert general["protocol_deviations"] == ["arc_challenge: 0-shot (v1: 25-shot)",
-                                              "limit 100 examples per task (v1: all)"]
+    assert general["protocol_deviations"] == [
+        "arc_challenge: 0-shot (v1: 25-shot)",
+        "limit 100 examples per task (v1: all)",
+    ]
     assert general["tasks_skipped"] == {
-        "truthfulqa_mc2_0shot": "lm-eval task 'truthfulqa_mc2_0shot' could not run here"}
+        "truthfulqa_mc2_0shot": "lm-eval task 'truthfulqa_mc2_0shot' could not run here"
+    }
     assert "truthfulqa:mc" not in read_like_the_leaderboard(path)[3]
 
 
 def test_winogrande_gsm8k_and_mc1(config, tmp_path):
     """The rest of the v1 protocol, for suites that run it: gsm8k's acc is lm-eval's strict-match exact match."""
-    gsm8k = {"alias": "gsm8k", "exact_match,strict-match": 0.2926, "exact_match_stderr,strict-match": 0.0125,
-             "exact_match,flexible-extract": 0.3101, "exact_match_stderr,flexible-extract": 0.0127}
+    gsm8k = {
+        "alias": "gsm8k",
+        "exact_match,strict-match": 0.2926,
+        "exact_match_stderr,strict-match": 0.0125,
+        "exact_match,flexible-extract": 0.3101,
+        "exact_match_stderr,flexible-extract": 0.0127,
+    }
     truthfulqa = native_runs()["truthfulqa_mc2_0shot"]
     truthfulqa["results"]["truthfulqa_mc1"] = mc(0.2889, 0.0159)
     truthfulqa["n-shot"]["truthfulqa_mc1"] = 0
-    extra = {"winogrande_5shot": native_task({"winogrande": mc(0.749, 0.0122)}, 5),
-             "gsm8k_5shot": native_task({"gsm8k": gsm8k}, 5), "truthfulqa_mc2_0shot": truthfulqa}
+    extra = {
+        "winogrande_5shot": native_task({"winogrande": mc(0.749, 0.0122)}, 5),
+        "gsm8k_5shot": native_task({"gsm8k": gsm8k}, 5),
+        "truthfulqa_mc2_0shot": truthfulqa,
+    }
     path, data = v1_file(config, tmp_path, extra=extra)
     validate_v1(data, str(path))
     results = data["results"]
     assert list(results)[-3:] == ["harness|truthfulqa:mc|0", "harness|winogrande|5", "harness|gsm8k|5"]
     assert results["harness|winogrande|5"] == {"acc": 0.749, "acc_stderr": 0.0122}
     assert results["harness|gsm8k|5"] == {"acc": 0.2926, "acc_stderr": 0.0125}
-    assert results["harness|truthfulqa:mc|0"] == {"mc1": 0.2889, "mc1_stderr": 0.0159, "mc2": 0.4486,
-                                                  "mc2_stderr": None}
+    assert results["harness|truthfulqa:mc|0"] == {
+        "mc1": 0.2889,
+        "mc1_stderr": 0.0159,
+        "mc2": 0.4486,
+        "mc2_stderr": None,
+    }
     assert results["all"]["mc1"] == pytest.approx(0.2889)
     scores = read_like_the_leaderboard(path)[3]
     assert scores["winogrande"] == pytest.approx(74.9) and scores["gsm8k"] == pytest.approx(29.26)
@@ -272,7 +365,7 @@ def test_eval_times_from_the_stage_record(tmp_path):
     start = datetime.strptime(STARTED, "%Y-%m-%dT%H:%M:%S%z").timestamp()
     record.write_text(json.dumps({"started": STARTED, "block_time_s": 10.5, "wall_time_s": 20.0}))
     assert eval_times(metrics_path) == (start, start + 10.5, 10.5)
-    record.write_text(json.dumps({"started": STARTED, "wall_time_s": 20.0}))     # older records: the process's life
+    record.write_text(json.dumps({"started": STARTED, "wall_time_s": 20.0}))  # older records: the process's life
     assert eval_times(metrics_path) == (start, start + 20.0, 20.0)
     record.write_text(json.dumps({"started": "yesterday", "wall_time_s": 20.0}))
     with pytest.raises(MenagerieError, match=rf"{record}: key 'started', 'block_time_s' or 'wall_time_s'"):
@@ -282,7 +375,7 @@ def test_eval_times_from_the_stage_record(tmp_path):
 def test_schema_names_the_offending_key(config, tmp_path):
     _, data = v1_file(config, tmp_path)
     bad = json.loads(json.dumps(data))
-    bad["results"]["harness|arc:challenge"] = {"acc": 0.5}              # two parts, no few-shot count
+    bad["results"]["harness|arc:challenge"] = {"acc": 0.5}  # two parts, no few-shot count
     with pytest.raises(MenagerieError, match=r"x\.json: key 'results'.*'harness\|arc:challenge' does not match"):
         validate_v1(bad, "x.json")
     bad = json.loads(json.dumps(data))
@@ -290,7 +383,7 @@ def test_schema_names_the_offending_key(config, tmp_path):
     with pytest.raises(MenagerieError, match=r"key 'config_general\.model_name'"):
         validate_v1(bad, "x.json")
     bad = json.loads(json.dumps(data))
-    bad["results"]["harness|hellaswag|10"]["acc_norm"] = None          # only stderrs may be null
+    bad["results"]["harness|hellaswag|10"]["acc_norm"] = None  # only stderrs may be null
     with pytest.raises(MenagerieError, match=r"key 'results\.harness\|hellaswag\|10\.acc_norm'"):
         validate_v1(bad, "x.json")
 
@@ -325,7 +418,7 @@ def test_native_results_file_follows_lm_eval(config, tmp_path):
     # the openllm-v1 tasks run without the chat template (config.yaml: chat_format: false)
     assert data["chat_template"] is None and data["fewshot_as_multiturn"] is False
     assert set(data["menagerie"]["task_configs"]) == set(native_runs())
-    assert data["menagerie"]["key"] == "platypus2-13b.sft_merged/0123456789abcdef"   # the shared evaluation's
+    assert data["menagerie"]["key"] == "platypus2-13b.sft_merged/0123456789abcdef"  # the shared evaluation's
 
     # rewritten whole: one results file, no temporaries
     write_native_results(config, "platypus2-13b", metrics_path, out_dir)
@@ -341,18 +434,56 @@ def test_cli(config, tmp_path):
     resolved.write_text(json.dumps(config))
     metrics_path = write_eval(tmp_path)
     out = tmp_path / "results/platypus2-13b/openllm_v1/results.json"
-    evaluate_cli.main(["openllm-v1", "--config", str(resolved), "--recipe", "platypus2-13b",
-                       "--metrics", str(metrics_path), "--out", str(out)])
+    evaluate_cli.main(
+        [
+            "openllm-v1",
+            "--config",
+            str(resolved),
+            "--recipe",
+            "platypus2-13b",
+            "--metrics",
+            str(metrics_path),
+            "--out",
+            str(out),
+        ]
+    )
     validate_v1(json.loads(out.read_text()), str(out))
     key = "/".join(RecipePaths(config).evaluations("platypus2-13b")["final"].split("/")[2:4])
-    evaluate_cli.main(["lm-eval-native", "--config", str(resolved), "--key", key,   # the shared evaluation's key
-                       "--metrics", str(metrics_path), "--out", str(tmp_path / "lm_eval")])
+    evaluate_cli.main(
+        [
+            "lm-eval-native",
+            "--config",
+            str(resolved),
+            "--key",
+            key,  # the shared evaluation's key
+            "--metrics",
+            str(metrics_path),
+            "--out",
+            str(tmp_path / "lm_eval"),
+        ]
+    )
     assert len(list((tmp_path / "lm_eval").glob("*/results_*.json"))) == 1
 
-    run = subprocess.run([sys.executable, str(ROOT / "scripts/evaluate.py"), "openllm-v1", "--config", str(resolved),
-                          "--recipe", "tiny-tulu2-dpo", "--metrics", str(metrics_path), "--out",
-                          str(tmp_path / "tiny.json")], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts/evaluate.py"),
+            "openllm-v1",
+            "--config",
+            str(resolved),
+            "--recipe",
+            "tiny-tulu2-dpo",
+            "--metrics",
+            str(metrics_path),
+            "--out",
+            str(tmp_path / "tiny.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 1
     assert run.stderr.strip().splitlines() == [
         "error: recipe 'tiny-tulu2-dpo': key 'eval.suites' has no 'openllm-v1': the Open LLM Leaderboard v1 results "
-        "file is written only for recipes scored on that suite"]
+        "file is written only for recipes scored on that suite"
+    ]

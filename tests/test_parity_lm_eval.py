@@ -26,14 +26,20 @@ from menagerie.evaluate import harness
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-MMLU_SUBJECTS = sorted(p.name.removesuffix("_test.csv") for p in (SHARED / "mmlu" / "test").glob("*_test.csv")) \
-    if SHARED.is_dir() else []
-LIMITS = {"arc": 20, "mmlu": 5, "gsm8k": 10}     # items per task (per MMLU subject)
+MMLU_SUBJECTS = (
+    sorted(p.name.removesuffix("_test.csv") for p in (SHARED / "mmlu" / "test").glob("*_test.csv"))
+    if SHARED.is_dir()
+    else []
+)
+LIMITS = {"arc": 20, "mmlu": 5, "gsm8k": 10}  # items per task (per MMLU subject)
 SEED, BATCH = 1234, 8
-GSM8K_MAX_TOKENS = 128                           # both sides; shorter than the task's 256 to keep the test short
+GSM8K_MAX_TOKENS = 128  # both sides; shorter than the task's 256 to keep the test short
 
-pytestmark = [pytest.mark.shared, pytest.mark.slow,
-              pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is absent (opt-in real benchmark samples)")]
+pytestmark = [
+    pytest.mark.shared,
+    pytest.mark.slow,
+    pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is absent (opt-in real benchmark samples)"),
+]
 
 
 def lm_eval_tasks_dir() -> Path:
@@ -48,21 +54,24 @@ def cli_yamls(out: Path) -> dict[str, str]:
     arc, mmlu, gsm = SHARED / "arc", SHARED / "mmlu", SHARED / "gsm8k_test.jsonl"
     out.mkdir(parents=True, exist_ok=True)
     (out / "parity_arc.yaml").write_text(f"""\
-include: {builtin / 'arc' / 'arc_challenge.yaml'}
+include: {builtin / "arc" / "arc_challenge.yaml"}
 task: parity_arc_challenge
 dataset_path: json
 dataset_name: null
 dataset_kwargs:
-  data_files: {{test: {arc / 'ARC-Challenge-Test.jsonl'}, validation: {arc / 'ARC-Challenge-Dev.jsonl'}}}
+  data_files: {{test: {arc / "ARC-Challenge-Test.jsonl"}, validation: {arc / "ARC-Challenge-Dev.jsonl"}}}
 training_split: null
 process_docs: !function menagerie_utils.arc_rows
 """)
-    members = "\n".join(f"""\
+    members = "\n".join(
+        f"""\
   - task: mmlu_{s}
     dataset_path: csv
     dataset_name: null
-    dataset_kwargs: {{data_files: {{test: {mmlu / 'test' / f'{s}_test.csv'}, dev: {mmlu / 'dev' / f'{s}_dev.csv'}}}}}
-    process_docs: !function menagerie_utils.mmlu_rows""" for s in MMLU_SUBJECTS)
+    dataset_kwargs: {{data_files: {{test: {mmlu / "test" / f"{s}_test.csv"}, dev: {mmlu / "dev" / f"{s}_dev.csv"}}}}}
+    process_docs: !function menagerie_utils.mmlu_rows"""
+        for s in MMLU_SUBJECTS
+    )
     (out / "parity_mmlu.yaml").write_text(f"""\
 group: parity_mmlu
 task:
@@ -71,7 +80,7 @@ aggregate_metric_list:
   - {{metric: acc, aggregation: mean, weight_by_size: false}}
 """)
     (out / "parity_gsm8k.yaml").write_text(f"""\
-include: {builtin / 'gsm8k' / 'gsm8k.yaml'}
+include: {builtin / "gsm8k" / "gsm8k.yaml"}
 task: parity_gsm8k
 dataset_path: json
 dataset_name: null
@@ -83,12 +92,37 @@ generation_kwargs: {{until: ["Question:", "</s>", "<|im_end|>"], do_sample: fals
 
 
 def run_cli(model_dir: Path, task: str, shots: int, limit: int, include: Path, out: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tasks"), os.environ.get("PYTHONPATH", "")]),
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    cmd = [str(Path(sys.executable).parent / "lm_eval"), "run", "--model", "hf",
-           "--model_args", f"pretrained={model_dir},dtype=float32", "--tasks", task, "--include_path", str(include),
-           "--num_fewshot", str(shots), "--limit", str(limit), "--batch_size", str(BATCH), "--device", "cpu",
-           "--seed", str(SEED), "--output_path", str(out), "--log_samples"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tasks"), os.environ.get("PYTHONPATH", "")]),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
+    cmd = [
+        str(Path(sys.executable).parent / "lm_eval"),
+        "run",
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={model_dir},dtype=float32",
+        "--tasks",
+        task,
+        "--include_path",
+        str(include),
+        "--num_fewshot",
+        str(shots),
+        "--limit",
+        str(limit),
+        "--batch_size",
+        str(BATCH),
+        "--device",
+        "cpu",
+        "--seed",
+        str(SEED),
+        "--output_path",
+        str(out),
+        "--log_samples",
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, f"lm_eval CLI failed ({' '.join(cmd)}):\n{done.stderr[-4000:]}"
     files = sorted(out.rglob("results_*.json"))
@@ -153,12 +187,18 @@ def menagerie_run(lm, which: str) -> tuple[dict, dict]:
     arc = SHARED / "arc"
     if which == "arc":
         task = suite_task("arc_challenge_25shot", limit=LIMITS["arc"])
-        files = {"arc_challenge": {"test": arc / "ARC-Challenge-Test.jsonl",
-                                   "validation": arc / "ARC-Challenge-Dev.jsonl"}}
+        files = {
+            "arc_challenge": {"test": arc / "ARC-Challenge-Test.jsonl", "validation": arc / "ARC-Challenge-Dev.jsonl"}
+        }
     elif which == "mmlu":
         task = suite_task("mmlu_5shot", limit=LIMITS["mmlu"])
-        files = {f"mmlu_{s}": {"test": SHARED / "mmlu" / "test" / f"{s}_test.csv",
-                               "dev": SHARED / "mmlu" / "dev" / f"{s}_dev.csv"} for s in MMLU_SUBJECTS}
+        files = {
+            f"mmlu_{s}": {
+                "test": SHARED / "mmlu" / "test" / f"{s}_test.csv",
+                "dev": SHARED / "mmlu" / "dev" / f"{s}_dev.csv",
+            }
+            for s in MMLU_SUBJECTS
+        }
     else:
         task = suite_task("gsm8k_5shot", limit=LIMITS["gsm8k"], max_new_tokens=GSM8K_MAX_TOKENS)
         files = {"test": SHARED / "gsm8k_test.jsonl", "train": SHARED / "gsm8k_test.jsonl"}
@@ -178,8 +218,9 @@ class CliResults(dict):
 
     def __missing__(self, key: str) -> dict:
         shots = {"arc": 25, "mmlu": 5, "gsm8k": 5}[key]
-        self[key] = run_cli(self.model_dir, self.names[key], shots, LIMITS[key], self.root / "tasks",
-                            self.root / f"out_{key}")
+        self[key] = run_cli(
+            self.model_dir, self.names[key], shots, LIMITS[key], self.root / "tasks", self.root / f"out_{key}"
+        )
         return self[key]
 
 
@@ -196,8 +237,10 @@ def hf_lm(smollm2_dir):
 def test_arc_challenge_25shot_equals_the_cli(hf_lm, cli_results):
     entry, ours = menagerie_run(hf_lm, "arc")
     cli = cli_results["arc"]["results"]["parity_arc_challenge"]
-    assert same_requests(ours["_calls"], "arc_challenge", cli_results["arc"]["samples"]["parity_arc_challenge"]) \
-        >= 3 * LIMITS["arc"]                                          # 3-5 answer choices per question
+    assert (
+        same_requests(ours["_calls"], "arc_challenge", cli_results["arc"]["samples"]["parity_arc_challenge"])
+        >= 3 * LIMITS["arc"]
+    )  # 3-5 answer choices per question
     assert ours["arc_challenge"]["acc_norm,none"] == cli["acc_norm,none"]
     assert ours["arc_challenge"]["acc,none"] == cli["acc,none"]
     assert entry["value"] == pytest.approx(100 * cli["acc_norm,none"]) and entry["n"] == LIMITS["arc"]
@@ -210,8 +253,10 @@ def test_mmlu_5shot_subjects_and_unweighted_mean_equal_the_cli(hf_lm, cli_result
     cli = cli_results["mmlu"]["results"]
     for subject in MMLU_SUBJECTS:
         assert ours[f"mmlu_{subject}"]["acc,none"] == cli[f"mmlu_{subject}"]["acc,none"], subject
-        assert same_requests(ours["_calls"], f"mmlu_{subject}", cli_results["mmlu"]["samples"][f"mmlu_{subject}"]) \
+        assert (
+            same_requests(ours["_calls"], f"mmlu_{subject}", cli_results["mmlu"]["samples"][f"mmlu_{subject}"])
             == 4 * LIMITS["mmlu"]
+        )
     assert ours["openllm_v1_mmlu"]["acc,none"] == pytest.approx(cli["parity_mmlu"]["acc,none"], abs=1e-12)
     by_hand = sum(cli[f"mmlu_{s}"]["acc,none"] for s in MMLU_SUBJECTS) / len(MMLU_SUBJECTS)
     assert entry["value"] == pytest.approx(100 * by_hand)
@@ -221,8 +266,10 @@ def test_gsm8k_5shot_equals_the_cli(hf_lm, cli_results):
     entry, ours = menagerie_run(hf_lm, "gsm8k")
     cli = cli_results["gsm8k"]["results"]["parity_gsm8k"]
     # the texts themselves (SmolLM2-135M rarely gets GSM8K right, so equal scores alone would say little)
-    assert same_requests(ours["_calls"], "gsm8k", cli_results["gsm8k"]["samples"]["parity_gsm8k"],
-                         generated=True) == LIMITS["gsm8k"]
+    assert (
+        same_requests(ours["_calls"], "gsm8k", cli_results["gsm8k"]["samples"]["parity_gsm8k"], generated=True)
+        == LIMITS["gsm8k"]
+    )
     for key in ("exact_match,strict-match", "exact_match,flexible-extract"):
         assert ours["gsm8k"][key] == cli[key], key
     assert entry["filter"] == "strict-match" and entry["value"] == pytest.approx(100 * cli["exact_match,strict-match"])

@@ -15,9 +15,21 @@ import pytest
 
 from menagerie.config import load_yaml, validate_config
 from menagerie.errors import ConfigError
-from menagerie.plan import (Architecture, activations, check_plan, choose_strategy, estimate_training, layer_elements,
-                            model_states, plan_recipe, recipe_architecture, recommended_runtime_min, refusal,
-                            runtime_problem, trainable)
+from menagerie.plan import (
+    Architecture,
+    activations,
+    check_plan,
+    choose_strategy,
+    estimate_training,
+    layer_elements,
+    model_states,
+    plan_recipe,
+    recipe_architecture,
+    recommended_runtime_min,
+    refusal,
+    runtime_problem,
+    trainable,
+)
 
 from recipes import CONFIG_PATH, PUBLISHED_RECIPES  # noqa: E402
 
@@ -80,21 +92,30 @@ def _tiny_model(arch: Architecture, layers: int | None = None):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(
-        hidden_size=arch.hidden, intermediate_size=arch.intermediate, num_hidden_layers=layers or arch.layers,
-        num_attention_heads=arch.heads, num_key_value_heads=arch.kv_heads, vocab_size=arch.vocab,
-        tie_word_embeddings=arch.tied_embeddings, max_position_embeddings=arch.context))
+    return LlamaForCausalLM(
+        LlamaConfig(
+            hidden_size=arch.hidden,
+            intermediate_size=arch.intermediate,
+            num_hidden_layers=layers or arch.layers,
+            num_attention_heads=arch.heads,
+            num_key_value_heads=arch.kv_heads,
+            vocab_size=arch.vocab,
+            tie_word_embeddings=arch.tied_embeddings,
+            max_position_embeddings=arch.context,
+        )
+    )
 
 
 def _live_bytes(model, optimizer) -> dict[str, int]:
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
-    state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
-                if hasattr(t, "numel"))
+    state = sum(
+        t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values() if hasattr(t, "numel")
+    )
     return {"weights": weights, "gradients": grads, "optimizer": state}
 
 
-@pytest.mark.slow   # a real AdamW step on 135M parameters: ~10 s idle, over a minute on a loaded machine
+@pytest.mark.slow  # a real AdamW step on 135M parameters: ~10 s idle, over a minute on a loaded machine
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_tiny_twin_model_states_equal_live_tensors_after_a_real_adamw_step(config, method):
     """SmolLM2-135M built from its config with random weights, one AdamW step in fp32 (the twins' CPU precision):
@@ -102,7 +123,7 @@ def test_tiny_twin_model_states_equal_live_tensors_after_a_real_adamw_step(confi
     import torch
 
     twin = copy.deepcopy(config["recipes"]["tiny-tulu2-dpo"]["stages"]["sft"])
-    twin["method"] = method   # the twin trains full; its LoRA variant with the Platypus/Birbal twins' r 16
+    twin["method"] = method  # the twin trains full; its LoRA variant with the Platypus/Birbal twins' r 16
     if method == "lora":
         twin["lora"] = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
     arch = recipe_architecture(config, "tiny-tulu2-dpo")
@@ -120,7 +141,7 @@ def test_tiny_twin_model_states_equal_live_tensors_after_a_real_adamw_step(confi
     live = _live_bytes(model, optimizer)
     planned = model_states(arch, twin, processes=1, strategy="ddp")
     assert live == {k: int(planned[k]) for k in live}
-    assert set(planned) == set(live)   # one process: no DDP buckets
+    assert set(planned) == set(live)  # one process: no DDP buckets
 
 
 @pytest.mark.parametrize("variant", ["full", "lora", "lora-dropout", "full-checkpointed"])
@@ -130,18 +151,25 @@ def test_activation_formula_matches_the_bytes_autograd_saves_per_layer(config, v
     import torch
 
     arch = recipe_architecture(config, "tiny-tulu2-dpo")
-    settings = {"method": "lora" if "lora" in variant else "full", "precision": "fp32", "micro_batch_size": 2,
-                "max_seq_length": 64, "global_batch_size": 2,
-                "lora": {"r": 16, "dropout": 0.05 if "dropout" in variant else 0.0, "target_modules": "all-linear"},
-                "gradient_checkpointing": "checkpointed" in variant}
+    settings = {
+        "method": "lora" if "lora" in variant else "full",
+        "precision": "fp32",
+        "micro_batch_size": 2,
+        "max_seq_length": 64,
+        "global_batch_size": 2,
+        "lora": {"r": 16, "dropout": 0.05 if "dropout" in variant else 0.0, "target_modules": "all-linear"},
+        "gradient_checkpointing": "checkpointed" in variant,
+    }
     saved = []
     for layers in (1, 2):
         model = _tiny_model(arch, layers)
         if settings["method"] == "lora":
             from peft import LoraConfig, get_peft_model
 
-            model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=settings["lora"]["dropout"],
-                                                     target_modules="all-linear"))
+            model = get_peft_model(
+                model,
+                LoraConfig(r=16, lora_alpha=32, lora_dropout=settings["lora"]["dropout"], target_modules="all-linear"),
+            )
         if settings["gradient_checkpointing"]:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         params = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -171,8 +199,9 @@ def test_activation_formula_matches_the_bytes_autograd_saves_per_layer(config, v
 
 def _arch_7_5b() -> Architecture:
     # the ZeRO paper's 7.5B model only fixes the parameter count; shapes serve the tensor count
-    return Architecture(layers=32, hidden=4096, intermediate=11008, heads=32, kv_heads=32, vocab=32000,
-                        parameters=7_500_000_000)
+    return Architecture(
+        layers=32, hidden=4096, intermediate=11008, heads=32, kv_heads=32, vocab=32000, parameters=7_500_000_000
+    )
 
 
 def test_zero_paper_16_bytes_per_parameter_for_mixed_precision_adam():
@@ -192,16 +221,37 @@ def _qlora_65b_config(raw: dict, method: str) -> dict:
     the QLoRA paper's Guanaco-65B setting: NF4 + double quantization, bf16 compute, LoRA r 64 on all linear layers,
     dropout 0.05, paged AdamW, batch 1 x 512 tokens, one 48 GB GPU."""
     merged = copy.deepcopy(raw)
-    merged["models"]["llama-65b"] = {"source": "hub", "repo": "huggyllama/llama-65b", "architecture": {
-        "parameters": 65_285_660_672, "layers": 80, "hidden": 8192, "intermediate": 22016, "heads": 64,
-        "kv_heads": 64, "vocab": 32000, "context": 2048, "source": "LLaMA paper Table 2"}}
-    stage = {"method": method, "learning_rate": 1e-4, "global_batch_size": 16, "micro_batch_size": 1,
-             "max_seq_length": 512, "precision": "bf16", "gradient_checkpointing": True,
-             "resources": {"gpus": 1, "gpu_model": "a6000_48gb"}}
+    merged["models"]["llama-65b"] = {
+        "source": "hub",
+        "repo": "huggyllama/llama-65b",
+        "architecture": {
+            "parameters": 65_285_660_672,
+            "layers": 80,
+            "hidden": 8192,
+            "intermediate": 22016,
+            "heads": 64,
+            "kv_heads": 64,
+            "vocab": 32000,
+            "context": 2048,
+            "source": "LLaMA paper Table 2",
+        },
+    }
+    stage = {
+        "method": method,
+        "learning_rate": 1e-4,
+        "global_batch_size": 16,
+        "micro_batch_size": 1,
+        "max_seq_length": 512,
+        "precision": "bf16",
+        "gradient_checkpointing": True,
+        "resources": {"gpus": 1, "gpu_model": "a6000_48gb"},
+    }
     if method == "qlora":
-        stage.update(optimizer="paged_adamw_32bit", lora={"r": 64, "alpha": 16, "dropout": 0.05,
-                                                          "target_modules": "all-linear"},
-                     quantization={"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"})
+        stage.update(
+            optimizer="paged_adamw_32bit",
+            lora={"r": 64, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear"},
+            quantization={"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"},
+        )
     merged["recipes"]["guanaco-65b"] = {"extends": "tulu2-7b", "model": "llama-65b", "stages": {"sft": stage}}
     return validate_config(merged)
 
@@ -224,25 +274,31 @@ def test_qlora_paper_65b_finetunes_on_one_48gb_gpu_and_full_65b_does_not(raw):
 
 
 def test_choose_strategy(raw, config):
-    assert choose_strategy(config, "tiny-platypus2", "sft") == "ddp"            # CPU, strategy null
-    assert choose_strategy(config, "tiny-tulu2-dpo", "sft") == "fsdp"           # as tulu2-7b (moot on 1 process)
-    assert choose_strategy(config, "tulu2-qlora-7b", "sft") == "ddp"            # one GPU: nothing to shard
-    assert choose_strategy(config, "tulu2-7b", "sft") == "fsdp"                 # 7B x 16 B/param > 80 GiB replicated
+    assert choose_strategy(config, "tiny-platypus2", "sft") == "ddp"  # CPU, strategy null
+    assert choose_strategy(config, "tiny-tulu2-dpo", "sft") == "fsdp"  # as tulu2-7b (moot on 1 process)
+    assert choose_strategy(config, "tulu2-qlora-7b", "sft") == "ddp"  # one GPU: nothing to shard
+    assert choose_strategy(config, "tulu2-7b", "sft") == "fsdp"  # 7B x 16 B/param > 80 GiB replicated
     assert not estimate_training(config, "tulu2-7b", "sft", "ddp").fits
     forced = with_changes(raw, **{"tulu2-7b": {"stages": {"sft": {"strategy": "ddp"}}}})
-    assert choose_strategy(forced, "tulu2-7b", "sft") == "ddp"                  # the recipe's explicit choice wins
+    assert choose_strategy(forced, "tulu2-7b", "sft") == "ddp"  # the recipe's explicit choice wins
 
 
 def test_a_planted_infeasible_stage_is_refused_with_one_sentence(raw):
-    planted = with_changes(raw, **{"tulu2-70b": {"stages": {"sft": {
-        "strategy": "ddp", "resources": {"nodes": 1, "gpus": 1, "gpu_model": "a100_80gb"}}}}})
+    planted = with_changes(
+        raw,
+        **{
+            "tulu2-70b": {
+                "stages": {"sft": {"strategy": "ddp", "resources": {"nodes": 1, "gpus": 1, "gpu_model": "a100_80gb"}}}
+            }
+        },
+    )
     with pytest.raises(ConfigError) as err:
         check_plan(planted, ["tulu2-70b"])
     message = str(err.value)
     assert message.startswith("recipe 'tulu2-70b': stage sft needs an estimated ")
     assert "under ddp" in message and "1 x a100_80gb with 80.0 GiB each" in message and "\n" not in message
     total = float(message.split("needs an estimated ")[1].split(" GiB")[0])
-    assert total > 16 * 68.9e9 / 2**30     # at least the 16 B/param model states of 69B parameters
+    assert total > 16 * 68.9e9 / 2**30  # at least the 16 B/param model states of 69B parameters
 
 
 def test_an_int8_stage_without_a_gpu_is_refused_and_a_4bit_one_is_planned_on_the_host(raw):
@@ -250,8 +306,9 @@ def test_an_int8_stage_without_a_gpu_is_refused_and_a_4bit_one_is_planned_on_the
     with pytest.raises(ConfigError, match="stage sft cannot run on CPU under ddp: 8-bit loading"):
         check_plan(planted, ["platypus2-13b"])
     # NF4 runs on bitsandbytes' CPU backend: a 4-bit stage on the host is sized against mem_gb like any CPU stage
-    cpu = with_changes(raw, **{"tulu2-qlora-7b": {"stages": {"sft": {"resources": {
-        "gpus": 0, "gpu_model": None, "mem_gb": 4096}}}}})
+    cpu = with_changes(
+        raw, **{"tulu2-qlora-7b": {"stages": {"sft": {"resources": {"gpus": 0, "gpu_model": None, "mem_gb": 4096}}}}}
+    )
     est = estimate_training(cpu, "tulu2-qlora-7b", "sft")
     assert est.problem is None and est.capacity_label == "host 4096 GB"
 
@@ -260,9 +317,11 @@ def test_plan_covers_every_stage_of_every_published_recipe(config):
     for name in PUBLISHED_RECIPES:
         stages = [e.stage for e in plan_recipe(config, name)]
         recipe = config["recipes"][name]
-        sampled = any(config["datasets"][i["dataset"]].get("source") == "ni_sampling"
-                      for i in recipe.get("data", {}).get("sft", {}).get("sources", []))
-        ni = ["ni inference (mistral-7b)"] if sampled else []   # Birbal's NI sampling, once (not for the release)
+        sampled = any(
+            config["datasets"][i["dataset"]].get("source") == "ni_sampling"
+            for i in recipe.get("data", {}).get("sft", {}).get("sources", [])
+        )
+        ni = ["ni inference (mistral-7b)"] if sampled else []  # Birbal's NI sampling, once (not for the release)
         expected = ni + ["contamination"] + [s for s in ("sft", "dpo", "merge") if recipe["stages"].get(s)] + ["eval"]
         assert stages == expected, name
 
@@ -289,18 +348,27 @@ def test_the_qlora_70b_merge_streams_on_a_cpu_node_within_its_host_memory(raw, c
     assert merge["dequantize_base"] and merge["resources"]["gpus"] == 0 and merge["resources"]["gpu_model"] is None
     est = estimate_merge(config, "tulu2-qlora-70b")
     assert est.devices == "CPU" and est.fits and est.capacity == merge["resources"]["mem_gb"] * 1e9
-    per_layer = 64 * (2 * 8192 + 2 * (8192 + 1024) + 8192 + 8192 + 3 * (8192 + 28672))   # r (in + out), 7 modules
-    assert est.parts == {"output shard": MERGE_SHARD_BYTES, "tensor in flight": IN_FLIGHT_BYTES * 32000 * 8192,
-                         "adapters": 4.0 * 80 * per_layer, "overhead": HOST_OVERHEAD_BYTES}
-    assert est.total < 16 * GIB < 2 * 68.98e9        # a fraction of the dequantized bf16 model the old merge held
+    per_layer = 64 * (2 * 8192 + 2 * (8192 + 1024) + 8192 + 8192 + 3 * (8192 + 28672))  # r (in + out), 7 modules
+    assert est.parts == {
+        "output shard": MERGE_SHARD_BYTES,
+        "tensor in flight": IN_FLIGHT_BYTES * 32000 * 8192,
+        "adapters": 4.0 * 80 * per_layer,
+        "overhead": HOST_OVERHEAD_BYTES,
+    }
+    assert est.total < 16 * GIB < 2 * 68.98e9  # a fraction of the dequantized bf16 model the old merge held
     small = with_changes(raw, **{"tulu2-qlora-70b": {"stages": {"merge": {"resources": {"mem_gb": 8}}}}})
-    with pytest.raises(ConfigError, match=r"stage merge needs an estimated 1\d\.\d GiB per device .* but declares "
-                                          r"host 8 GB \(a merge runs on the host\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"stage merge needs an estimated 1\d\.\d GiB per device .* but declares "
+        r"host 8 GB \(a merge runs on the host\)",
+    ):
         check_plan(small, ["tulu2-qlora-70b"])
 
 
 def test_the_shipped_config_passes_the_check_the_workflow_runs(config):
-    check_plan(config)   # every recipe, the tiny twins included (menagerie.jobs.config_or_exit runs this at workflow start)
+    check_plan(
+        config
+    )  # every recipe, the tiny twins included (menagerie.jobs.config_or_exit runs this at workflow start)
 
 
 def test_plan_cli_prints_the_table_and_exits_1_naming_a_stage_that_cannot_fit(tmp_path, capsys):
@@ -326,8 +394,11 @@ def test_plan_cli_prints_the_table_and_exits_1_naming_a_stage_that_cannot_fit(tm
 def test_a_training_job_whose_host_cannot_load_the_model_is_refused(raw):
     """Rank 0 materialises 70B in fp32 (276 GB) on the host before FSDP shards it: 128 GB per node is too little."""
     planted = with_changes(raw, **{"tulu2-70b": {"stages": {"sft": {"resources": {"mem_gb": 128}}}}})
-    with pytest.raises(ConfigError, match=r"stage sft cannot run on 4 node\(s\) x 8 x a100_80gb under fsdp: the first "
-                                          r"node's host memory needs an estimated 324 GB"):
+    with pytest.raises(
+        ConfigError,
+        match=r"stage sft cannot run on 4 node\(s\) x 8 x a100_80gb under fsdp: the first "
+        r"node's host memory needs an estimated 324 GB",
+    ):
         check_plan(planted, ["tulu2-70b"])
 
 

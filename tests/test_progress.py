@@ -22,7 +22,7 @@ def test_progress_line_has_step_loss_throughput_and_eta():
 
 def test_trackers_default_to_local_tensorboard_and_never_leave_silently():
     installed = importlib.util.find_spec("tensorboard") is not None
-    assert report_to("r", {}) == (["tensorboard"] if installed else [])       # never W&B by default
+    assert report_to("r", {}) == (["tensorboard"] if installed else [])  # never W&B by default
     assert report_to("r", {"report_to": []}) == [] and report_to("r", {"report_to": "none"}) == []
     options = trainer_options("r", {"report_to": "none"}, "dpo")
     assert options["include_num_input_tokens_seen"] == "non_padding" and options["run_name"] == "r/dpo"
@@ -37,8 +37,14 @@ def test_report_to_in_the_config_takes_none_a_name_or_a_list(tmp_path):
     from menagerie.config import load_config
 
     base = Path(__file__).resolve().parents[1] / "config.yaml"
-    for value, ok in (("none", True), ("tensorboard", True), ("[tensorboard, wandb]", True), ("[]", True),
-                      ("comet", False), ("[none]", False)):
+    for value, ok in (
+        ("none", True),
+        ("tensorboard", True),
+        ("[tensorboard, wandb]", True),
+        ("[]", True),
+        ("comet", False),
+        ("[none]", False),
+    ):
         overlay = tmp_path / "o.yaml"
         overlay.write_text(f"recipes:\n  tiny-tulu2-dpo:\n    report_to: {value}\n")
         if ok:

@@ -15,9 +15,22 @@ import torch
 from menagerie import provenance
 from menagerie.report import _per_stage
 
-SLURM_VARS = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_NODELIST", "SLURM_JOB_NUM_NODES", "SLURM_NNODES",
-              "SLURM_JOB_PARTITION", "SLURM_CPUS_ON_NODE", "SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS",
-              "CUDA_VISIBLE_DEVICES", "APPTAINER_CONTAINER", "SINGULARITY_CONTAINER", "MENAGERIE_IMAGE")
+SLURM_VARS = (
+    "SLURM_JOB_ID",
+    "SLURM_JOB_NODELIST",
+    "SLURM_NODELIST",
+    "SLURM_JOB_NUM_NODES",
+    "SLURM_NNODES",
+    "SLURM_JOB_PARTITION",
+    "SLURM_CPUS_ON_NODE",
+    "SLURM_GPUS_ON_NODE",
+    "SLURM_JOB_GPUS",
+    "SLURM_STEP_GPUS",
+    "CUDA_VISIBLE_DEVICES",
+    "APPTAINER_CONTAINER",
+    "SINGULARITY_CONTAINER",
+    "MENAGERIE_IMAGE",
+)
 
 
 @pytest.fixture
@@ -33,7 +46,7 @@ def test_commit_comes_from_the_host_without_git(tmp_path):
     env = {**os.environ, "PATH": str(tmp_path), provenance.GIT_COMMIT_ENV: "0123abc-dirty"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0123abc-dirty"
-    env.pop(provenance.GIT_COMMIT_ENV)   # without it and without git: "unknown", never a crash
+    env.pop(provenance.GIT_COMMIT_ENV)  # without it and without git: "unknown", never a crash
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "unknown"
 
@@ -69,9 +82,15 @@ def test_image_is_recorded_by_sha256_and_a_rebuild_changes_it(clean_env, tmp_pat
 
 def test_slurm_allocation(clean_env):
     assert provenance.slurm() is None
-    for key, value in {"SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": "node[1-2]", "SLURM_JOB_NUM_NODES": "2",
-                       "SLURM_JOB_PARTITION": "gpu", "SLURM_GPUS_ON_NODE": "2", "SLURM_JOB_GPUS": "0,1",
-                       "CUDA_VISIBLE_DEVICES": "0,1"}.items():
+    for key, value in {
+        "SLURM_JOB_ID": "42",
+        "SLURM_JOB_NODELIST": "node[1-2]",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_JOB_PARTITION": "gpu",
+        "SLURM_GPUS_ON_NODE": "2",
+        "SLURM_JOB_GPUS": "0,1",
+        "CUDA_VISIBLE_DEVICES": "0,1",
+    }.items():
         clean_env.setenv(key, value)
     got = provenance.hardware()["slurm"]
     assert got["job_id"] == "42" and got["nodelist"] == "node[1-2]" and got["nodes"] == "2"
@@ -81,21 +100,29 @@ def test_slurm_allocation(clean_env):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU answer")
 def test_gpu_stack_on_cpu_is_empty_not_missing():
     stack = provenance.gpu_stack()
-    assert stack == {"gpus": [], "cuda_driver": None, "nvidia_driver": None, "cuda": None, "cudnn": None,
-                     "nccl": None}
+    assert stack == {"gpus": [], "cuda_driver": None, "nvidia_driver": None, "cuda": None, "cudnn": None, "nccl": None}
     assert set(stack) <= set(provenance.hardware())
 
 
 def test_eval_json_hardware_is_every_stages_own(tmp_path):
     stages = {}
-    for name, node, gpus in (("sft", "gpu-node-7", ["NVIDIA H100 80GB HBM3"] * 2), ("evaluate.final", "gpu-node-3",
-                                                                                    ["NVIDIA A100-SXM4-80GB"])):
-        stages[name] = {"stage": name, "environment": {
-            "hardware": {"node": node, "gpus": gpus, "cuda": "13.0", "slurm": {"job_id": node[-1]}},
-            "image": {"path": "containers/x.sif", "sha256": node[-1] * 64, "label": None}, "git_commit": "c0ffee"}}
-    stages["data.sft"] = {"sha256": {}}   # a data report: no environment
+    for name, node, gpus in (
+        ("sft", "gpu-node-7", ["NVIDIA H100 80GB HBM3"] * 2),
+        ("evaluate.final", "gpu-node-3", ["NVIDIA A100-SXM4-80GB"]),
+    ):
+        stages[name] = {
+            "stage": name,
+            "environment": {
+                "hardware": {"node": node, "gpus": gpus, "cuda": "13.0", "slurm": {"job_id": node[-1]}},
+                "image": {"path": "containers/x.sif", "sha256": node[-1] * 64, "label": None},
+                "git_commit": "c0ffee",
+            },
+        }
+    stages["data.sft"] = {"sha256": {}}  # a data report: no environment
     hardware = _per_stage(stages, "hardware")
     assert set(hardware) == {"sft", "evaluate.final"}
-    assert hardware["sft"]["gpus"] == ["NVIDIA H100 80GB HBM3"] * 2 and hardware["evaluate.final"]["node"] == "gpu-node-3"
+    assert (
+        hardware["sft"]["gpus"] == ["NVIDIA H100 80GB HBM3"] * 2 and hardware["evaluate.final"]["node"] == "gpu-node-3"
+    )
     assert _per_stage(stages, "image")["sft"]["sha256"] == "7" * 64
     json.dumps(hardware)

@@ -26,10 +26,21 @@ def config() -> dict:
 
 def metrics(tasks: dict, **settings) -> dict:
     """A metrics.json as the evaluate stage writes it (menagerie.evaluate.run.evaluate_model)."""
-    return {"recipe": "x", "which": "final", "model": "m", "backend": "vllm", "dtype": "float32", "batch_size": 16,
-            "backend_settings": {"dtype": "float32", "seed": 1234, "enforce_eager": True},
-            "library_versions": {"lm-eval": "0.4.13", "transformers": "5.19.0", "vllm": None},
-            "seed": 1234, "chat_format": "tulu", "chat_template_sha256": "0" * 64, "tasks": tasks, **settings}
+    return {
+        "recipe": "x",
+        "which": "final",
+        "model": "m",
+        "backend": "vllm",
+        "dtype": "float32",
+        "batch_size": 16,
+        "backend_settings": {"dtype": "float32", "seed": 1234, "enforce_eager": True},
+        "library_versions": {"lm-eval": "0.4.13", "transformers": "5.19.0", "vllm": None},
+        "seed": 1234,
+        "chat_format": "tulu",
+        "chat_template_sha256": "0" * 64,
+        "tasks": tasks,
+        **settings,
+    }
 
 
 def ok(value: float, stderr: float | None, n: int = 200, metric: str = "exact_match") -> dict:
@@ -47,15 +58,24 @@ def tiny_final() -> dict:
 
 @pytest.fixture
 def tiny_base() -> dict:
-    return metrics({"heldout_exact": ok(22.0, 2.9), "humaneval_pass1": ok(12.5, 8.5, n=16, metric="pass@1")},
-                   which="base")
+    return metrics(
+        {"heldout_exact": ok(22.0, 2.9), "humaneval_pass1": ok(12.5, 8.5, n=16, metric="pass@1")}, which="base"
+    )
 
 
 @pytest.fixture
 def stage_files(tmp_path) -> dict[str, Path]:
     sft = tmp_path / "sft_provenance.json"
-    sft.write_text(json.dumps({"stage": "sft", "wall_time_s": 12.5, "input_sha256": {"train": "a" * 64},
-                               "environment": {"big": "dropped"}}))
+    sft.write_text(
+        json.dumps(
+            {
+                "stage": "sft",
+                "wall_time_s": 12.5,
+                "input_sha256": {"train": "a" * 64},
+                "environment": {"big": "dropped"},
+            }
+        )
+    )
     data = tmp_path / "sft_report.json"
     data.write_text(json.dumps({"sha256": {"train": "b" * 64, "validation": "c" * 64}}))
     return {"sft": sft, "data.sft": data, "dpo": tmp_path / "missing.json"}
@@ -65,8 +85,7 @@ def stage_files(tmp_path) -> dict[str, Path]:
 
 
 def test_entry_validates_and_compares_with_base(config, tiny_final, tiny_base, stage_files):
-    entry = build_eval_entry(config, "tiny-tulu2-dpo", tiny_final, tiny_base, stage_files,
-                             "results/tiny-tulu2-dpo/dpo")
+    entry = build_eval_entry(config, "tiny-tulu2-dpo", tiny_final, tiny_base, stage_files, "results/tiny-tulu2-dpo/dpo")
     jsonschema.validate(entry, schemas.load("eval.schema.json"))
     assert entry["schema_version"] == 1
     assert entry["recipe"] == "tiny-tulu2-dpo"
@@ -78,8 +97,8 @@ def test_entry_validates_and_compares_with_base(config, tiny_final, tiny_base, s
     assert task["suite"] == "tiny" and entry["tasks"]["humaneval_pass1"]["suite"] == "tiny"
     assert task["base"] == tiny_base["tasks"]["heldout_exact"]
     assert task["delta_vs_base"] == pytest.approx(38.0)
-    assert task["z_vs_base"] == pytest.approx(38.0 / math.sqrt(3.5 ** 2 + 2.9 ** 2))
-    assert task["z_vs_base"] == pytest.approx(8.3602, abs=1e-3)   # sqrt(12.25 + 8.41) = 4.5453
+    assert task["z_vs_base"] == pytest.approx(38.0 / math.sqrt(3.5**2 + 2.9**2))
+    assert task["z_vs_base"] == pytest.approx(8.3602, abs=1e-3)  # sqrt(12.25 + 8.41) = 4.5453
     # the tiny twin has no published numbers
     assert task["published"] is None and task["delta_vs_published"] is None
     assert entry["published"] is None
@@ -92,7 +111,7 @@ def test_skipped_task_keeps_its_reason_and_is_not_averaged(config, tiny_final, t
     assert skipped_task["reason"] == "no sandbox on this machine"
     assert skipped_task["delta_vs_base"] is None and skipped_task["z_vs_base"] is None
     assert skipped_task["base"]["value"] == 12.5
-    assert entry["average"] == pytest.approx(60.0)              # only the ok task
+    assert entry["average"] == pytest.approx(60.0)  # only the ok task
     assert entry["base"]["average"] == pytest.approx((22.0 + 12.5) / 2)
     assert entry["base"]["tasks"] == tiny_base["tasks"]
 
@@ -128,16 +147,21 @@ def test_provenance(config, tiny_final, tiny_base, stage_files):
     prov = entry["provenance"]
     assert prov["config_hash"] == recipe_hash(config, "tiny-tulu2-dpo")
     assert prov["wall_time_s"] == {"sft": 12.5}
-    assert prov["data_sha256"] == {"sft:train": "a" * 64, "data.sft:train": "b" * 64,
-                                   "data.sft:validation": "c" * 64}
-    assert set(prov["stages"]) == {"sft", "data.sft"}          # the missing file is left out
+    assert prov["data_sha256"] == {"sft:train": "a" * 64, "data.sft:train": "b" * 64, "data.sft:validation": "c" * 64}
+    assert set(prov["stages"]) == {"sft", "data.sft"}  # the missing file is left out
     assert "environment" not in prov["stages"]["sft"]
-    assert prov["eval_settings"] == {"backend": "vllm", "dtype": "float32", "batch_size": 16, "chat_format": "tulu",
-                                     "chat_template_sha256": "0" * 64, "seed": 1234, "fewshot_seed": 1234,
-                                     "backend_settings": {"dtype": "float32", "seed": 1234, "enforce_eager": True},
-                                     "library_versions": {"lm-eval": "0.4.13", "transformers": "5.19.0",
-                                                          "vllm": None},
-                                     "judge_protocols": {}}            # no judged task in the tiny suite
+    assert prov["eval_settings"] == {
+        "backend": "vllm",
+        "dtype": "float32",
+        "batch_size": 16,
+        "chat_format": "tulu",
+        "chat_template_sha256": "0" * 64,
+        "seed": 1234,
+        "fewshot_seed": 1234,
+        "backend_settings": {"dtype": "float32", "seed": 1234, "enforce_eager": True},
+        "library_versions": {"lm-eval": "0.4.13", "transformers": "5.19.0", "vllm": None},
+        "judge_protocols": {},
+    }  # no judged task in the tiny suite
     assert prov["seeds"]["eval"] == config["recipes"]["tiny-tulu2-dpo"]["eval"]["seed"]
     assert {"eval", "sft", "dpo", "data.sft", "data.dpo"} <= set(prov["seeds"])
     assert isinstance(prov["git_commit"], str) and prov["packages"]
@@ -154,7 +178,7 @@ def test_delta_vs_published(config):
     assert mmlu["published"] == 50.7
     assert mmlu["delta_vs_published"] == pytest.approx(48.2 - 50.7)
     gsm = entry["tasks"]["gsm8k_cot_8shot"]
-    assert gsm["published"] == 34.5              # the paper's number is shown even for a skipped task
+    assert gsm["published"] == 34.5  # the paper's number is shown even for a skipped task
     assert gsm["delta_vs_published"] is None
     assert gsm["reason"] == "lm-eval task could not run here"
     assert entry["published"]["source"] == "[T2] Table 1"
@@ -164,7 +188,13 @@ def test_delta_vs_published(config):
     assert entry["published"]["average_delta"] is None
     assert entry["average_as_published"]["value"] is None and entry["average_as_published"]["published"] == 56.3
     assert [m["task"] for m in entry["average_as_published"]["missing"]] == [
-        "gsm8k_cot_8shot", "bbh_cot_3shot", "tydiqa_goldp_1shot", "codex_humaneval_pass10", "alpaca_eval", "toxigen"]
+        "gsm8k_cot_8shot",
+        "bbh_cot_3shot",
+        "tydiqa_goldp_1shot",
+        "codex_humaneval_pass10",
+        "alpaca_eval",
+        "toxigen",
+    ]
     assert entry["model"] == {"base": "llama-2-7b", "final": "results/tulu2-dpo-7b/dpo"}
 
 
@@ -203,8 +233,10 @@ def two_evals(config, tmp_path, tiny_final, tiny_base) -> list[Path]:
     high_final = metrics({"heldout_exact": ok(75.0, 3.0), "humaneval_pass1": ok(12.5, 8.5, n=16, metric="pass@1")})
     high = build_eval_entry(config, "tiny-platypus2", high_final, None, {}, "results/tiny-platypus2/sft_merged")
     # written in an order that differs from the ranking: tiny-platypus2 averages 43.75, tiny-tulu2-dpo 60
-    return [write_entry(tmp_path / "results/tiny-platypus2/eval.json", high),
-            write_entry(tmp_path / "results/tiny-tulu2-dpo/eval.json", low)]
+    return [
+        write_entry(tmp_path / "results/tiny-platypus2/eval.json", high),
+        write_entry(tmp_path / "results/tiny-tulu2-dpo/eval.json", low),
+    ]
 
 
 def test_write_leaderboard(two_evals, tmp_path):
@@ -216,9 +248,9 @@ def test_write_leaderboard(two_evals, tmp_path):
     assert [r["recipe"] for r in board["rows"]] == ["tiny-tulu2-dpo", "tiny-platypus2"]
     averages = [r["average"] for r in board["rows"]]
     assert averages == sorted(averages, reverse=True)
-    assert averages == [60.0, 43.8]                 # (75.0 + 12.5) / 2 = 43.75, rounded half up
+    assert averages == [60.0, 43.8]  # (75.0 + 12.5) / 2 = 43.75, rounded half up
     top = board["rows"][0]
-    assert top["base_average"] == 17.3                 # (22.0 + 12.5) / 2 = 17.25, rounded half up
+    assert top["base_average"] == 17.3  # (22.0 + 12.5) / 2 = 17.25, rounded half up
     assert top["tasks"]["heldout_exact"]["delta_vs_base"] == pytest.approx(38.0)
     assert top["tasks"]["humaneval_pass1"]["status"] == "skipped"
     assert top["tasks"]["humaneval_pass1"]["reason"] == "no sandbox on this machine"
@@ -232,13 +264,18 @@ def test_write_leaderboard(two_evals, tmp_path):
     assert header.count("|") == table_rows[0].count("|") == table_rows[1].count("|")
     assert "skipped" in table_rows[0]
     assert "Δbase +38.0" in table_rows[0]
-    assert not list(tmp_path.glob("results/.*tmp*"))             # atomic writes leave no temporaries
+    assert not list(tmp_path.glob("results/.*tmp*"))  # atomic writes leave no temporaries
 
 
 def test_leaderboard_null_average_sorts_last(config, tmp_path, two_evals):
-    empty = build_eval_entry(config, "tiny-birbal",
-                             metrics({"heldout_exact": skipped("a"), "humaneval_pass1": skipped("b")}),
-                             None, {}, "final")
+    empty = build_eval_entry(
+        config,
+        "tiny-birbal",
+        metrics({"heldout_exact": skipped("a"), "humaneval_pass1": skipped("b")}),
+        None,
+        {},
+        "final",
+    )
     files = [write_entry(tmp_path / "results/tiny-birbal/eval.json", empty), *two_evals]
     rows = leaderboard_rows(files)
     assert [r["recipe"] for r in rows] == ["tiny-tulu2-dpo", "tiny-platypus2", "tiny-birbal"]

@@ -36,8 +36,14 @@ def lines(block: dict, cores: int = 8, attempt: int = 1, env: dict | None = None
     """(sbatch line, the job step's srun prefix) as the plugins write them for a job of this stage."""
     job = Job(slurm_resources(block, attempt, env=env or {}), job_threads(block, cores))
     partition = f"-p {job.resources['slurm_partition']}" if job.resources["slurm_partition"] else ""
-    params = {"run_uuid": "uuid", "slurm_logfile": "log", "comment_str": "rule_x", "account": "-A acct",
-              "partition": partition, "workdir": "/w"}
+    params = {
+        "run_uuid": "uuid",
+        "slurm_logfile": "log",
+        "comment_str": "rule_x",
+        "account": "-A acct",
+        "partition": partition,
+        "workdir": "/w",
+    }
     sbatch = get_submit_command(job, params) + set_gres_string(job)
     # inside the allocation the jobstep plugin reads SLURM_GPUS (set by --gpus only) to pick --cpus-per-gpu
     srun = f"srun -n1 {get_cpu_setting(job, None)} {get_gpu_setting(job)} {get_node_setting(job)}"
@@ -57,8 +63,9 @@ def test_two_gpu_stage_is_one_task_with_both_gpus():
 
 
 def test_multi_node_stage_asks_gpus_per_node():
-    sbatch, srun = lines(stage(nodes=2, gpus=8, gpu_model="a100", cpus_per_gpu=12, mem_gb=900, runtime_min=1440),
-                         cores=64)
+    sbatch, srun = lines(
+        stage(nodes=2, gpus=8, gpu_model="a100", cpus_per_gpu=12, mem_gb=900, runtime_min=1440), cores=64
+    )
     assert "--nodes=2" in sbatch and "--ntasks-per-node=1" in sbatch
     assert "--gres=gpu:a100:8" in sbatch  # --gres counts per node; --gpus=16 would not say 8 + 8
     assert "--cpus-per-gpu=12" in sbatch and "--mem 921600" in sbatch
@@ -95,8 +102,8 @@ def test_gpu_job_retry_grows_runtime_not_the_nodes_memory():
 def test_runtime_never_exceeds_the_per_job_limit():
     from menagerie.resources import MAX_RUNTIME_ENV, jobs_needed, max_job_runtime
 
-    qlora70 = stage(gpus=8, gpu_model="h100", mem_gb=960, runtime_min=27420)   # tulu2-qlora-70b: 19 days
-    assert "-t 2880" in lines(qlora70)[0]                                      # default per-job limit: 48 h
+    qlora70 = stage(gpus=8, gpu_model="h100", mem_gb=960, runtime_min=27420)  # tulu2-qlora-70b: 19 days
+    assert "-t 2880" in lines(qlora70)[0]  # default per-job limit: 48 h
     assert "-t 4320" in lines(qlora70, env={MAX_RUNTIME_ENV: "4320"})[0]
     assert "-t 90" in lines(stage(runtime_min=30), attempt=3, env={MAX_RUNTIME_ENV: "4320"})[0]
     assert jobs_needed(27420, {}) == 10 and jobs_needed(60, {}) == 1 and max_job_runtime({}) == 2880

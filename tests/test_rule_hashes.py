@@ -27,7 +27,7 @@ def hashes(raw: dict, recipe: str = RECIPE) -> dict[str, str]:
     out["contamination"] = paths.rule_hash("contamination", recipe)
     out.update({f"evaluate {w}": paths.evaluations(recipe)[w] for w in ("base", "final")})
     out.update({f"train {s}": paths.rule_hash("train", recipe, stage=s) for s in ("sft", "dpo")})
-    return out   # no merge: the twin fine-tunes fully (a merge's hash: test_a_merge_dtype_edit_reruns_the_merge_only)
+    return out  # no merge: the twin fine-tunes fully (a merge's hash: test_a_merge_dtype_edit_reruns_the_merge_only)
 
 
 def changed(raw: dict, edit) -> set[str]:
@@ -44,21 +44,25 @@ def set_in(path: str, value):
         for key in parents:
             node = node.setdefault(key, {})
         node[last] = value
+
     return edit
 
 
-@pytest.mark.parametrize(("edit", "expected"), [
-    (set_in("stages.sft.learning_rate", 5e-4), {"train sft"}),
-    (set_in("stages.dpo.beta", 0.2), {"train dpo"}),
-    (set_in("data.sft.validation", 32), {"mixture sft"}),
-    (set_in("contamination.ngram", 8), {"contamination"}),
-    (set_in("eval.batch_size", 3), {"evaluate base", "evaluate final"}),
-    (set_in("chat_format", "alpaca"), {"evaluate base", "evaluate final", "train sft", "train dpo"}),
-    # where and with what a job runs is no experiment setting: nothing reruns
-    (set_in("stages.sft.resources", {"gpus": 0, "gpu_model": None, "mem_gb": 12, "runtime_min": 60}), set()),
-    (set_in("stages.sft.save_minutes", 5), set()),
-    (set_in("eval.resources", {"gpus": 0, "gpu_model": None, "mem_gb": 12, "runtime_min": 60}), set()),
-])
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (set_in("stages.sft.learning_rate", 5e-4), {"train sft"}),
+        (set_in("stages.dpo.beta", 0.2), {"train dpo"}),
+        (set_in("data.sft.validation", 32), {"mixture sft"}),
+        (set_in("contamination.ngram", 8), {"contamination"}),
+        (set_in("eval.batch_size", 3), {"evaluate base", "evaluate final"}),
+        (set_in("chat_format", "alpaca"), {"evaluate base", "evaluate final", "train sft", "train dpo"}),
+        # where and with what a job runs is no experiment setting: nothing reruns
+        (set_in("stages.sft.resources", {"gpus": 0, "gpu_model": None, "mem_gb": 12, "runtime_min": 60}), set()),
+        (set_in("stages.sft.save_minutes", 5), set()),
+        (set_in("eval.resources", {"gpus": 0, "gpu_model": None, "mem_gb": 12, "runtime_min": 60}), set()),
+    ],
+)
 def test_each_rule_hashes_only_what_it_reads(raw, edit, expected):
     assert changed(raw, edit) == expected
 
@@ -69,10 +73,12 @@ def test_a_merge_dtype_edit_reruns_the_merge_only(raw):
 
     def rule_hashes(config: dict) -> dict[str, str]:
         paths = RecipePaths(validate_config(copy.deepcopy(config)))
-        return {"mixture": paths.rule_hash("mixture", name, part="sft"),
-                "train": paths.rule_hash("train", name, stage="sft"),
-                "merge": paths.rule_hash("merge", name, stage="sft"),
-                "evaluate final": paths.evaluations(name)["final"]}
+        return {
+            "mixture": paths.rule_hash("mixture", name, part="sft"),
+            "train": paths.rule_hash("train", name, stage="sft"),
+            "merge": paths.rule_hash("merge", name, stage="sft"),
+            "evaluate final": paths.evaluations(name)["final"],
+        }
 
     edited = copy.deepcopy(raw)
     edited["recipes"][name]["stages"]["merge"]["dtype"] = "bfloat16"
@@ -94,12 +100,12 @@ def test_a_dataset_or_suite_entry_reaches_the_rules_that_read_it(raw):
     def base_model(recipe, config):
         config["models"]["smollm2-135m"]["dtype"] = "float16"
 
-    assert changed(raw, base_model) == {"evaluate base"}   # the final model is an input directory, rebuilt upstream
+    assert changed(raw, base_model) == {"evaluate base"}  # the final model is an input directory, rebuilt upstream
 
     def description(recipe, config):
         config["models"]["smollm2-135m"]["description"] = "edited"
 
-    assert changed(raw, description) == set()   # the same weights: the same model key
+    assert changed(raw, description) == set()  # the same weights: the same model key
 
 
 OVERLAY = """
@@ -116,8 +122,14 @@ recipes:
 
 def snakemake(work: Path, *args: str) -> str:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    run = subprocess.run([str(SNAKEMAKE), "--cores", "1", "--configfile", "o.yaml", "--config", "recipe=tiny-rr",
-                          *args], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [str(SNAKEMAKE), "--cores", "1", "--configfile", "o.yaml", "--config", "recipe=tiny-rr", *args],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return run.stdout + run.stderr
 
@@ -127,7 +139,7 @@ def pending(work: Path) -> set[str]:
     lines = [line.split("\t") for line in snakemake(work, "--summary").splitlines() if "\t" in line]
     header = next(i for i, cols in enumerate(lines) if cols[0] == "output_file")
     names = lines[header]
-    rows = [dict(zip(names, cols)) for cols in lines[header + 1:]]
+    rows = [dict(zip(names, cols)) for cols in lines[header + 1 :]]
     return {f"{r['rule']} {r['output_file']}" for r in rows if r["plan"] != "no update"}
 
 
@@ -169,17 +181,23 @@ def evaluation_jobs(role: str, overlay: dict | None = None) -> set[str]:
     """The evaluate and lm_eval_native jobs of tiny-rr's `role` model (results/evals/<model key>/<suite hash>/)."""
     from menagerie.config import deep_merge, load_yaml
 
-    config = validate_config(deep_merge(load_yaml(Path(__file__).resolve().parents[1] / "config.yaml"),
-                                       overlay or yaml.safe_load(OVERLAY)))
+    config = validate_config(
+        deep_merge(load_yaml(Path(__file__).resolve().parents[1] / "config.yaml"), overlay or yaml.safe_load(OVERLAY))
+    )
     metrics = RecipePaths(config).evaluations("tiny-rr")[role]
     return {f"evaluate {metrics}", f"lm_eval_native {metrics.rsplit('/', 1)[0]}/lm_eval"}
 
 
 DOWNSTREAM_OF_SFT = {
-    "train results/tiny-rr/sft", "train results/tiny-rr/dpo", *evaluation_jobs("final"),
+    "train results/tiny-rr/sft",
+    "train results/tiny-rr/dpo",
+    *evaluation_jobs("final"),
     "report results/tiny-rr/eval.json",
-    "leaderboard results/leaderboard.json", "leaderboard results/leaderboard.md", "leaderboard results/leaderboard.html",
-    "leaderboard results/leaderboard"}
+    "leaderboard results/leaderboard.json",
+    "leaderboard results/leaderboard.md",
+    "leaderboard results/leaderboard.html",
+    "leaderboard results/leaderboard",
+}
 
 
 @pytest.mark.timeout(300)

@@ -20,22 +20,31 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_a_second_holder_is_refused_with_one_sentence_until_the_first_process_dies(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from menagerie import runlock; "
-                               "runlock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(60)", str(tmp_path)],
-                              stdout=subprocess.PIPE, text=True, cwd=REPO)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from menagerie import runlock; "
+            "runlock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(runlock.AlreadyRunning) as refused:
             runlock.acquire(tmp_path)
         message = str(refused.value)
         assert f"pid {holder.pid}" in message and "\n" not in message and message.count(";") == 1
-        (tmp_path / runlock.SNAKEMAKE_LOCKS).mkdir(parents=True)     # Snakemake's locks vanishing changes nothing
+        (tmp_path / runlock.SNAKEMAKE_LOCKS).mkdir(parents=True)  # Snakemake's locks vanishing changes nothing
         with pytest.raises(runlock.AlreadyRunning):
             runlock.acquire(tmp_path)
     finally:
         holder.kill()
         holder.wait()
-    fd = runlock.acquire(tmp_path)                                   # the kernel dropped the dead holder's lock
+    fd = runlock.acquire(tmp_path)  # the kernel dropped the dead holder's lock
     assert (tmp_path / runlock.LOCK_FILE).read_text().strip() == str(os.getpid())
     os.close(fd)
 
@@ -53,12 +62,14 @@ def test_stale_snakemake_locks_are_removed_when_no_workflow_process_lives(tmp_pa
     assert runlock.clear_stale_locks(tmp_path, log=lines.append)
     assert not list(locks.iterdir())
     assert len(lines) == 1 and "stale lock" in lines[0]
-    assert not runlock.clear_stale_locks(tmp_path, log=lines.append)   # nothing left: nothing said
+    assert not runlock.clear_stale_locks(tmp_path, log=lines.append)  # nothing left: nothing said
     assert len(lines) == 1
 
 
-@pytest.mark.parametrize("argv", [["snakemake", "--cores", "1"],
-                                  ["bash", "-c", "set -euo pipefail; /v/bin/python scripts/train.py sft --x y"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["snakemake", "--cores", "1"], ["bash", "-c", "set -euo pipefail; /v/bin/python scripts/train.py sft --x y"]],
+)
 def test_locks_stay_while_a_workflow_process_of_the_directory_lives(tmp_path, argv):
     """A live process with the directory as working directory and a Snakemake (or job) command line: a process named
     `snakemake` that only sleeps stands in for Snakemake itself."""
@@ -76,7 +87,7 @@ def test_locks_stay_while_a_workflow_process_of_the_directory_lives(tmp_path, ar
         with pytest.raises(runlock.AlreadyRunning, match=f"still running \\(pid {process.pid} "):
             runlock.clear_stale_locks(tmp_path)
         assert len(list(locks.iterdir())) == 2
-        assert runlock.live_workflow_processes(tmp_path / "bin") == []          # another directory's process
+        assert runlock.live_workflow_processes(tmp_path / "bin") == []  # another directory's process
     finally:
         process.kill()
         process.wait()
@@ -104,7 +115,7 @@ def test_snakemake_reads_config_and_targets_as_meant(tmp_path):
     assert parsed.config == ["recipe=my-recipe"]
     assert parsed.targets == ["results/my-recipe/sft"] and parsed.dryrun
     trap = get_argument_parser().parse_args(["--configfile", str(user), "results/my-recipe/sft"])
-    assert len(trap.configfile) == 2 and not trap.targets                # the trap the argv avoids
+    assert len(trap.configfile) == 2 and not trap.targets  # the trap the argv avoids
     assert runlock.snakemake_argv("snakemake", "r", "all") == ["snakemake", "--cores=all", "--config=recipe=r"]
 
 

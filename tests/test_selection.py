@@ -69,8 +69,8 @@ def test_plan_equals_sampling_the_items_after_seeding(sizes, n):
         expected[name] = oi_sample(items, n)
     items, _ = selection.oi_plan(sizes, n, 42)
     assert {name: [f"{name}-{i}" for i in pos] for name, pos in items.items()} == expected
-    assert items["c" if "c" in sizes else "t"] != list(range(n))       # not the first n
-    assert selection.oi_plan(sizes, n, 43)[0] != items                 # the seed matters
+    assert items["c" if "c" in sizes else "t"] != list(range(n))  # not the first n
+    assert selection.oi_plan(sizes, n, 43)[0] != items  # the seed matters
 
 
 def test_exemplars_are_drawn_after_every_tasks_items_with_the_same_generator():
@@ -79,7 +79,7 @@ def test_exemplars_are_drawn_after_every_tasks_items_with_the_same_generator():
     train = {lang: random.sample(list(range(size)), 1) for lang, size in (("english", 7), ("finnish", 5))}
     items, exemplars = selection.oi_plan({"english": 130, "finnish": 90}, 100, 42, {"english": 7, "finnish": 5}, 1)
     assert (items, exemplars) == (dev, train)
-    assert items["finnish"] == list(range(90))      # 90 <= 100: every item, no draw
+    assert items["finnish"] == list(range(90))  # 90 <= 100: every item, no draw
     with pytest.raises(MenagerieError, match="2 exemplars wanted, its few-shot split has 1"):
         selection.oi_plan({"x": 3}, 1, 42, {"x": 1}, 2)
 
@@ -93,7 +93,7 @@ def test_truncation_is_open_instructs_rule_bos_included(make_tiny_tokenizer):
         ids = tok.encode(text)
         cut = selection.truncate_text(text, tok, 10)
         assert cut == tok.decode(ids[:10]) and len(cut) < len(text)
-        assert selection.truncate_text("hello world", tok, 10) == "hello world"     # short: untouched
+        assert selection.truncate_text("hello world", tok, 10) == "hello world"  # short: untouched
     assert selection.truncate_text(text, llama_like, 10).startswith("<s>")
     assert not selection.truncate_text(text, plain, 10).startswith("<s>")
 
@@ -106,8 +106,8 @@ def test_fit_exemplars_drops_the_last_exemplar_until_the_prompt_fits(make_tiny_t
     def build(k):
         return "".join(blocks[:k]) + "question?"
 
-    assert selection.fit_exemplars(build, 4, tok, 100) == (build(2), 2)       # the long third one and all after it
-    assert selection.fit_exemplars(build, 4, tok, 10_000) == (build(4), 4)    # fits: untouched
+    assert selection.fit_exemplars(build, 4, tok, 100) == (build(2), 2)  # the long third one and all after it
+    assert selection.fit_exemplars(build, 4, tok, 10_000) == (build(4), 4)  # fits: untouched
     # the limit is inclusive and counts no special tokens (the tokenizer's BOS is not added)
     exact = len(tok(build(2), add_special_tokens=False)["input_ids"])
     assert len(tok(build(2))["input_ids"]) == exact + 1
@@ -123,7 +123,7 @@ def test_tulu2_suite_declares_open_instructs_selection(tulu2):
     assert tulu2["tydiqa_goldp_1shot"]["select"] == {"method": "open-instruct", "seed": 42, "exemplars": "sampled"}
     assert tulu2["tydiqa_goldp_1shot"]["truncate"] == {"field": "context", "max_tokens": 512}
     assert tulu2["mmlu_0shot"]["select"]["method"] == "first"
-    assert tulu2["mmlu_5shot"]["fit_prompt"] == {"max_tokens": 2048}          # [OI] mmlu/run_eval.py
+    assert tulu2["mmlu_5shot"]["fit_prompt"] == {"max_tokens": 2048}  # [OI] mmlu/run_eval.py
 
 
 # ------------------------------------------------------------------------------------------- through lm-eval
@@ -150,14 +150,17 @@ def test_gsm8k_runs_on_open_instructs_200_questions(manager, tulu2, tmp_path):
 
 
 def test_bbh_draws_40_per_task_with_one_generator_across_tasks(manager, tulu2, tmp_path):
-    sizes = {"bbh_cot_fewshot_boolean_expressions": 55, "bbh_cot_fewshot_causal_judgement": 47,
-             "bbh_cot_fewshot_web_of_lies": 30}
+    sizes = {
+        "bbh_cot_fewshot_boolean_expressions": 55,
+        "bbh_cot_fewshot_causal_judgement": 47,
+        "bbh_cot_fewshot_web_of_lies": 30,
+    }
     rows = {m: [{"input": f"{m[16:]} item {i}", "target": "True"} for i in range(n)] for m, n in sizes.items()}
     files = {m: {"test": jsonl(tmp_path / f"{m}.jsonl", r)} for m, r in rows.items()}
     lm = ScriptedLM(chat=plain_chat, default="So the answer is True.")
     entry, _ = harness.run_lm_eval_task(lm, tulu2["bbh_cot_3shot"], files, seed=1)
     random.seed(42)
-    expected = [r["input"] for m in sorted(rows) for r in oi_sample(rows[m], 40)]   # [OI]: tasks in turn
+    expected = [r["input"] for m in sorted(rows) for r in oi_sample(rows[m], 40)]  # [OI]: tasks in turn
     got = asked(lm, r"\n\nQ: ([a-z_]+ item \d+)<assistant>")
     assert sorted(got) == sorted(expected) and entry["n"] == 40 + 40 + 30
     assert {m: s["n"] for m, s in entry["subtasks"].items()} == {m: min(n, 40) for m, n in sizes.items()}
@@ -167,22 +170,35 @@ def test_bbh_draws_40_per_task_with_one_generator_across_tasks(manager, tulu2, t
     assert sorted(alone) != sorted(e for e in expected if e.startswith("causal"))
 
 
-def test_tydiqa_items_exemplars_and_512_token_passages_are_open_instructs(manager, tulu2, tmp_path,
-                                                                          make_tiny_tokenizer):
+def test_tydiqa_items_exemplars_and_512_token_passages_are_open_instructs(
+    manager, tulu2, tmp_path, make_tiny_tokenizer
+):
     tokenizer = make_tiny_tokenizer(add_bos=True)
     words = "the model answer question data train token loss mask prompt reply system user".split()
 
     def rows(lang, n, split):
-        return [{"id": f"{lang}-{split}-{i}", "title": "t", "question": f"{lang} {split} question {i}?",
-                 "context": f"{lang} {split} passage {i}: " + " ".join(words[(i + k) % len(words)]
-                                                                      for k in range(40 + i % 700)),
-                 "answers": {"text": [f"ans {i}"], "answer_start": [0]}} for i in range(n)]
+        return [
+            {
+                "id": f"{lang}-{split}-{i}",
+                "title": "t",
+                "question": f"{lang} {split} question {i}?",
+                "context": f"{lang} {split} passage {i}: "
+                + " ".join(words[(i + k) % len(words)] for k in range(40 + i % 700)),
+                "answers": {"text": [f"ans {i}"], "answer_start": [0]},
+            }
+            for i in range(n)
+        ]
 
     dev = {"english": rows("english", 130, "dev"), "finnish": rows("finnish", 104, "dev")}
     train = {"english": rows("english", 9, "train"), "finnish": rows("finnish", 6, "train")}
     code = {"english": "tydiqa_goldp_en", "finnish": "tydiqa_goldp_fi"}
-    files = {code[lang]: {"validation": jsonl(tmp_path / f"{lang}.dev.jsonl", dev[lang]),
-                          "train": jsonl(tmp_path / f"{lang}.train.jsonl", train[lang])} for lang in dev}
+    files = {
+        code[lang]: {
+            "validation": jsonl(tmp_path / f"{lang}.dev.jsonl", dev[lang]),
+            "train": jsonl(tmp_path / f"{lang}.train.jsonl", train[lang]),
+        }
+        for lang in dev
+    }
     task = {**tulu2["tydiqa_goldp_1shot"], "truncate": {"field": "context", "max_tokens": 64}}
     lm = ScriptedLM(chat=plain_chat, default="ans 3")
     lm.tokenizer = tokenizer
@@ -205,10 +221,12 @@ def test_tydiqa_items_exemplars_and_512_token_passages_are_open_instructs(manage
     long_ones = 0
     for question, (lang, row) in expected.items():
         shot, (p, q, a) = shots[lang], labels[lang]
-        assert (f"{p} {cut(shot['context'])}\n{q} {shot['question']}\n{a} {shot['answers']['text'][0]}"
-                f"\n\n{p} {cut(row['context'])}\n{q} {question}\n<assistant>{a}") in prompts[question]
+        assert (
+            f"{p} {cut(shot['context'])}\n{q} {shot['question']}\n{a} {shot['answers']['text'][0]}"
+            f"\n\n{p} {cut(row['context'])}\n{q} {question}\n<assistant>{a}"
+        ) in prompts[question]
         long_ones += cut(row["context"]) != row["context"]
-    assert long_ones > 50                                     # the cut did happen on most passages
+    assert long_ones > 50  # the cut did happen on most passages
     assert entry["selection"]["truncate"]["max_tokens"] == 64
     assert entry["selection"]["exemplars"] == {code[lang]: [train[lang].index(shots[lang])] for lang in shots}
 
@@ -221,8 +239,9 @@ class RecordingLM(ScriptedLM):
         return super().loglikelihood(requests, disable_tqdm)
 
 
-def test_mmlu_5shot_drops_exemplars_while_a_prompt_exceeds_2048_tokens(tulu2, tmp_path, make_tiny_tokenizer,
-                                                                        monkeypatch):
+def test_mmlu_5shot_drops_exemplars_while_a_prompt_exceeds_2048_tokens(
+    tulu2, tmp_path, make_tiny_tokenizer, monkeypatch
+):
     """Tulu 2's MMLU 5-shot through lm-eval on a generated subject whose third exemplar is long (~3,000 tokens): every
     prompt keeps the first two exemplars, as [OI] builds it; a test question that is itself too long keeps none and
     is still asked. Without fit_prompt (plain lm-eval) every prompt has all five."""
@@ -233,12 +252,18 @@ def test_mmlu_5shot_drops_exemplars_while_a_prompt_exceeds_2048_tokens(tulu2, tm
     def row(question):
         return {"question": question, "subject": "abstract_algebra", "choices": ["w", "x", "y", "z"], "answer": 0}
 
-    dev = [row(f"Exemplar {i}?" if i != 2 else "Exemplar 2? " + " ".join(words[k % 13] for k in range(3000)))
-           for i in range(5)]
+    dev = [
+        row(f"Exemplar {i}?" if i != 2 else "Exemplar 2? " + " ".join(words[k % 13] for k in range(3000)))
+        for i in range(5)
+    ]
     test = [row(f"Test question {i}?") for i in range(6)]
     test.append(row("Test question 6? " + " ".join(words[k % 13] for k in range(2500))))
-    files = {"mmlu_abstract_algebra": {"test": jsonl(tmp_path / "test.jsonl", test),
-                                       "dev": jsonl(tmp_path / "dev.jsonl", dev)}}
+    files = {
+        "mmlu_abstract_algebra": {
+            "test": jsonl(tmp_path / "test.jsonl", test),
+            "dev": jsonl(tmp_path / "dev.jsonl", dev),
+        }
+    }
 
     def contexts(task):
         lm = RecordingLM(chat=plain_chat)
@@ -254,8 +279,11 @@ def test_mmlu_5shot_drops_exemplars_while_a_prompt_exceeds_2048_tokens(tulu2, tm
         assert kept == [0, 1], (i, kept)
         assert len(tokenizer(prompts[i], add_special_tokens=False)["input_ids"]) <= 2048
     assert "Exemplar" not in prompts["6"]
-    assert entry["selection"]["fit_prompt"] == {"max_tokens": 2048, "shots": {"2": 6, "0": 1},
-                                                "tokenizer": tokenizer.name_or_path or type(tokenizer).__name__}
+    assert entry["selection"]["fit_prompt"] == {
+        "max_tokens": 2048,
+        "shots": {"2": 6, "0": 1},
+        "tokenizer": tokenizer.name_or_path or type(tokenizer).__name__,
+    }
     plain = {k: v for k, v in tulu2["mmlu_5shot"].items() if k != "fit_prompt"}
     _, unfitted = contexts(plain)
     assert all(f"Exemplar {j}?" in unfitted[i] for i in "0123456" for j in range(5))

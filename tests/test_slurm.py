@@ -56,13 +56,22 @@ rule always_fails:
         "echo injected failure >&2; exit 3"
 """
 # the test cluster's GRES type "fake", in the planner's GPU table (every gpu_model names an entry there)
-OVERLAY = {"recipe": RECIPE, "gpu_models": {"fake": {"memory_gib": 16, "bf16_tflops": 1, "source": "test cluster"}},
-           "recipes": {RECIPE: {
-    "extends": "tiny-tulu2-dpo",
-    "data": {"sft": {"sources": [{"dataset": "tiny-units-sft", "count": 200}], "validation": 16}},
-    # 16 GB: the planner's host-memory estimate for 2 processes (SLURM books it; the fake node advertises 64 GB)
-    "stages": {"sft": {"resources": {"gpus": 2, "gpu_model": "fake", "cpus_per_gpu": 1, "mem_gb": 16,
-                                     "runtime_min": 5}}}}}}
+OVERLAY = {
+    "recipe": RECIPE,
+    "gpu_models": {"fake": {"memory_gib": 16, "bf16_tflops": 1, "source": "test cluster"}},
+    "recipes": {
+        RECIPE: {
+            "extends": "tiny-tulu2-dpo",
+            "data": {"sft": {"sources": [{"dataset": "tiny-units-sft", "count": 200}], "validation": 16}},
+            # 16 GB: the planner's host-memory estimate for 2 processes (SLURM books it; the fake node advertises 64 GB)
+            "stages": {
+                "sft": {
+                    "resources": {"gpus": 2, "gpu_model": "fake", "cpus_per_gpu": 1, "mem_gb": 16, "runtime_min": 5}
+                }
+            },
+        }
+    },
+}
 # one process of the launched stage: a gloo all-reduce over the ranks, then what it saw of its allocation
 DIST_PROBE = """
 import os, sys
@@ -78,8 +87,12 @@ with open(f"{sys.argv[1]}{dist.get_rank()}", "w") as out:
                         *(f"{k}={os.environ.get(k)}" for k in keys)]) + "\\n")
 dist.destroy_process_group()
 """
-TARGETS = {"dataset": "resources/datasets/tiny-eval.jsonl", "mixture": f"results/{RECIPE}/data/sft.jsonl",
-           "gpu_probe": f"probe/{RECIPE}.gpu.txt", "always_fails": "probe/fails.txt"}
+TARGETS = {
+    "dataset": "resources/datasets/tiny-eval.jsonl",
+    "mixture": f"results/{RECIPE}/data/sft.jsonl",
+    "gpu_probe": f"probe/{RECIPE}.gpu.txt",
+    "always_fails": "probe/fails.txt",
+}
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +128,32 @@ def test_profile_runs_stages_as_slurm_jobs(cluster, tmp_path):
     (work / "dist_probe.py").write_text(DIST_PROBE)
     for name in ("config.yaml", "scripts", "tasks"):
         (work / name).symlink_to(REPO / name)
-    env = {**cluster.env, "MENAGERIE_SLURM_ACCOUNT": cluster.account, "MENAGERIE_SLURM_PARTITION": cluster.partition,
-           "HF_HUB_OFFLINE": "1", "HF_HOME": os.environ.get("HF_HOME", str(REPO / ".cache/hf")),
-           "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    command = [sys.executable, "-m", "snakemake", "--profile", str(REPO / "profiles/slurm"),
-               "--workflow-profile", str(REPO / "profiles/default"), "--slurm-init-seconds-before-status-checks", "1",
-               "--retries", "1", "--configfile", "overlay.yaml", "--jobs", "8", *TARGETS.values()]
+    env = {
+        **cluster.env,
+        "MENAGERIE_SLURM_ACCOUNT": cluster.account,
+        "MENAGERIE_SLURM_PARTITION": cluster.partition,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": os.environ.get("HF_HOME", str(REPO / ".cache/hf")),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        str(REPO / "profiles/slurm"),
+        "--workflow-profile",
+        str(REPO / "profiles/default"),
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--retries",
+        "1",
+        "--configfile",
+        "overlay.yaml",
+        "--jobs",
+        "8",
+        *TARGETS.values(),
+    ]
     started = time.monotonic()
     run = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=270)
     elapsed = time.monotonic() - started
@@ -207,20 +240,45 @@ def test_twin_builds_under_slurm_apptainer_profile_with_apptainer_double(cluster
     # a git checkout whose commit the host passes in: inside the "image" git is absent (the double's shim fails)
     for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
         subprocess.run(["git", "-C", str(work), *args], check=True, capture_output=True)
-    commit = subprocess.run(["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     calls = tmp_path / "apptainer.jsonl"
     (tmp_path / "shims").mkdir()
     hf_home = Path(os.environ.get("HF_HOME", str(tmp_path / "hf"))).resolve()
-    hf_home.mkdir(parents=True, exist_ok=True)   # the profile binds it; Apptainer (and the double) need it to exist
-    env = {**{k: v for k, v in cluster.env.items() if k != "MENAGERIE_GIT_COMMIT"}, "PATH": f"{DOUBLE}:{cluster.env['PATH']}", "APPTAINER_DOUBLE_LOG": str(calls),
-           "APPTAINER_DOUBLE_PYTHON": sys.executable, "APPTAINER_DOUBLE_SHIMS": str(tmp_path / "shims"),
-           "MENAGERIE_SLURM_ACCOUNT": cluster.account,
-           "MENAGERIE_SLURM_PARTITION": cluster.partition, "HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home),
-           "XDG_CACHE_HOME": str(tmp_path / "cache"), "TOKENIZERS_PARALLELISM": "false"}
+    hf_home.mkdir(parents=True, exist_ok=True)  # the profile binds it; Apptainer (and the double) need it to exist
+    env = {
+        **{k: v for k, v in cluster.env.items() if k != "MENAGERIE_GIT_COMMIT"},
+        "PATH": f"{DOUBLE}:{cluster.env['PATH']}",
+        "APPTAINER_DOUBLE_LOG": str(calls),
+        "APPTAINER_DOUBLE_PYTHON": sys.executable,
+        "APPTAINER_DOUBLE_SHIMS": str(tmp_path / "shims"),
+        "MENAGERIE_SLURM_ACCOUNT": cluster.account,
+        "MENAGERIE_SLURM_PARTITION": cluster.partition,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(hf_home),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     since = time.strftime("%Y-%m-%dT%H:%M:%S")
-    command = [str(SNAKEMAKE), "--profile", "profiles/slurm-apptainer", "--workflow-profile", "profiles/default",
-               "--slurm-init-seconds-before-status-checks", "1", "--retries", "0", "--keep-going",
-               "--configfile", "twin.yaml", "--config", f"recipe={TWIN}", "--jobs", "4"]
+    command = [
+        str(SNAKEMAKE),
+        "--profile",
+        "profiles/slurm-apptainer",
+        "--workflow-profile",
+        "profiles/default",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--retries",
+        "0",
+        "--keep-going",
+        "--configfile",
+        "twin.yaml",
+        "--config",
+        f"recipe={TWIN}",
+        "--jobs",
+        "4",
+    ]
     started = time.monotonic()
     # one SLURM job per stage, each a Snakemake job step; on a 2-core machine shared with 7 other test runs
     # (load 15) this took 23+ min, alone a few minutes
@@ -250,7 +308,7 @@ def test_twin_builds_under_slurm_apptainer_profile_with_apptainer_double(cluster
     # provenance made it out of the "image" and the cluster: the host's commit, each stage's image by sha256, each
     # stage's own SLURM job (eval.json lists every stage's hardware, not the report job's)
     prov = json.loads((work / f"results/{TWIN}/eval.json").read_text())["provenance"]
-    stages = {"sft", "merge.sft", "dpo", "evaluate.final"}   # LoRA SFT, its merge, full DPO on the merged model
+    stages = {"sft", "merge.sft", "dpo", "evaluate.final"}  # LoRA SFT, its merge, full DPO on the merged model
     assert stages <= set(prov["hardware"]), sorted(prov["hardware"])
     assert set(prov["stage_commits"].values()) == {commit}, prov["stage_commits"]
     sha = {stage: provenance.sha256_file(path) for stage, path in images.items()}

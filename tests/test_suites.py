@@ -55,12 +55,18 @@ def tulu_chat(messages, add_generation_prompt=True):
     from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models
 
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")),
-                                        eos_token="</s>", unk_token="<unk>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")),
+        eos_token="</s>",
+        unk_token="<unk>",
+    )
     tokenizer.chat_template = formats.chat_template_jinja("tulu")
-    return tokenizer.apply_chat_template(harness.fold_system_into_user(messages), tokenize=False,
-                                         add_generation_prompt=add_generation_prompt,
-                                         continue_final_message=not add_generation_prompt)
+    return tokenizer.apply_chat_template(
+        harness.fold_system_into_user(messages),
+        tokenize=False,
+        add_generation_prompt=add_generation_prompt,
+        continue_final_message=not add_generation_prompt,
+    )
 
 
 def rendered(manager, spec, member: str, shots: int, limit: int = 1) -> list[tuple]:
@@ -68,8 +74,7 @@ def rendered(manager, spec, member: str, shots: int, limit: int = 1) -> list[tup
     task = manager.load([harness.build(spec)])["tasks"][member]
     task.set_config("num_fewshot", shots)
     task.set_fewshot_seed(1234)
-    task.build_all_requests(limit=limit, apply_chat_template=True, fewshot_as_multiturn=False,
-                            chat_template=tulu_chat)
+    task.build_all_requests(limit=limit, apply_chat_template=True, fewshot_as_multiturn=False, chat_template=tulu_chat)
     return [inst.args for inst in task.instances]
 
 
@@ -92,17 +97,25 @@ def test_suites_follow_the_published_settings(config):
     assert (tulu2["gsm8k_cot_8shot"]["num_fewshot"], tulu2["gsm8k_cot_8shot"]["limit"]) == (8, 200)
     assert (tulu2["bbh_cot_3shot"]["num_fewshot"], tulu2["bbh_cot_3shot"]["limit"]) == (3, 40)
     assert (tulu2["tydiqa_goldp_1shot"]["num_fewshot"], tulu2["tydiqa_goldp_1shot"]["limit"]) == (1, 100)
-    assert {n: (tulu2[n]["temperature"], tulu2[n]["num_samples"], tulu2[n]["metric"], tulu2[n]["chat_format"])
-            for n in ("codex_humaneval_pass1", "codex_humaneval_pass10")} == {
-        "codex_humaneval_pass1": (0.1, 20, "pass@1", False), "codex_humaneval_pass10": (0.8, 20, "pass@10", False)}
+    assert {
+        n: (tulu2[n]["temperature"], tulu2[n]["num_samples"], tulu2[n]["metric"], tulu2[n]["chat_format"])
+        for n in ("codex_humaneval_pass1", "codex_humaneval_pass10")
+    } == {"codex_humaneval_pass1": (0.1, 20, "pass@1", False), "codex_humaneval_pass10": (0.8, 20, "pass@10", False)}
     assert all(t["chat_format"] for n, t in tulu2.items() if not n.startswith("codex"))
     assert {tulu2[n]["judge"] for n in ("alpaca_eval", "toxigen", "truthfulqa_info_true")} == {
-        "alpaca-eval", "toxigen-roberta", "truthfulqa-truth"}
+        "alpaca-eval",
+        "toxigen-roberta",
+        "truthfulqa-truth",
+    }
     v1 = {t["name"]: (t["lm_eval_task"], t["num_fewshot"], t["metric"]) for t in config["suites"]["openllm-v1"]}
-    assert v1 == {"arc_challenge_25shot": ("openllm_v1_arc_challenge", 25, "acc_norm"),
-                  "hellaswag_10shot": ("hellaswag", 10, "acc_norm"), "mmlu_5shot": ("openllm_v1_mmlu", 5, "acc"),
-                  "truthfulqa_mc2_0shot": ("truthfulqa_mc2", 0, "acc"), "winogrande_5shot": ("winogrande", 5, "acc"),
-                  "gsm8k_5shot": ("gsm8k", 5, "exact_match")}
+    assert v1 == {
+        "arc_challenge_25shot": ("openllm_v1_arc_challenge", 25, "acc_norm"),
+        "hellaswag_10shot": ("hellaswag", 10, "acc_norm"),
+        "mmlu_5shot": ("openllm_v1_mmlu", 5, "acc"),
+        "truthfulqa_mc2_0shot": ("truthfulqa_mc2", 0, "acc"),
+        "winogrande_5shot": ("winogrande", 5, "acc"),
+        "gsm8k_5shot": ("gsm8k", 5, "exact_match"),
+    }
     assert not any(t["chat_format"] for s in ("openllm-v1", "openllm-v2") for t in config["suites"][s])
     v2 = [t["normalize"] for t in config["suites"]["openllm-v2"]]
     assert sorted(v2) == ["bbh", "gpqa", "ifeval", "math_hard", "mmlu_pro", "musr"]
@@ -116,12 +129,20 @@ def test_suites_follow_the_published_settings(config):
 
 
 def test_tulu2_mmlu_prompt_is_open_instructs(manager, tmp_path):
-    test = jsonl(tmp_path / "t.jsonl", [{"question": "What is 2+2?", "subject": "abstract_algebra",
-                                         "choices": ["1", "2", "3", "4"], "answer": 3}])
-    dev = jsonl(tmp_path / "d.jsonl", [{"question": f"Q{i}?", "subject": "abstract_algebra",
-                                        "choices": ["a", "b", "c", "d"], "answer": i % 4} for i in range(5)])
-    spec = harness.task_spec({"name": "mmlu", "lm_eval_task": "tulu2_mmlu"},
-                             {"mmlu_abstract_algebra": {"test": test, "dev": dev}})
+    test = jsonl(
+        tmp_path / "t.jsonl",
+        [{"question": "What is 2+2?", "subject": "abstract_algebra", "choices": ["1", "2", "3", "4"], "answer": 3}],
+    )
+    dev = jsonl(
+        tmp_path / "d.jsonl",
+        [
+            {"question": f"Q{i}?", "subject": "abstract_algebra", "choices": ["a", "b", "c", "d"], "answer": i % 4}
+            for i in range(5)
+        ],
+    )
+    spec = harness.task_spec(
+        {"name": "mmlu", "lm_eval_task": "tulu2_mmlu"}, {"mmlu_abstract_algebra": {"test": test, "dev": dev}}
+    )
     zero = rendered(manager, spec, "mmlu_abstract_algebra", 0)
     # [OI] gen_prompt + format_example; format_subject gives " abstract algebra" (hence two spaces after "about")
     header = "The following are multiple choice questions (with answers) about  abstract algebra.\n\n"
@@ -137,13 +158,17 @@ def test_tulu2_gsm8k_prompt_target_and_generation_are_open_instructs(manager, tm
     data = jsonl(tmp_path / "g.jsonl", [{"question": " Janet has 3 apples. ", "answer": "3 x 1 = 3\n#### 1,003"}])
     spec = harness.task_spec({"name": "gsm", "lm_eval_task": "tulu2_gsm8k_cot"}, data)
     context, gen = rendered(manager, spec, "tulu2_gsm8k_cot", 8)[0]
-    first = ("Question: There are 15 trees in the grove. Grove workers will plant trees in the grove today. After "
-             "they are done, there will be 21 trees. How many trees did the grove workers plant today?\nAnswer: There "
-             "are 15 trees originally. Then there were 21 trees after some more were planted. So there must have "
-             "been 21 - 15 = 6. So the answer is 6.")
-    last = ("Question: Olivia has $23. She bought five bagels for $3 each. How much money does she have left?\n"
-            "Answer: Olivia had 23 dollars. 5 bagels for 3 dollars each will be 5 x 3 = 15 dollars. So she has 23 - "
-            "15 dollars left. 23 - 15 is 8. So the answer is 8.")
+    first = (
+        "Question: There are 15 trees in the grove. Grove workers will plant trees in the grove today. After "
+        "they are done, there will be 21 trees. How many trees did the grove workers plant today?\nAnswer: There "
+        "are 15 trees originally. Then there were 21 trees after some more were planted. So there must have "
+        "been 21 - 15 = 6. So the answer is 6."
+    )
+    last = (
+        "Question: Olivia has $23. She bought five bagels for $3 each. How much money does she have left?\n"
+        "Answer: Olivia had 23 dollars. 5 bagels for 3 dollars each will be 5 x 3 = 15 dollars. So she has 23 - "
+        "15 dollars left. 23 - 15 is 8. So the answer is 8."
+    )
     assert context.startswith(f"<|user|>\nAnswer the following questions.\n\n{first}\n\n")
     assert context.endswith(f"{last}\n\nQuestion: Janet has 3 apples.\n<|assistant|>\nAnswer:")
     assert context.count("\nAnswer: ") == 8 and context.count("Question: ") == 9
@@ -154,43 +179,66 @@ def test_tulu2_gsm8k_prompt_target_and_generation_are_open_instructs(manager, tm
 
 def test_tulu2_bbh_prompt_is_open_instructs(manager, tmp_path):
     data = jsonl(tmp_path / "b.jsonl", [{"input": "not ( True ) and ( True ) is", "target": "False"}])
-    spec = harness.task_spec({"name": "bbh", "lm_eval_task": "tulu2_bbh_cot"},
-                             {"bbh_cot_fewshot_boolean_expressions": {"test": data}})
+    spec = harness.task_spec(
+        {"name": "bbh", "lm_eval_task": "tulu2_bbh_cot"}, {"bbh_cot_fewshot_boolean_expressions": {"test": data}}
+    )
     context, gen = rendered(manager, spec, "bbh_cot_fewshot_boolean_expressions", 3)[0]
     # [OI]: task_prompt.strip() + "\n\nQ: " + input, then "A:" after the assistant header; the cot-prompts file is
     # the description, then "Q: ...\nA: Let's think step by step.\n<reasoning> So the answer is X." x3
-    assert context.startswith("<|user|>\nEvaluate the result of a random Boolean expression.\n\n"
-                              "Q: not ( ( not not True ) ) is\nA: Let's think step by step.\nRemember that")
+    assert context.startswith(
+        "<|user|>\nEvaluate the result of a random Boolean expression.\n\n"
+        "Q: not ( ( not not True ) ) is\nA: Let's think step by step.\nRemember that"
+    )
     assert context.count("A: Let's think step by step.\n") == 3
     assert context.endswith("So the answer is True.\n\nQ: not ( True ) and ( True ) is\n<|assistant|>\nA:")
     assert gen["until"] == [] and gen["max_gen_toks"] == 512
     task = manager.load([harness.build(spec)])["tasks"]["bbh_cot_fewshot_boolean_expressions"]
-    assert task.doc_to_target(next(iter(task.eval_docs))) == "False"     # the gold answer is untouched
+    assert task.doc_to_target(next(iter(task.eval_docs))) == "False"  # the gold answer is untouched
 
 
 def test_tulu2_tydiqa_prompt_is_open_instructs(manager, tmp_path):
     row = {"title": "t", "answers": {"text": ["Paris"], "answer_start": [0]}}
-    test = jsonl(tmp_path / "v.jsonl", [{**row, "id": "english-1", "context": "Paris is in France.",
-                                         "question": "Where is Paris?"}])
-    train = jsonl(tmp_path / "tr.jsonl", [{**row, "id": "english-2", "context": "Rome is in Italy.",
-                                           "question": "Where is Rome?", "answers": {"text": ["Italy"],
-                                                                                     "answer_start": [11]}}])
-    spec = harness.task_spec({"name": "ty", "lm_eval_task": "tulu2_tydiqa"},
-                             {"tydiqa_goldp_en": {"validation": test, "train": train}})
+    test = jsonl(
+        tmp_path / "v.jsonl",
+        [{**row, "id": "english-1", "context": "Paris is in France.", "question": "Where is Paris?"}],
+    )
+    train = jsonl(
+        tmp_path / "tr.jsonl",
+        [
+            {
+                **row,
+                "id": "english-2",
+                "context": "Rome is in Italy.",
+                "question": "Where is Rome?",
+                "answers": {"text": ["Italy"], "answer_start": [11]},
+            }
+        ],
+    )
+    spec = harness.task_spec(
+        {"name": "ty", "lm_eval_task": "tulu2_tydiqa"}, {"tydiqa_goldp_en": {"validation": test, "train": train}}
+    )
     context, gen = rendered(manager, spec, "tydiqa_goldp_en", 1)[0]
-    assert context == ("<|user|>\nAnswer the following question based on the information in the given passage.\n\n"
-                       "Passage: Rome is in Italy.\nQuestion: Where is Rome?\nAnswer: Italy\n\n"
-                       "Passage: Paris is in France.\nQuestion: Where is Paris?\n\n<|assistant|>\nAnswer:")
+    assert context == (
+        "<|user|>\nAnswer the following question based on the information in the given passage.\n\n"
+        "Passage: Rome is in Italy.\nQuestion: Where is Rome?\nAnswer: Italy\n\n"
+        "Passage: Paris is in France.\nQuestion: Where is Paris?\n\n<|assistant|>\nAnswer:"
+    )
     assert gen["max_gen_toks"] == 50 and gen["until"] == []
 
 
 def test_single_user_turn_folds_the_description_and_restores_the_model():
-    messages = [{"role": "system", "content": "Header.\n\n"}, {"role": "user", "content": "Q"},
-                {"role": "assistant", "content": "A:"}]
-    assert harness.fold_system_into_user(messages) == [{"role": "user", "content": "Header.\n\nQ"},
-                                                       {"role": "assistant", "content": "A:"}]
-    assert harness.fold_system_into_user([{"role": "system", "content": "H"}, {"role": "user", "content": "Q"}]) \
-        == [{"role": "user", "content": "H\n\nQ"}]
+    messages = [
+        {"role": "system", "content": "Header.\n\n"},
+        {"role": "user", "content": "Q"},
+        {"role": "assistant", "content": "A:"},
+    ]
+    assert harness.fold_system_into_user(messages) == [
+        {"role": "user", "content": "Header.\n\nQ"},
+        {"role": "assistant", "content": "A:"},
+    ]
+    assert harness.fold_system_into_user([{"role": "system", "content": "H"}, {"role": "user", "content": "Q"}]) == [
+        {"role": "user", "content": "H\n\nQ"}
+    ]
     lm = ScriptedLM(chat=lambda msgs, add: "|".join(m["role"] for m in msgs))
     with harness.single_user_turn(lm):
         assert lm.apply_chat_template(messages) == "user|assistant"
@@ -202,15 +250,17 @@ def test_single_user_turn_folds_the_description_and_restores_the_model():
 
 
 def test_open_instruct_gsm8k_extraction():
-    outputs = [["So 1,234 + 1 = 1,235. So the answer is 1,235."], ["It is -2.5 or 7"], ["no number here"],
-               ["1,2,3"]]
+    outputs = [["So 1,234 + 1 = 1,235. So the answer is 1,235."], ["It is -2.5 or 7"], ["no number here"], ["1,2,3"]]
     # [OI]: re.sub(r"(\d),(\d)", r"\1\2") then the last of re.findall(r"[-+]?\d*\.\d+|\d+"); else the output
     assert menagerie_utils.oi_gsm8k_extract(outputs, None) == [["1235"], ["7"], ["no number here"], ["3"]]
 
 
 def test_open_instruct_bbh_extraction():
-    outputs = [["Let's see. So the answer is (B). Then more."], ["So the answer is False."],
-               ["  The answer\n\nmore text"]]
+    outputs = [
+        ["Let's see. So the answer is (B). Then more."],
+        ["So the answer is False."],
+        ["  The answer\n\nmore text"],
+    ]
     assert menagerie_utils.oi_bbh_extract(outputs, None) == [["(B)"], ["False"], ["The answer"]]
 
 
@@ -230,8 +280,9 @@ def test_helm_rules_by_hand():
     assert menagerie_utils.helm_last_token([["so The answer is 72.", "72"]], None) == [["72.", "72"]]
     # HELM truthful_qa mc_single: incorrect answers then the best, "." appended, rotated by ord(best[0]) % n;
     # 5 questions -> int(5 * 0.2) = 1 in the in-context pool, 4 evaluated
-    data = Dataset.from_list([{"question": f" Q{i} ", "best_answer": "Yes", "incorrect_answers": ["No", "Maybe."]}
-                              for i in range(5)])
+    data = Dataset.from_list(
+        [{"question": f" Q{i} ", "best_answer": "Yes", "incorrect_answers": ["No", "Maybe."]} for i in range(5)]
+    )
     valid = menagerie_utils.helm_truthfulqa_eval(data)
     assert len(valid) == 4 and len(menagerie_utils.helm_truthfulqa_train(data)) == 1
     # options [No., Maybe., Yes.], k = ord("Y") % 3 = 89 % 3 = 2 -> [Yes., No., Maybe.]
@@ -242,13 +293,25 @@ def test_helm_rules_by_hand():
 def test_layouts_of_local_copies():
     from datasets import Dataset
 
-    csv_rows = Dataset.from_list([{"question": "q", "choice0": "a", "choice1": "b", "choice2": "c", "choice3": "d",
-                                   "answer": 2}])
+    csv_rows = Dataset.from_list(
+        [{"question": "q", "choice0": "a", "choice1": "b", "choice2": "c", "choice3": "d", "answer": 2}]
+    )
     assert menagerie_utils.mmlu_rows(csv_rows)[0] == {"question": "q", "choices": ["a", "b", "c", "d"], "answer": 2}
-    arc = Dataset.from_list([{"id": "x", "answerKey": "B", "question": {
-        "stem": "s", "choices": [{"text": "t1", "label": "A"}, {"text": "t2", "label": "B"}]}}])
-    assert menagerie_utils.arc_rows(arc)[0] == {"id": "x", "question": "s", "answerKey": "B",
-                                                "choices": {"text": ["t1", "t2"], "label": ["A", "B"]}}
+    arc = Dataset.from_list(
+        [
+            {
+                "id": "x",
+                "answerKey": "B",
+                "question": {"stem": "s", "choices": [{"text": "t1", "label": "A"}, {"text": "t2", "label": "B"}]},
+            }
+        ]
+    )
+    assert menagerie_utils.arc_rows(arc)[0] == {
+        "id": "x",
+        "question": "s",
+        "answerKey": "B",
+        "choices": {"text": ["t1", "t2"], "label": ["A", "B"]},
+    }
 
 
 # ------------------------------------------------------------------------------------------- aggregation + records
@@ -257,6 +320,7 @@ def test_layouts_of_local_copies():
 @pytest.fixture
 def two_subjects(tmp_path) -> dict:
     """abstract_algebra: 2 questions (answers A, B); college_physics: 4 (A, A, A, B); hendrycks CSV layout."""
+
     def write(name, answers):
         path = tmp_path / f"{name}_test.csv"
         with path.open("w", newline="") as handle:
@@ -265,13 +329,24 @@ def two_subjects(tmp_path) -> dict:
             out.writerows([[f"{name} q{i}", "w", "x", "y", "z", a] for i, a in enumerate(answers)])
         return path
 
-    return {"mmlu_abstract_algebra": {"test": write("abstract_algebra", [0, 1])},
-            "mmlu_college_physics": {"test": write("college_physics", [0, 0, 0, 1])}}
+    return {
+        "mmlu_abstract_algebra": {"test": write("abstract_algebra", [0, 1])},
+        "mmlu_college_physics": {"test": write("college_physics", [0, 0, 0, 1])},
+    }
 
 
 def mmlu_task(**extra) -> dict:
-    return {"name": "mmlu_5shot", "harness": "lm-eval", "lm_eval_task": "openllm_v1_mmlu", "num_fewshot": 0,
-            "metric": "acc", "chat_format": False, "limit": None, "scale": 100, **extra}
+    return {
+        "name": "mmlu_5shot",
+        "harness": "lm-eval",
+        "lm_eval_task": "openllm_v1_mmlu",
+        "num_fewshot": 0,
+        "metric": "acc",
+        "chat_format": False,
+        "limit": None,
+        "scale": 100,
+        **extra,
+    }
 
 
 def test_openllm_v1_mmlu_is_the_unweighted_mean_of_subjects(manager, two_subjects):
@@ -280,8 +355,10 @@ def test_openllm_v1_mmlu_is_the_unweighted_mean_of_subjects(manager, two_subject
     entry, native = harness.run_lm_eval_task(ScriptedLM(prefer=" A"), mmlu_task(), two_subjects, seed=7)
     assert entry["status"] == "ok" and entry["lm_eval_task"] == "openllm_v1_mmlu"
     assert entry["value"] == pytest.approx(62.5)
-    assert entry["subtasks"] == {"mmlu_abstract_algebra": {"value": pytest.approx(50.0), "n": 2},
-                                 "mmlu_college_physics": {"value": pytest.approx(75.0), "n": 4}}
+    assert entry["subtasks"] == {
+        "mmlu_abstract_algebra": {"value": pytest.approx(50.0), "n": 2},
+        "mmlu_college_physics": {"value": pytest.approx(75.0), "n": 4},
+    }
     assert entry["n"] == 6
     # the stderr of an unweighted mean of k subject means: sqrt(sum se_i^2) / k (lm-eval's unweighted_mean_stderr)
     se = [native["results"][s]["acc_stderr,none"] for s in ("mmlu_abstract_algebra", "mmlu_college_physics")]
@@ -299,8 +376,15 @@ def test_tulu2_mmlu_weights_by_question_like_open_instruct(manager, two_subjects
     files = {}
     for member, split in two_subjects.items():
         with split["test"].open() as handle:
-            rows = [{"question": r["question"], "subject": member.removeprefix("mmlu_"), "answer": int(r["answer"]),
-                     "choices": [r[f"choice{i}"] for i in range(4)]} for r in csv.DictReader(handle)]
+            rows = [
+                {
+                    "question": r["question"],
+                    "subject": member.removeprefix("mmlu_"),
+                    "answer": int(r["answer"]),
+                    "choices": [r[f"choice{i}"] for i in range(4)],
+                }
+                for r in csv.DictReader(handle)
+            ]
         files[member] = {"test": jsonl(split["test"].with_suffix(".jsonl"), rows)}
     entry, _ = harness.run_lm_eval_task(ScriptedLM(prefer=" A"), mmlu_task(lm_eval_task="tulu2_mmlu"), files, seed=7)
     assert entry["value"] == pytest.approx(100 * 4 / 6)
@@ -308,18 +392,25 @@ def test_tulu2_mmlu_weights_by_question_like_open_instruct(manager, two_subjects
 
 def test_limit_per_member_runs_only_those_members_and_items(manager, two_subjects):
     task = mmlu_task(limit={"mmlu_college_physics": 3})
-    entry, native = harness.run_lm_eval_task(ScriptedLM(prefer=" A"), task, {"mmlu_college_physics":
-                                                                           two_subjects["mmlu_college_physics"]}, 1)
-    assert entry["n"] == 3 and entry["value"] == pytest.approx(100.0)     # the first 3 answers are all A
+    entry, native = harness.run_lm_eval_task(
+        ScriptedLM(prefer=" A"), task, {"mmlu_college_physics": two_subjects["mmlu_college_physics"]}, 1
+    )
+    assert entry["n"] == 3 and entry["value"] == pytest.approx(100.0)  # the first 3 answers are all A
     assert set(entry["subtasks"]) == {"mmlu_college_physics"} and entry["limit"] == {"mmlu_college_physics": 3}
-    with pytest.raises(MenagerieError, match=r"suite task 'mmlu_5shot': key 'limit' names members without data "
-                                             r"files: mmlu_anatomy"):
+    with pytest.raises(
+        MenagerieError,
+        match=r"suite task 'mmlu_5shot': key 'limit' names members without data "
+        r"files: mmlu_anatomy",
+    ):
         harness.task_spec({**task, "limit": {"mmlu_anatomy": 2}}, {"mmlu_college_physics": {"test": "x.csv"}})
 
 
 def test_unknown_task_and_wrong_member_are_named(manager):
-    with pytest.raises(MenagerieError, match=r"lm-eval task 'mmlu_typo' is neither an lm-eval 0.4.13 task nor "
-                                             r"defined in .*/tasks"):
+    with pytest.raises(
+        MenagerieError,
+        match=r"lm-eval task 'mmlu_typo' is neither an lm-eval 0.4.13 task nor "
+        r"defined in .*/tasks",
+    ):
         harness.task_spec({"name": "t", "lm_eval_task": "mmlu_typo"})
     with pytest.raises(MenagerieError, match=r"'arc_easy' is not a member of lm-eval group 'openllm_v1_mmlu'"):
         harness.task_spec(mmlu_task(), {"arc_easy": {"test": Path("x.csv")}})
@@ -353,8 +444,7 @@ def test_per_member_limits_restrict_the_group_to_those_members(config, manager):
     assert "mmlu_conceptual_physics" not in members and "mmlu_elementary_mathematics" not in members
     anatomy = members["mmlu_anatomy"]
     assert anatomy["output_type"] == "generate_until" and anatomy["dataset_name"] == "anatomy"
-    assert anatomy["generation_kwargs"] == {"until": ["\n"], "max_gen_toks": 5, "do_sample": False,
-                                            "temperature": 0.0}
+    assert anatomy["generation_kwargs"] == {"until": ["\n"], "max_gen_toks": 5, "do_sample": False, "temperature": 0.0}
     assert anatomy["process_docs"] is menagerie_utils.mmlu_rows or anatomy["process_docs"].__name__ == "mmlu_rows"
     assert harness.limit_args(task) == (None, {m: list(range(n)) for m, n in task["limit"].items()})
     assert harness.limit_args({"limit": 40}) == (40, None)
@@ -374,15 +464,22 @@ def test_hub_task_without_hub_access_is_skipped_with_the_reason(config, manager,
 def test_tiny_suite_task_reads_its_materialised_file(config, manager, tmp_path):
     """The embedded default's heldout_exact: the repo YAML pointed at the dataset file, max_new_tokens applied,
     the last number of the output against the answer."""
-    data = jsonl(tmp_path / "tiny-eval.jsonl", [{"id": "a", "question": "What is 2 + 3?", "answer": "5"},
-                                                {"id": "b", "question": "What is 7 + 1?", "answer": "8"},
-                                                {"id": "c", "question": "What is 4 + 4?", "answer": "8"}])
+    data = jsonl(
+        tmp_path / "tiny-eval.jsonl",
+        [
+            {"id": "a", "question": "What is 2 + 3?", "answer": "5"},
+            {"id": "b", "question": "What is 7 + 1?", "answer": "8"},
+            {"id": "c", "question": "What is 4 + 4?", "answer": "8"},
+        ],
+    )
     task = next(t for t in config["suites"]["tiny"] if t["name"] == "heldout_exact")
     spec = harness.task_spec(task, data)
     assert spec["dataset_kwargs"] == {"data_files": {"test": str(data)}} and spec["dataset_path"] == "json"
     assert spec["generation_kwargs"]["max_gen_toks"] == 48
-    lm = ScriptedLM(generations={"2 + 3": "It is 5.", "7 + 1": "7 + 1 = 9", "4 + 4": "8"},
-                    chat=lambda msgs, add: msgs[-1]["content"])
+    lm = ScriptedLM(
+        generations={"2 + 3": "It is 5.", "7 + 1": "7 + 1 = 9", "4 + 4": "8"},
+        chat=lambda msgs, add: msgs[-1]["content"],
+    )
     entry, _ = harness.run_lm_eval_task(lm, task, data, seed=0)
     assert entry["value"] == pytest.approx(100 * 2 / 3) and entry["n"] == 3 and entry["filter"] == "last_number"
 
@@ -390,14 +487,19 @@ def test_tiny_suite_task_reads_its_materialised_file(config, manager, tmp_path):
 def _failing_build(exc):
     def build(spec):
         raise exc
+
     return build
 
 
-@pytest.mark.parametrize("make_error", [
-    lambda torch: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-    lambda torch: RuntimeError("CUDA error: an illegal memory access was encountered"),
-    lambda torch: RuntimeError("NCCL error in: ProcessGroupNCCL.cpp:1970, unhandled cuda error"),
-], ids=["oom", "cuda", "nccl"])
+@pytest.mark.parametrize(
+    "make_error",
+    [
+        lambda torch: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        lambda torch: RuntimeError("CUDA error: an illegal memory access was encountered"),
+        lambda torch: RuntimeError("NCCL error in: ProcessGroupNCCL.cpp:1970, unhandled cuda error"),
+    ],
+    ids=["oom", "cuda", "nccl"],
+)
 def test_device_errors_fail_the_task_never_skip_it_with_fake_gpu_error(manager, monkeypatch, make_error):
     """A GPU OOM / CUDA / NCCL failure (injected: no GPU here) must fail the job, not become `status: skipped`."""
     import torch
@@ -410,8 +512,11 @@ def test_device_errors_fail_the_task_never_skip_it_with_fake_gpu_error(manager, 
 
 
 def test_only_unavailable_data_is_skipped_with_the_reason_with_fake_hub(manager, monkeypatch):
-    monkeypatch.setattr(harness, "build", _failing_build(ConnectionError(
-        "Couldn't reach 'cais/mmlu' on the Hub (OfflineModeIsEnabled)")))
+    monkeypatch.setattr(
+        harness,
+        "build",
+        _failing_build(ConnectionError("Couldn't reach 'cais/mmlu' on the Hub (OfflineModeIsEnabled)")),
+    )
     entry, native = harness.run_lm_eval_task(ScriptedLM(prefer=" A"), mmlu_task(), None, seed=7)
     assert entry["status"] == "skipped" and native == {}
     assert "ConnectionError: Couldn't reach 'cais/mmlu'" in entry["reason"]

@@ -48,7 +48,7 @@ LORA_RATES = {"sft": 1.0e-3, "dpo": 5.0e-5}
 @pytest.fixture(scope="module")
 def base_recipe() -> dict:
     recipe = load_config(REPO / "config.yaml")["recipes"][RECIPE_NAME]
-    assert recipe["stages"]["sft"]["method"] == recipe["stages"]["dpo"]["method"] == "full"   # the shipped twin
+    assert recipe["stages"]["sft"]["method"] == recipe["stages"]["dpo"]["method"] == "full"  # the shipped twin
     for stage, rate in LORA_RATES.items():
         recipe["stages"][stage].update(copy.deepcopy(LORA), learning_rate=rate)
     return recipe
@@ -57,8 +57,9 @@ def base_recipe() -> dict:
 def make_recipe(base: dict, sft: dict | None = None, dpo: dict | None = None) -> dict:
     """A deep copy of the recipe with its stages shrunk to seconds on CPU, plus per-test overrides."""
     recipe = copy.deepcopy(base)
-    small = dict(max_steps=4, max_seq_length=64, global_batch_size=4, micro_batch_size=2, warmup_ratio=0.0,
-                 warmup_steps=0)
+    small = dict(
+        max_steps=4, max_seq_length=64, global_batch_size=4, micro_batch_size=2, warmup_ratio=0.0, warmup_steps=0
+    )
     recipe["stages"]["sft"].update(small, **(sft or {}))
     recipe["stages"]["dpo"].update(small, **(dpo or {}))
     return recipe
@@ -81,9 +82,16 @@ def _sft_rows(n: int, offset: int = 0) -> list[dict]:
     rows = []
     for i in range(offset, offset + n):
         a, b = i % 13, (7 * i) % 11
-        rows.append({"id": f"sum-{i}", "source": "test-arith", "messages": [
-            {"role": "user", "content": f"What is the sum of {a} and {b}?"},
-            {"role": "assistant", "content": f"The sum of {a} and {b} is {a + b}."}]})
+        rows.append(
+            {
+                "id": f"sum-{i}",
+                "source": "test-arith",
+                "messages": [
+                    {"role": "user", "content": f"What is the sum of {a} and {b}?"},
+                    {"role": "assistant", "content": f"The sum of {a} and {b} is {a + b}."},
+                ],
+            }
+        )
     return rows
 
 
@@ -91,9 +99,15 @@ def _pref_rows(n: int) -> list[dict]:
     rows = []
     for i in range(n):
         a, b = i % 9, (5 * i) % 7
-        rows.append({"id": f"pref-{i}", "source": "test-arith",
-                     "messages": [{"role": "user", "content": f"Compute {a} + {b}."}],
-                     "chosen": f"{a} + {b} = {a + b}.", "rejected": f"{a} + {b} = {a + b + 3}."})
+        rows.append(
+            {
+                "id": f"pref-{i}",
+                "source": "test-arith",
+                "messages": [{"role": "user", "content": f"Compute {a} + {b}."}],
+                "chosen": f"{a} + {b} = {a + b}.",
+                "rejected": f"{a} + {b} = {a + b + 3}.",
+            }
+        )
     return rows
 
 
@@ -105,9 +119,11 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("data")
-    return {"sft": _write_jsonl(d / "sft.jsonl", _sft_rows(64)),
-            "sft_val": _write_jsonl(d / "sft_val.jsonl", _sft_rows(8, offset=1000)),
-            "dpo": _write_jsonl(d / "dpo.jsonl", _pref_rows(32))}
+    return {
+        "sft": _write_jsonl(d / "sft.jsonl", _sft_rows(64)),
+        "sft_val": _write_jsonl(d / "sft_val.jsonl", _sft_rows(8, offset=1000)),
+        "dpo": _write_jsonl(d / "dpo.jsonl", _pref_rows(32)),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -161,19 +177,26 @@ def _tmp_siblings(parent: Path) -> list[str]:
 # 1. effective batch
 
 
-@pytest.mark.parametrize(("global_batch", "micro", "processes", "expected_micro", "expected_accum"), [
-    (128, 1, 8, 1, 16),      # Tulu 2: 128 over 8 GPUs, micro 1
-    (8, 2, 1, 2, 4),
-    (16, 4, 2, 4, 2),
-    (12, 8, 1, 6, 2),        # 8 does not divide 12: micro lowered to the largest divisor (6)
-    (24, 5, 3, 4, 2),        # 5x3 does not divide 24: micro lowered to 4 (4x3x2 = 24)
-    (16, 3, 4, 2, 2),        # 3x4 does not divide 16: micro lowered to 2
-    (4, 8, 1, 4, 1),         # a micro batch larger than the global batch is capped at the global batch
-])
+@pytest.mark.parametrize(
+    ("global_batch", "micro", "processes", "expected_micro", "expected_accum"),
+    [
+        (128, 1, 8, 1, 16),  # Tulu 2: 128 over 8 GPUs, micro 1
+        (8, 2, 1, 2, 4),
+        (16, 4, 2, 4, 2),
+        (12, 8, 1, 6, 2),  # 8 does not divide 12: micro lowered to the largest divisor (6)
+        (24, 5, 3, 4, 2),  # 5x3 does not divide 24: micro lowered to 4 (4x3x2 = 24)
+        (16, 3, 4, 2, 2),  # 3x4 does not divide 16: micro lowered to 2
+        (4, 8, 1, 4, 1),  # a micro batch larger than the global batch is capped at the global batch
+    ],
+)
 def test_derive_batch_realises_the_global_batch(global_batch, micro, processes, expected_micro, expected_accum):
     batch = common.derive_batch(global_batch, micro, processes)
-    assert batch == {"global_batch_size": global_batch, "micro_batch_size": expected_micro, "processes": processes,
-                     "gradient_accumulation_steps": expected_accum}
+    assert batch == {
+        "global_batch_size": global_batch,
+        "micro_batch_size": expected_micro,
+        "processes": processes,
+        "gradient_accumulation_steps": expected_accum,
+    }
     assert batch["micro_batch_size"] * batch["processes"] * batch["gradient_accumulation_steps"] == global_batch
 
 
@@ -181,8 +204,10 @@ def test_derive_batch_realises_the_global_batch(global_batch, micro, processes, 
 def test_derive_batch_stops_when_processes_cannot_split_the_global_batch(global_batch, micro, processes):
     with pytest.raises(ConfigError) as info:
         common.derive_batch(global_batch, micro, processes)
-    assert str(info.value) == (f"global_batch_size {global_batch} cannot be split over {processes} processes; "
-                               f"use a process count that divides it")
+    assert str(info.value) == (
+        f"global_batch_size {global_batch} cannot be split over {processes} processes; "
+        f"use a process count that divides it"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -195,23 +220,36 @@ def test_sft_lora_writes_a_complete_adapter_directory(sft_lora, tiny_model_dir):
     from transformers import AutoTokenizer
 
     out = sft_lora["out"]
-    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                 "README.md", "trainer_log.json", "loss_curve.png", "provenance.json"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+        "trainer_log.json",
+        "loss_curve.png",
+        "provenance.json",
+    ):
         assert (out / name).is_file(), name
-    assert not (out / "model.safetensors").exists()          # LoRA saves the adapter, not the full weights
-    assert _tmp_siblings(out.parent) == []                   # no `.sft.tmp-*` left next to the output
+    assert not (out / "model.safetensors").exists()  # LoRA saves the adapter, not the full weights
+    assert _tmp_siblings(out.parent) == []  # no `.sft.tmp-*` left next to the output
     assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     tokenizer = AutoTokenizer.from_pretrained(str(out))
     assert "<|assistant|>" in tokenizer.chat_template
     messages = [{"role": "user", "content": "What is 2 + 2?"}]
-    assert tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == \
-        formats.render_prompt(messages, "tulu", tokenizer.eos_token)
+    assert tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == formats.render_prompt(
+        messages, "tulu", tokenizer.eos_token
+    )
 
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["stage"] == "sft" and prov["recipe"] == RECIPE_NAME and prov["method"] == "lora"
-    assert prov["batch"] == {"global_batch_size": 4, "micro_batch_size": 2, "processes": 1,
-                             "gradient_accumulation_steps": 2}
+    assert prov["batch"] == {
+        "global_batch_size": 4,
+        "micro_batch_size": 2,
+        "processes": 1,
+        "gradient_accumulation_steps": 2,
+    }
     assert prov["metrics"]["global_step"] == 4
     assert prov["stopped_for_budget"] is False
     assert prov["rows"] == {"train": 64, "validation": 0}
@@ -219,7 +257,7 @@ def test_sft_lora_writes_a_complete_adapter_directory(sft_lora, tiny_model_dir):
 
     log = json.loads((out / "trainer_log.json").read_text())
     losses = [e["loss"] for e in log if "loss" in e]
-    assert len(losses) == 4 and all(loss == loss and loss > 0 for loss in losses)   # finite, one per step
+    assert len(losses) == 4 and all(loss == loss and loss > 0 for loss in losses)  # finite, one per step
     readme = (out / "README.md").read_text()
     assert "global batch 4 = 2 x 2 accumulation x 1 process(es)" in readme
 
@@ -229,7 +267,7 @@ def test_sft_lora_writes_a_complete_adapter_directory(sft_lora, tiny_model_dir):
     lora_b = {k: v for k, v in weights.items() if "lora_B" in k}
     # all-linear on a 2-layer Llama: q, k, v, o, gate, up, down in each layer (lm_head is excluded by peft)
     assert len(lora_b) == 14
-    assert all(v.abs().sum() > 0 for v in lora_b.values())   # B starts at zero: every adapter was trained
+    assert all(v.abs().sum() > 0 for v in lora_b.values())  # B starts at zero: every adapter was trained
 
 
 def tensorboard_scalars(work_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -292,33 +330,42 @@ def _expected_trained(row: dict, tokenizer, max_length: int) -> list[bool]:
             spans.append((pos, pos + len(text)))
         pos += len(text)
     enc = tokenizer("".join(t for t, _ in segments), add_special_tokens=False, return_offsets_mapping=True)
-    trained = [False] + [any(a <= s < b for a, b in spans) for s, _ in enc["offset_mapping"]]   # bos first
+    trained = [False] + [any(a <= s < b for a, b in spans) for s, _ in enc["offset_mapping"]]  # bos first
     return trained[:max_length]
 
 
 @pytest.mark.slow
-def test_sft_labels_mask_prompt_and_padding_in_the_trainer_path(monkeypatch, tmp_path, base_recipe,
-                                                                  tiny_model_dir, make_tiny_tokenizer):
+def test_sft_labels_mask_prompt_and_padding_in_the_trainer_path(
+    monkeypatch, tmp_path, base_recipe, tiny_model_dir, make_tiny_tokenizer
+):
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     tokenizer = make_tiny_tokenizer(add_bos=True)
     recipe = make_recipe(base_recipe)
     stage = recipe["stages"]["sft"]
-    rows = [_sft_rows(1)[0], {"id": "long", "source": "t", "messages": [
-        {"role": "system", "content": "Be careful."},
-        {"role": "user", "content": "Explain why the sum of 12 and 30 is 42."},
-        {"role": "assistant", "content": "Because 12 + 30 = 42, the sum is 42."}]}]
+    rows = [
+        _sft_rows(1)[0],
+        {
+            "id": "long",
+            "source": "t",
+            "messages": [
+                {"role": "system", "content": "Be careful."},
+                {"role": "user", "content": "Explain why the sum of 12 and 30 is 42."},
+                {"role": "assistant", "content": "Because 12 + 30 = 42, the sum is 42."},
+            ],
+        },
+    ]
     examples = tokenize_rows(rows, tokenizer, stage, "tulu")
     assert len(examples) == 2 and len(examples[0]["input_ids"]) < len(examples[1]["input_ids"])
     untruncated = tokenize_rows(rows, tokenizer, {**stage, "max_seq_length": 10_000}, "tulu")
-    assert untruncated == examples                       # both rows fit: the reply and its eos are all there
+    assert untruncated == examples  # both rows fit: the reply and its eos are all there
 
     # the collator run_sft's trainer uses (captured from a real SFTTrainer built by run_sft)
     train_file = _write_jsonl(tmp_path / "train.jsonl", rows)
     captured = capture_sft_trainer(monkeypatch, stop_before_train=True)
     with pytest.raises(_StopBeforeTraining):
         run_sft(RECIPE_NAME, recipe, tiny_model_dir, train_file, None, tmp_path / "sft", tmp_path / "work")
-    assert not (tmp_path / "sft").exists() and _tmp_siblings(tmp_path) == []   # a failed stage leaves nothing
+    assert not (tmp_path / "sft").exists() and _tmp_siblings(tmp_path) == []  # a failed stage leaves nothing
     trainer = captured[0]
     assert type(trainer.data_collator) is DataCollatorForLanguageModeling
     assert trainer.data_collator.padding_free is False
@@ -326,8 +373,9 @@ def test_sft_labels_mask_prompt_and_padding_in_the_trainer_path(monkeypatch, tmp
     assert pad_id == tokenizer.pad_token_id
 
     # the trainer kept our labels untouched through its dataset preparation
-    prepared = sorted((trainer.train_dataset[i] for i in range(len(trainer.train_dataset))),
-                      key=lambda e: len(e["input_ids"]))
+    prepared = sorted(
+        (trainer.train_dataset[i] for i in range(len(trainer.train_dataset))), key=lambda e: len(e["input_ids"])
+    )
     assert [(e["input_ids"], e["labels"]) for e in prepared] == [(e["input_ids"], e["labels"]) for e in examples]
 
     for collator in (trainer.data_collator, DataCollatorForLanguageModeling(pad_token_id=pad_id)):
@@ -342,11 +390,11 @@ def test_sft_labels_mask_prompt_and_padding_in_the_trainer_path(monkeypatch, tmp
             ids, labels = batch["input_ids"][row_index].tolist(), batch["labels"][row_index].tolist()
             mask = batch["attention_mask"][row_index].tolist()
             for position in range(width):
-                if position >= n:                                   # padding
+                if position >= n:  # padding
                     assert (ids[position], labels[position], mask[position]) == (pad_id, -100, 0)
-                elif trained[position]:                             # response (incl. eos)
+                elif trained[position]:  # response (incl. eos)
                     assert labels[position] == ids[position] != -100 and mask[position] == 1
-                else:                                               # prompt, headers, bos, trailing newline
+                else:  # prompt, headers, bos, trailing newline
                     assert labels[position] == -100 and mask[position] == 1
             # the eos closing the reply is trained; the response text decodes back from the trained tokens
             trained_ids = [i for i, t in zip(ids, trained) if t]
@@ -359,8 +407,9 @@ def test_sft_labels_mask_prompt_and_padding_in_the_trainer_path(monkeypatch, tmp
 
 
 @pytest.mark.slow
-def test_full_finetuning_updates_whole_layers_and_saves_a_loadable_model(tmp_path, base_recipe, tiny_model_dir,
-                                                                          data_dir):
+def test_full_finetuning_updates_whole_layers_and_saves_a_loadable_model(
+    tmp_path, base_recipe, tiny_model_dir, data_dir
+):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
@@ -376,7 +425,7 @@ def test_full_finetuning_updates_whole_layers_and_saves_a_loadable_model(tmp_pat
     changed_layers = []
     for layer in (0, 1):
         names = [k for k in before if k.startswith(f"model.layers.{layer}.")]
-        assert len(names) == 9                               # q k v o gate up down + 2 norms
+        assert len(names) == 9  # q k v o gate up down + 2 norms
         if all(not torch.equal(before[k], after[k]) for k in names):
             changed_layers.append(layer)
     assert changed_layers, "no decoder layer had all of its parameters updated"
@@ -393,12 +442,14 @@ def test_full_finetuning_updates_whole_layers_and_saves_a_loadable_model(tmp_pat
 
 
 @pytest.mark.slow
-def test_keep_best_records_and_saves_the_lowest_validation_loss_checkpoint(tmp_path, base_recipe, tiny_model_dir,
-                                                                           data_dir):
+def test_keep_best_records_and_saves_the_lowest_validation_loss_checkpoint(
+    tmp_path, base_recipe, tiny_model_dir, data_dir
+):
     from safetensors.torch import load_file
 
-    recipe = make_recipe(base_recipe, sft={"max_steps": 6, "eval_steps": 2, "save_steps": 2, "keep_best": True,
-                                           "learning_rate": 3e-2})
+    recipe = make_recipe(
+        base_recipe, sft={"max_steps": 6, "eval_steps": 2, "save_steps": 2, "keep_best": True, "learning_rate": 3e-2}
+    )
     out, work = tmp_path / "sft", tmp_path / "work"
     record = run_sft(RECIPE_NAME, recipe, tiny_model_dir, data_dir["sft"], data_dir["sft_val"], out, work)
 
@@ -432,14 +483,20 @@ def test_keep_best_records_and_saves_the_lowest_validation_loss_checkpoint(tmp_p
 
 @pytest.mark.slow
 @pytest.mark.parametrize("with_validation", [False, True], ids=["no-validation", "validation"])
-def test_budget_stops_training_after_the_first_step(tmp_path, base_recipe, tiny_model_dir, data_dir,
-                                                    with_validation):
+def test_budget_stops_training_after_the_first_step(tmp_path, base_recipe, tiny_model_dir, data_dir, with_validation):
     """The budget callback counts wall time x max(gpus, 1), so it fires on CPU too.
 
     Without a validation set the stop must not ask for an evaluation (Trainer.evaluate would raise: this was a
     bug); with one (evaluated every 3 steps) the stopping point at step 1 is evaluated as well."""
-    recipe = make_recipe(base_recipe, sft={"budget_gpu_hours": 1e-9, "max_steps": 4, "eval_steps": 3,
-                                           "resources": {**base_recipe["stages"]["sft"]["resources"], "gpus": 1}})
+    recipe = make_recipe(
+        base_recipe,
+        sft={
+            "budget_gpu_hours": 1e-9,
+            "max_steps": 4,
+            "eval_steps": 3,
+            "resources": {**base_recipe["stages"]["sft"]["resources"], "gpus": 1},
+        },
+    )
     val = data_dir["sft_val"] if with_validation else None
     out = tmp_path / "sft"
     record = run_sft(RECIPE_NAME, recipe, tiny_model_dir, data_dir["sft"], val, out, tmp_path / "work")
@@ -448,7 +505,7 @@ def test_budget_stops_training_after_the_first_step(tmp_path, base_recipe, tiny_
     assert prov["metrics"]["global_step"] == 1 < recipe["stages"]["sft"]["max_steps"]
     assert prov["gpu_hours"] >= 0
     assert (out / "adapter_model.safetensors").is_file()
-    assert (tmp_path / "work" / "checkpoint-1").is_dir()       # the stop saves a checkpoint to resume from
+    assert (tmp_path / "work" / "checkpoint-1").is_dir()  # the stop saves a checkpoint to resume from
     log = json.loads((out / "trainer_log.json").read_text())
     assert [e["step"] for e in log if "eval_loss" in e] == ([1] if with_validation else [])
 
@@ -462,8 +519,14 @@ def test_dpo_lora_on_the_merged_sft_model(tmp_path, base_recipe, sft_merged, dat
     recipe = make_recipe(base_recipe, dpo={"max_steps": 2})
     out = tmp_path / "dpo"
     record = run_dpo(RECIPE_NAME, recipe, sft_merged["out"], data_dir["dpo"], None, out, tmp_path / "work")
-    for name in ("adapter_config.json", "adapter_model.safetensors", "trainer_log.json", "provenance.json",
-                 "README.md", "loss_curve.png"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "trainer_log.json",
+        "provenance.json",
+        "README.md",
+        "loss_curve.png",
+    ):
         assert (out / name).is_file(), name
     adapter_cfg = json.loads((out / "adapter_config.json").read_text())
     assert adapter_cfg["base_model_name_or_path"] == str(sft_merged["out"])
@@ -494,8 +557,15 @@ def test_merge_matches_the_adapter_model_and_writes_a_plain_model(sft_lora, sft_
 
     merged_dir = sft_merged["out"]
     assert not (merged_dir / "adapter_config.json").exists()
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "provenance.json",
-                 "trainer_log.json", "loss_curve.png"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "README.md",
+        "provenance.json",
+        "trainer_log.json",
+        "loss_curve.png",
+    ):
         assert (merged_dir / name).is_file(), name
     assert _tmp_siblings(merged_dir.parent) == []
     prov = json.loads((merged_dir / "provenance.json").read_text())
@@ -508,12 +578,13 @@ def test_merge_matches_the_adapter_model_and_writes_a_plain_model(sft_lora, sft_
     with torch.no_grad():
         base_logits = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)(ids).logits
         peft_model = PeftModel.from_pretrained(
-            AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32), str(sft_lora["out"]))
+            AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32), str(sft_lora["out"])
+        )
         peft_logits = peft_model.eval()(ids).logits
         merged = AutoModelForCausalLM.from_pretrained(str(merged_dir))
         merged_logits = merged.eval()(ids).logits
     assert merged.dtype == torch.float32
-    assert not torch.allclose(peft_logits, base_logits, atol=1e-3)   # the adapter matters, so the check has teeth
+    assert not torch.allclose(peft_logits, base_logits, atol=1e-3)  # the adapter matters, so the check has teeth
     torch.testing.assert_close(merged_logits, peft_logits, atol=1e-4, rtol=0)
     assert prov["parameters"] == sum(p.numel() for p in merged.parameters())
 
@@ -531,8 +602,9 @@ def test_merging_a_directory_without_an_adapter_names_it(tmp_path, tiny_model_di
 
 @pytest.mark.slow
 @pytest.mark.parametrize("alpha", [5, None], ids=["alpha-5", "off"])
-def test_neftune_alpha_reaches_the_trainer_and_the_embeddings(monkeypatch, tmp_path, base_recipe, tiny_model_dir,
-                                                             data_dir, alpha):
+def test_neftune_alpha_reaches_the_trainer_and_the_embeddings(
+    monkeypatch, tmp_path, base_recipe, tiny_model_dir, data_dir, alpha
+):
     from transformers import TrainerCallback
 
     seen: list = []
@@ -563,8 +635,14 @@ def test_qlora_trains_on_cpu_with_a_real_nf4_base(monkeypatch, tmp_path, base_re
 
     monkeypatch.setattr(common, "has_cuda", lambda: False)
     captured = capture_sft_trainer(monkeypatch)
-    recipe = make_recipe(base_recipe, sft={"method": "qlora", "precision": "fp32", "quantization": {
-        "bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"}})
+    recipe = make_recipe(
+        base_recipe,
+        sft={
+            "method": "qlora",
+            "precision": "fp32",
+            "quantization": {"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"},
+        },
+    )
     record = run_sft(RECIPE_NAME, recipe, tiny_model_dir, data_dir["sft"], None, tmp_path / "sft", tmp_path / "work")
     model = captured[0].model
     quantized = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
@@ -577,7 +655,7 @@ def test_qlora_trains_on_cpu_with_a_real_nf4_base(monkeypatch, tmp_path, base_re
     from safetensors.torch import load_file
 
     lora_b = [t for k, t in load_file(str(tmp_path / "sft" / "adapter_model.safetensors")).items() if "lora_B" in k]
-    assert any(t.abs().max() > 0 for t in lora_b)     # B starts at zero: nonzero means the adapters trained
+    assert any(t.abs().max() > 0 for t in lora_b)  # B starts at zero: nonzero means the adapters trained
 
 
 def test_int8_without_gpu_stops_with_clear_message(monkeypatch, tmp_path, base_recipe, tiny_model_dir, data_dir):
@@ -598,8 +676,9 @@ def test_int8_without_gpu_stops_with_clear_message(monkeypatch, tmp_path, base_r
 
 
 @pytest.mark.slow
-def test_packing_packs_sequences_and_trains(monkeypatch, tmp_path, base_recipe, tiny_model_dir, data_dir,
-                                            make_tiny_tokenizer):
+def test_packing_packs_sequences_and_trains(
+    monkeypatch, tmp_path, base_recipe, tiny_model_dir, data_dir, make_tiny_tokenizer
+):
     captured = capture_sft_trainer(monkeypatch)
     recipe = make_recipe(base_recipe, sft={"packing": True, "max_steps": 2})
     record = run_sft(RECIPE_NAME, recipe, tiny_model_dir, data_dir["sft"], None, tmp_path / "sft", tmp_path / "work")
@@ -608,11 +687,11 @@ def test_packing_packs_sequences_and_trains(monkeypatch, tmp_path, base_recipe, 
     trainer = captured[0]
     dataset = trainer.train_dataset
     assert record["rows"]["train"] == 64
-    assert len(dataset) < 64                                        # rows were packed together
+    assert len(dataset) < 64  # rows were packed together
     assert "seq_lengths" in dataset.column_names
     lengths = [sum(s) for s in dataset["seq_lengths"]]
     assert max(lengths) <= 64 and any(len(s) > 1 for s in dataset["seq_lengths"])
-    assert sum(len(s) for s in dataset["seq_lengths"]) == 64        # every row kept, none split (bfd)
+    assert sum(len(s) for s in dataset["seq_lengths"]) == 64  # every row kept, none split (bfd)
 
     # Position ids DO reset per packed sequence: trl's default "bfd" packing strategy switches the collator to
     # padding-free mode, which concatenates the micro batch into one row and rebuilds position_ids from
@@ -628,4 +707,4 @@ def test_packing_packs_sequences_and_trains(monkeypatch, tmp_path, base_recipe, 
     assert torch.equal(batch["position_ids"][0], expected)
     assert (batch["labels"][0][expected == 0] == -100).all()
     bos = make_tiny_tokenizer(add_bos=True).bos_token_id
-    assert (batch["input_ids"][0][expected == 0] == bos).all()        # each packed sequence starts with its own bos
+    assert (batch["input_ids"][0][expected == 0] == bos).all()  # each packed sequence starts with its own bos

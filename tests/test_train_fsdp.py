@@ -27,9 +27,22 @@ from tiny_models import build_tiny_llama  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = "tiny-tulu2-dpo"
 TRAIN = REPO / "scripts" / "train.py"
-STAGE = dict(method="full", precision="fp32", strategy="fsdp", learning_rate=1.0e-3, lr_scheduler="constant",
-             max_steps=4, max_seq_length=48, global_batch_size=4, micro_batch_size=2, warmup_ratio=0.0,
-             warmup_steps=0, save_steps=2, budget_gpu_hours=None, weight_decay=0.0)
+STAGE = dict(
+    method="full",
+    precision="fp32",
+    strategy="fsdp",
+    learning_rate=1.0e-3,
+    lr_scheduler="constant",
+    max_steps=4,
+    max_seq_length=48,
+    global_batch_size=4,
+    micro_batch_size=2,
+    warmup_ratio=0.0,
+    warmup_steps=0,
+    save_steps=2,
+    budget_gpu_hours=None,
+    weight_decay=0.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +58,28 @@ def write_setup(root: Path, stage_name: str, **overrides) -> dict[str, Path]:
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(json.dumps(config))
     if stage_name == "sft":
-        rows = [{"id": f"s{i}", "source": "t", "messages": [
-            {"role": "user", "content": f"What is the sum of {i % 13} and {(7 * i) % 11}?"},
-            {"role": "assistant", "content": f"The sum is {i % 13 + (7 * i) % 11}."}]} for i in range(64)]
+        rows = [
+            {
+                "id": f"s{i}",
+                "source": "t",
+                "messages": [
+                    {"role": "user", "content": f"What is the sum of {i % 13} and {(7 * i) % 11}?"},
+                    {"role": "assistant", "content": f"The sum is {i % 13 + (7 * i) % 11}."},
+                ],
+            }
+            for i in range(64)
+        ]
     else:
-        rows = [{"id": f"p{i}", "source": "t", "messages": [{"role": "user", "content": f"Compute {i % 9} + {i % 4}."}],
-                 "chosen": f"{i % 9 + i % 4}.", "rejected": f"{i % 9 + i % 4 + 3}."} for i in range(64)]
+        rows = [
+            {
+                "id": f"p{i}",
+                "source": "t",
+                "messages": [{"role": "user", "content": f"Compute {i % 9} + {i % 4}."}],
+                "chosen": f"{i % 9 + i % 4}.",
+                "rejected": f"{i % 9 + i % 4 + 3}.",
+            }
+            for i in range(64)
+        ]
     (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return {"config": root / "config.json", "train": root / "train.jsonl", "stage": stage_name}
 
@@ -62,23 +91,40 @@ def env() -> dict:
 
 
 def argv(setup: dict, model: Path, root: Path) -> list[str]:
-    return [str(TRAIN), setup["stage"], "--config", str(setup["config"]), "--recipe", RECIPE, "--model", str(model),
-            "--train", str(setup["train"]), "--out", str(root / "out"), "--work", str(root / "work")]
+    return [
+        str(TRAIN),
+        setup["stage"],
+        "--config",
+        str(setup["config"]),
+        "--recipe",
+        RECIPE,
+        "--model",
+        str(model),
+        "--train",
+        str(setup["train"]),
+        "--out",
+        str(root / "out"),
+        "--work",
+        str(root / "work"),
+    ]
 
 
 def result(root: Path) -> dict:
     from safetensors.torch import load_file
 
     out = root / "out"
-    return {"provenance": json.loads((out / "provenance.json").read_text()),
-            "losses": [e["loss"] for e in json.loads((out / "trainer_log.json").read_text()) if "loss" in e],
-            "weights": load_file(str(out / "model.safetensors"))}
+    return {
+        "provenance": json.loads((out / "provenance.json").read_text()),
+        "losses": [e["loss"] for e in json.loads((out / "trainer_log.json").read_text()) if "loss" in e],
+        "weights": load_file(str(out / "model.safetensors")),
+    }
 
 
 def train(setup: dict, model: Path, root: Path, nproc: int) -> dict:
     prefix = launch.command({"gpus": 0}, env={launch.NPROC_ENV: str(nproc)})
-    done = subprocess.run([*prefix, *argv(setup, model, root)], env=env(), cwd=REPO, timeout=600,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [*prefix, *argv(setup, model, root)], env=env(), cwd=REPO, timeout=600, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return result(root)
 
@@ -95,8 +141,12 @@ def assert_same_training(one: dict, two: dict) -> None:
 def sft_runs(tmp_path_factory, tiny_model) -> dict:
     root = tmp_path_factory.mktemp("fsdp-sft")
     setup = write_setup(root / "setup", "sft")
-    return {"setup": setup, "root": root,
-            1: train(setup, tiny_model, root / "nproc-1", 1), 2: train(setup, tiny_model, root / "nproc-2", 2)}
+    return {
+        "setup": setup,
+        "root": root,
+        1: train(setup, tiny_model, root / "nproc-1", 1),
+        2: train(setup, tiny_model, root / "nproc-2", 2),
+    }
 
 
 @pytest.mark.slow
@@ -114,8 +164,8 @@ def test_each_fsdp_rank_holds_half_the_parameters_and_optimizer_state(sft_runs):
     ranks = sft_runs[2]["provenance"]["rank_memory"]
     assert len(whole) == 1 and [r["rank"] for r in ranks] == [0, 1]
     assert whole[0]["parameter_bytes"] == sum(w.numel() * w.element_size() for w in sft_runs[1]["weights"].values())
-    assert whole[0]["optimizer_state_bytes"] == 2 * whole[0]["parameter_bytes"]          # AdamW: exp_avg, exp_avg_sq
-    for rank in ranks:   # every tiny-Llama dimension is even, so dim-0 shards split exactly in two
+    assert whole[0]["optimizer_state_bytes"] == 2 * whole[0]["parameter_bytes"]  # AdamW: exp_avg, exp_avg_sq
+    for rank in ranks:  # every tiny-Llama dimension is even, so dim-0 shards split exactly in two
         assert rank["parameter_bytes"] * 2 == whole[0]["parameter_bytes"]
         assert rank["optimizer_state_bytes"] * 2 == whole[0]["optimizer_state_bytes"]
         assert rank["trainable_parameter_dtypes"] == rank["optimizer_state_dtypes"] == ["float32"]
@@ -149,7 +199,7 @@ def test_fsdp_dpo_on_two_ranks_matches_one_process(tmp_path, tiny_model, referen
     one, two = train(setup, tiny_model, tmp_path / "nproc-1", 1), train(setup, tiny_model, tmp_path / "nproc-2", 2)
     assert two["provenance"]["strategy"] == "fsdp"
     assert_same_training(one, two)
-    assert one["losses"][0] == pytest.approx(0.6931, abs=1e-3)   # log 2: policy == reference at the first step
+    assert one["losses"][0] == pytest.approx(0.6931, abs=1e-3)  # log 2: policy == reference at the first step
 
 
 def free_port() -> int:
@@ -163,9 +213,21 @@ def test_two_torchrun_agents_rendezvous_and_train_as_one_process(sft_runs, tiny_
     """Two nodes simulated by two torchrun agents on this machine (c10d rendezvous on 127.0.0.1, one rank each)."""
     root = sft_runs["root"] / "two-agents"
     endpoint = f"127.0.0.1:{free_port()}"
-    agents = [subprocess.Popen([sys.executable, *launch.torchrun(2, 1, endpoint, "menagerie-test"),
-                                *argv(sft_runs["setup"], tiny_model, root)], env=env(), cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    agents = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                *launch.torchrun(2, 1, endpoint, "menagerie-test"),
+                *argv(sft_runs["setup"], tiny_model, root),
+            ],
+            env=env(),
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     for agent in agents:
         _, err = agent.communicate(timeout=600)
         assert agent.returncode == 0, err[-3000:]
@@ -182,10 +244,12 @@ def test_strategy_null_is_the_planners_choice_and_an_explicit_one_wins():
     stage["strategy"] = None
     # a 7B full fine-tune replicated on each of 8 GPUs does not fit 80 GB: the planner shards it
     assert effective_strategy(stage, config, "tulu2-7b", "sft") == "fsdp"
-    assert effective_strategy(config["recipes"][RECIPE]["stages"]["sft"] | {"strategy": None}, config, RECIPE,
-                              "sft") == "ddp"                                  # CPU-only twin: nothing to shard over
+    assert (
+        effective_strategy(config["recipes"][RECIPE]["stages"]["sft"] | {"strategy": None}, config, RECIPE, "sft")
+        == "ddp"
+    )  # CPU-only twin: nothing to shard over
     assert effective_strategy(stage | {"strategy": "ddp"}, config, "tulu2-7b", "sft") == "ddp"
-    assert effective_strategy(stage) == "ddp"                                  # no config at hand
+    assert effective_strategy(stage) == "ddp"  # no config at hand
 
 
 def test_fsdp_arguments_wrap_decoder_layers_and_checkpoint_by_fsdp(tiny_model):
@@ -196,9 +260,13 @@ def test_fsdp_arguments_wrap_decoder_layers_and_checkpoint_by_fsdp(tiny_model):
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model))
     args = trainer_arguments({"gradient_checkpointing": True}, model, 8, "fsdp")
     assert args["fsdp"] is True and args["gradient_checkpointing"] is False
-    assert args["fsdp_config"] | {} == {"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-                                        "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"],
-                                        "reshard_after_forward": True, "state_dict_type": "SHARDED_STATE_DICT",
-                                        "activation_checkpointing": True}
+    assert args["fsdp_config"] | {} == {
+        "version": 2,
+        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"],
+        "reshard_after_forward": True,
+        "state_dict_type": "SHARDED_STATE_DICT",
+        "activation_checkpointing": True,
+    }
     assert trainer_arguments({"gradient_checkpointing": True}, model, 8, "ddp") == {"gradient_checkpointing": True}
     assert trainer_arguments({"gradient_checkpointing": False}, model, 1, "fsdp") == {"gradient_checkpointing": False}

@@ -23,14 +23,17 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def stages() -> dict:
     recipes = load_config(REPO / "config.yaml")["recipes"]
-    return {"qlora": recipes["tulu2-qlora-7b"]["stages"]["sft"], "int8": recipes["platypus2-13b"]["stages"]["sft"],
-            "full": recipes["tulu2-7b"]["stages"]["sft"]}
+    return {
+        "qlora": recipes["tulu2-qlora-7b"]["stages"]["sft"],
+        "int8": recipes["platypus2-13b"]["stages"]["sft"],
+        "full": recipes["tulu2-7b"]["stages"]["sft"],
+    }
 
 
 @pytest.mark.parametrize("rank", ["0", "3", "7"])
 def test_quantized_base_loads_on_its_own_ranks_gpu(stages, monkeypatch, rank):
     monkeypatch.setenv("LOCAL_RANK", rank)
-    monkeypatch.setenv("RANK", str(8 + int(rank)))   # second node: the global rank is not the GPU index
+    monkeypatch.setenv("RANK", str(8 + int(rank)))  # second node: the global rank is not the GPU index
     kwargs = load_kwargs(stages["qlora"])
     assert kwargs["device_map"] == {"": int(rank)}
     assert kwargs["quantization_config"].load_in_4bit
@@ -67,8 +70,11 @@ def test_load_training_model_places_the_quantized_base_fake_gpu_loader(stages, m
 
     seen = {}
     monkeypatch.setattr(common, "has_cuda", lambda: True)
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
-                        lambda path, **kwargs: seen.update(path=path, **kwargs) or "model")
+    monkeypatch.setattr(
+        transformers.AutoModelForCausalLM,
+        "from_pretrained",
+        lambda path, **kwargs: seen.update(path=path, **kwargs) or "model",
+    )
     monkeypatch.setattr(peft, "prepare_model_for_kbit_training", lambda model, **kwargs: model)
     monkeypatch.setenv("LOCAL_RANK", "5")
     assert common.load_training_model(tmp_path, stages["qlora"]) == "model"

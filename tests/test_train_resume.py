@@ -36,10 +36,17 @@ def tiny_model(tmp_path_factory, make_tiny_tokenizer) -> Path:
 
 
 def sft_rows(n: int) -> list[dict]:
-    return [{"id": f"sum-{i}", "source": "test", "messages": [
-        {"role": "user", "content": f"What is the sum of {i % 13} and {(7 * i) % 11}?"},
-        {"role": "assistant", "content": f"The sum of {i % 13} and {(7 * i) % 11} is {i % 13 + (7 * i) % 11}."}]}
-        for i in range(n)]
+    return [
+        {
+            "id": f"sum-{i}",
+            "source": "test",
+            "messages": [
+                {"role": "user", "content": f"What is the sum of {i % 13} and {(7 * i) % 11}?"},
+                {"role": "assistant", "content": f"The sum of {i % 13} and {(7 * i) % 11} is {i % 13 + (7 * i) % 11}."},
+            ],
+        }
+        for i in range(n)
+    ]
 
 
 def write_setup(root: Path, **sft) -> dict[str, Path]:
@@ -47,9 +54,19 @@ def write_setup(root: Path, **sft) -> dict[str, Path]:
     `method="lora"`), and training data."""
     config = load_config(REPO / "config.yaml")
     recipe = copy.deepcopy(config["recipes"][RECIPE])
-    recipe["stages"]["sft"].update(dict(max_steps=8, max_seq_length=64, global_batch_size=4, micro_batch_size=2,
-                                        warmup_ratio=0.0, warmup_steps=0, save_steps=2, budget_gpu_hours=None),
-                                   **sft)
+    recipe["stages"]["sft"].update(
+        dict(
+            max_steps=8,
+            max_seq_length=64,
+            global_batch_size=4,
+            micro_batch_size=2,
+            warmup_ratio=0.0,
+            warmup_steps=0,
+            save_steps=2,
+            budget_gpu_hours=None,
+        ),
+        **sft,
+    )
     config["recipes"] = {RECIPE: recipe}
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(json.dumps(config))
@@ -58,14 +75,33 @@ def write_setup(root: Path, **sft) -> dict[str, Path]:
 
 
 def train_argv(setup: dict, model: Path, out: Path, work: Path) -> list[str]:
-    return ["sft", "--config", str(setup["config"]), "--recipe", RECIPE, "--model", str(model),
-            "--train", str(setup["train"]), "--out", str(out), "--work", str(work)]
+    return [
+        "sft",
+        "--config",
+        str(setup["config"]),
+        "--recipe",
+        RECIPE,
+        "--model",
+        str(model),
+        "--train",
+        str(setup["train"]),
+        "--out",
+        str(out),
+        "--work",
+        str(work),
+    ]
 
 
 def probe_env(batches: Path, sleep: float = 0.0, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MENAGERIE_NPROC")}
-    env.update(PROBE_BATCHES=str(batches), PROBE_SLEEP=str(sleep), TOKENIZERS_PARALLELISM="false",
-               HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", **extra)
+    env.update(
+        PROBE_BATCHES=str(batches),
+        PROBE_SLEEP=str(sleep),
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        **extra,
+    )
     return env
 
 
@@ -84,21 +120,35 @@ def adapter(out: Path) -> dict:
 
 
 def run_uninterrupted(root: Path, setup: dict, model: Path) -> dict:
-    subprocess.run([sys.executable, str(PROBE), *train_argv(setup, model, root / "out", root / "work")],
-                   env=probe_env(root / "batches.jsonl"), check=True, timeout=600, cwd=REPO)
+    subprocess.run(
+        [sys.executable, str(PROBE), *train_argv(setup, model, root / "out", root / "work")],
+        env=probe_env(root / "batches.jsonl"),
+        check=True,
+        timeout=600,
+        cwd=REPO,
+    )
     return {"out": root / "out", "batches": batches_by_step(root / "batches.jsonl")}
 
 
 @pytest.mark.slow
 def test_sigkilled_lora_packing_run_resumes_exactly(tmp_path, tiny_model):
-    setup = write_setup(tmp_path / "setup", packing=True, method="lora", lora={"r": 8, "alpha": 16, "dropout": 0.1,
-                                                                 "target_modules": "all-linear"})
+    setup = write_setup(
+        tmp_path / "setup",
+        packing=True,
+        method="lora",
+        lora={"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": "all-linear"},
+    )
     reference = run_uninterrupted(tmp_path / "reference", setup, tiny_model)
 
     root = tmp_path / "killed"
     argv = [sys.executable, str(PROBE), *train_argv(setup, tiny_model, root / "out", root / "work")]
-    first = subprocess.Popen(argv, env=probe_env(root / "batches-1.jsonl", sleep=1.0), cwd=REPO,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        argv,
+        env=probe_env(root / "batches-1.jsonl", sleep=1.0),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not (root / "work" / "checkpoint-4" / "trainer_state.json").exists():
         assert first.poll() is None, "the run ended before writing checkpoint-4"
@@ -118,7 +168,7 @@ def test_sigkilled_lora_packing_run_resumes_exactly(tmp_path, tiny_model):
     assert provenance["resumed_from"] == resume_from
     assert provenance["metrics"]["global_step"] == 8
     history = json.loads((out / "trainer_log.json").read_text())
-    assert [e["step"] for e in history if "loss" in e] == list(range(1, 9))     # no step repeated after resume
+    assert [e["step"] for e in history if "loss" in e] == list(range(1, 9))  # no step repeated after resume
 
     # the rerun trains exactly steps resumed_step+1..8, on the batches the uninterrupted run saw at those steps
     second = batches_by_step(root / "batches-2.jsonl")
@@ -151,40 +201,64 @@ def test_one_and_two_cpu_processes_train_the_same_global_batch(tmp_path, tiny_mo
     """torchrun (gloo, CPU) through the stage launcher: 2 x micro 2 x accumulation 1 == 1 x micro 2 x accumulation 2."""
     from menagerie.train import launch
 
-    setup = write_setup(tmp_path / "setup", max_steps=2, method="lora",
-                        lora={"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"})
+    setup = write_setup(
+        tmp_path / "setup",
+        max_steps=2,
+        method="lora",
+        lora={"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+    )
     runs = {}
     for nproc in (1, 2):
         root = tmp_path / f"nproc-{nproc}"
         prefix = launch.command({"gpus": 0}, env={launch.NPROC_ENV: str(nproc)})
-        subprocess.run([*prefix, str(PROBE), *train_argv(setup, tiny_model, root / "out", root / "work")],
-                       env=probe_env(root / "batches.jsonl"), check=True, timeout=600, cwd=REPO,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        runs[nproc] = {"provenance": json.loads((root / "out" / "provenance.json").read_text()),
-                       "history": json.loads((root / "out" / "trainer_log.json").read_text()),
-                       "batches": batches_by_step(root / "batches.jsonl"), "adapter": adapter(root / "out")}
-    assert runs[1]["provenance"]["batch"] == {"global_batch_size": 4, "micro_batch_size": 2, "processes": 1,
-                                              "gradient_accumulation_steps": 2}
-    assert runs[2]["provenance"]["batch"] == {"global_batch_size": 4, "micro_batch_size": 2, "processes": 2,
-                                              "gradient_accumulation_steps": 1}
+        subprocess.run(
+            [*prefix, str(PROBE), *train_argv(setup, tiny_model, root / "out", root / "work")],
+            env=probe_env(root / "batches.jsonl"),
+            check=True,
+            timeout=600,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        runs[nproc] = {
+            "provenance": json.loads((root / "out" / "provenance.json").read_text()),
+            "history": json.loads((root / "out" / "trainer_log.json").read_text()),
+            "batches": batches_by_step(root / "batches.jsonl"),
+            "adapter": adapter(root / "out"),
+        }
+    assert runs[1]["provenance"]["batch"] == {
+        "global_batch_size": 4,
+        "micro_batch_size": 2,
+        "processes": 1,
+        "gradient_accumulation_steps": 2,
+    }
+    assert runs[2]["provenance"]["batch"] == {
+        "global_batch_size": 4,
+        "micro_batch_size": 2,
+        "processes": 2,
+        "gradient_accumulation_steps": 1,
+    }
     # every step sees the same 4 sequences: two micro-batches on one process, one on each of two
     strip = lambda steps: {s: sorted(h.split(":")[1] for h in hashes) for s, hashes in steps.items()}  # noqa: E731
     assert strip(runs[1]["batches"]) == strip(runs[2]["batches"])
     assert {h.split(":")[0] for h in runs[2]["batches"][1]} == {"0", "1"}
     losses = {n: [e["loss"] for e in r["history"] if "loss" in e] for n, r in runs.items()}
-    assert losses[2] == pytest.approx(losses[1], rel=1e-5)            # same token-level loss normalization
+    assert losses[2] == pytest.approx(losses[1], rel=1e-5)  # same token-level loss normalization
     assert runs[2]["provenance"]["metrics"]["global_step"] == 2
     for name, weight in runs[1]["adapter"].items():
         torch.testing.assert_close(runs[2]["adapter"][name], weight, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize(("gpus", "env", "expected"), [
-    (0, {}, ["py"]),
-    (1, {}, ["py"]),
-    (8, {}, ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8"]),
-    (0, {"MENAGERIE_NPROC": "2"}, ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]),
-    (8, {"MENAGERIE_NPROC": "1"}, ["py"]),
-])
+@pytest.mark.parametrize(
+    ("gpus", "env", "expected"),
+    [
+        (0, {}, ["py"]),
+        (1, {}, ["py"]),
+        (8, {}, ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8"]),
+        (0, {"MENAGERIE_NPROC": "2"}, ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]),
+        (8, {"MENAGERIE_NPROC": "1"}, ["py"]),
+    ],
+)
 def test_launch_command_starts_one_process_per_gpu(gpus, env, expected):
     from menagerie.train import launch
 
@@ -198,8 +272,10 @@ def test_launch_rejects_a_bad_process_override():
     with pytest.raises(ConfigError, match="MENAGERIE_NPROC='two'"):
         launch.command({"gpus": 1}, env={"MENAGERIE_NPROC": "two"})
     # the interpreter is shell words (menagerie.jobs.python_command quotes the host's path), split before quoting
-    assert launch.shell_prefix({"gpus": 2}, python="'/opt/my py'", env={}) == \
-        "'/opt/my py' -m torch.distributed.run --standalone --nproc_per_node=2"
+    assert (
+        launch.shell_prefix({"gpus": 2}, python="'/opt/my py'", env={})
+        == "'/opt/my py' -m torch.distributed.run --standalone --nproc_per_node=2"
+    )
 
 
 def test_apptainer_interpreter_is_split_into_words_not_one_quoted_word():
@@ -223,16 +299,35 @@ def test_multi_node_launch_is_srun_with_one_torchrun_agent_per_node_and_a_c10d_r
     # --ntasks too: inside the plugin's `srun -n1` step a nested srun reads the step's SLURM_NTASKS=1 as its -n
     # (checked on the SLURM test cluster: `--ntasks-per-node=2` alone started 1 task there, with `--ntasks=2` two)
     assert argv[:5] == ["srun", "--overlap", "--nodes=4", "--ntasks=4", "--ntasks-per-node=1"]
-    assert argv[5:] == ["py", "-m", "torch.distributed.run", "--nnodes=4", "--nproc_per_node=8", "--rdzv_backend=c10d",
-                        "--rdzv_endpoint", launch.Shell(f"{launch.FIRST_NODE}:29500"), "--rdzv_id", launch.JOB_ID]
+    assert argv[5:] == [
+        "py",
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=4",
+        "--nproc_per_node=8",
+        "--rdzv_backend=c10d",
+        "--rdzv_endpoint",
+        launch.Shell(f"{launch.FIRST_NODE}:29500"),
+        "--rdzv_id",
+        launch.JOB_ID,
+    ]
     assert "--standalone" not in argv
     line = launch.shell_prefix({"gpus": 8, "nodes": 4}, python="env PYTHONPATH=. python", env={})
     # the first node and job id stay shell expansions, evaluated inside the allocation
-    assert ('--rdzv_endpoint "$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)":29500 '
-            '--rdzv_id "$SLURM_JOB_ID"') in line
+    assert (
+        '--rdzv_endpoint "$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)":29500 --rdzv_id "$SLURM_JOB_ID"'
+    ) in line
     words = shlex.split(line)
-    assert words[:8] == ["srun", "--overlap", "--nodes=4", "--ntasks=4", "--ntasks-per-node=1", "env", "PYTHONPATH=.",
-                         "python"]
+    assert words[:8] == [
+        "srun",
+        "--overlap",
+        "--nodes=4",
+        "--ntasks=4",
+        "--ntasks-per-node=1",
+        "env",
+        "PYTHONPATH=.",
+        "python",
+    ]
     # MENAGERIE_NPROC overrides the processes per node, not the node count
     assert "--nproc_per_node=2" in launch.command({"gpus": 8, "nodes": 2}, python="py", env={"MENAGERIE_NPROC": "2"})
 

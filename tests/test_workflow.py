@@ -12,6 +12,7 @@ from menagerie.config import deep_merge, load_config, load_yaml, validate_config
 from menagerie.workflow import RecipePaths, dataset_file, model_dir
 
 from recipes import CONFIG_PATH, PUBLISHED_RECIPES, ROOT, TINY_TWINS  # noqa: E402
+
 TINY_TWIN_NAMES = list(TINY_TWINS)
 
 
@@ -65,7 +66,9 @@ def test_tiny_tulu2_dpo_stage_records(paths):
 
 def test_tiny_tulu2_dpo_mixtures(paths):
     assert paths.mixture_datasets("tiny-tulu2-dpo", "sft") == {
-        "tiny-sft": "resources/datasets/tiny-sft.jsonl", "tiny-units-sft": "resources/datasets/tiny-units-sft.jsonl"}
+        "tiny-sft": "resources/datasets/tiny-sft.jsonl",
+        "tiny-units-sft": "resources/datasets/tiny-units-sft.jsonl",
+    }
     assert paths.mixture_datasets("tiny-tulu2-dpo", "dpo") == {"tiny-prefs": "resources/datasets/tiny-prefs.jsonl"}
 
 
@@ -86,20 +89,31 @@ def test_tulu2_dpo_7b_full_chain(paths):
 def test_tulu2_dpo_7b_stage_records_have_no_merges(paths):
     """Its own DPO records and those of the SFT stage it starts from."""
     assert paths.stage_records("tulu2-dpo-7b") == {
-        "data.dpo": "results/tulu2-dpo-7b/data/dpo_report.json", "dpo": "results/tulu2-dpo-7b/dpo/provenance.json",
+        "data.dpo": "results/tulu2-dpo-7b/data/dpo_report.json",
+        "dpo": "results/tulu2-dpo-7b/dpo/provenance.json",
         "evaluate.final": final_eval(paths, "tulu2-dpo-7b", "tulu2-dpo-7b.dpo"),
-        "start.data.sft": "results/tulu2-7b/data/sft_report.json", "start.sft": "results/tulu2-7b/sft/provenance.json"}
+        "start.data.sft": "results/tulu2-7b/data/sft_report.json",
+        "start.sft": "results/tulu2-7b/sft/provenance.json",
+    }
 
 
 def test_tulu2_7b_is_single_full_stage(paths):
     assert paths.training_stages("tulu2-7b") == ["sft"]
     assert paths.final_model("tulu2-7b") == "results/tulu2-7b/sft"
     assert paths.mixture_datasets("tulu2-7b", "sft") == {
-        "tulu-v2-sft-mixture": "resources/datasets/tulu-v2-sft-mixture.jsonl"}
+        "tulu-v2-sft-mixture": "resources/datasets/tulu-v2-sft-mixture.jsonl"
+    }
 
 
-@pytest.mark.parametrize("name,base", [("tulu2-qlora-7b", "llama-2-7b"), ("tulu2-qlora-70b", "llama-2-70b"),
-                                       ("platypus2-13b", "llama-2-13b"), ("birbal-7b", "mistral-7b")])
+@pytest.mark.parametrize(
+    "name,base",
+    [
+        ("tulu2-qlora-7b", "llama-2-7b"),
+        ("tulu2-qlora-70b", "llama-2-70b"),
+        ("platypus2-13b", "llama-2-13b"),
+        ("birbal-7b", "mistral-7b"),
+    ],
+)
 def test_adapter_recipes_merge_into_their_base(paths, name, base):
     assert paths.training_stages(name) == ["sft"]
     assert paths.is_adapter(name, "sft")
@@ -117,15 +131,22 @@ def test_merge_dtypes_follow_the_recipes(paths):
 # ------------------------------------------------------------------------------------------- Platypus merges
 
 
-@pytest.mark.parametrize("name,target", [("camel-platypus2-13b", "qcammel-13"),
-                                         ("stable-platypus2-13b", "stablebeluga-13b"),
-                                         ("openorca-platypus2-13b", "openorcaxopenchat-preview2-13b")])
+@pytest.mark.parametrize(
+    "name,target",
+    [
+        ("camel-platypus2-13b", "qcammel-13"),
+        ("stable-platypus2-13b", "stablebeluga-13b"),
+        ("openorca-platypus2-13b", "openorcaxopenchat-preview2-13b"),
+    ],
+)
 def test_platypus_merge_recipes(paths, name, target):
     assert paths.training_stages(name) == []
     assert paths.adapter_source(name) == "platypus2-13b"
     # the adapter trained by platypus2-13b, folded into another fine-tune of Llama-2-13B
-    assert paths.merge_inputs(name, "sft") == {"adapter": "results/platypus2-13b/sft",
-                                               "into": f"resources/models/{target}"}
+    assert paths.merge_inputs(name, "sft") == {
+        "adapter": "results/platypus2-13b/sft",
+        "into": f"resources/models/{target}",
+    }
     assert paths.final_model(name) == f"results/{name}/sft_merged"
     assert paths.merge_dtype(name, "sft") == "float16"
     assert paths.stage_records(name) == {
@@ -135,8 +156,10 @@ def test_platypus_merge_recipes(paths, name, target):
 
 
 def test_camel_platypus2_13b(paths):
-    assert paths.merge_inputs("camel-platypus2-13b", "sft") == {"adapter": "results/platypus2-13b/sft",
-                                                                "into": "resources/models/qcammel-13"}
+    assert paths.merge_inputs("camel-platypus2-13b", "sft") == {
+        "adapter": "results/platypus2-13b/sft",
+        "into": "resources/models/qcammel-13",
+    }
     assert paths.final_model("camel-platypus2-13b") == "results/camel-platypus2-13b/sft_merged"
 
 
@@ -147,8 +170,10 @@ def test_tiny_platypus2_merges_into_the_base(paths):
     name = "tiny-platypus2"
     assert paths.training_stages(name) == ["sft"]
     assert paths.final_model(name) == "results/tiny-platypus2/sft_merged"
-    assert paths.merge_inputs(name, "sft") == {"adapter": "results/tiny-platypus2/sft",
-                                               "into": "resources/models/smollm2-135m"}
+    assert paths.merge_inputs(name, "sft") == {
+        "adapter": "results/tiny-platypus2/sft",
+        "into": "resources/models/smollm2-135m",
+    }
     assert paths.stage_records(name) == {
         "data.sft": "results/tiny-platypus2/data/sft_report.json",
         "sft": "results/tiny-platypus2/sft/provenance.json",
@@ -159,8 +184,10 @@ def test_tiny_platypus2_merges_into_the_base(paths):
 
 def test_tiny_birbal(paths):
     assert paths.final_model("tiny-birbal") == "results/tiny-birbal/sft_merged"
-    assert paths.merge_inputs("tiny-birbal", "sft") == {"adapter": "results/tiny-birbal/sft",
-                                                        "into": "resources/models/smollm2-135m"}
+    assert paths.merge_inputs("tiny-birbal", "sft") == {
+        "adapter": "results/tiny-birbal/sft",
+        "into": "resources/models/smollm2-135m",
+    }
 
 
 @pytest.mark.parametrize("name", TINY_TWIN_NAMES)
@@ -192,8 +219,11 @@ def test_every_recipe_has_a_consistent_dag(paths, name):
         assert source.startswith(("resources/models/", f"results/{name}/", f"results/{upstream}/"))
     # every provenance file lives under the recipe's results, or (start.*) the recipe whose output it starts from,
     # but the final evaluation's (results/evals/, shared)
-    assert all(p.startswith(f"results/{name}/") or (k.startswith("start.") and p.startswith(f"results/{upstream}/"))
-               for k, p in records.items() if k != "evaluate.final")
+    assert all(
+        p.startswith(f"results/{name}/") or (k.startswith("start.") and p.startswith(f"results/{upstream}/"))
+        for k, p in records.items()
+        if k != "evaluate.final"
+    )
     # the final model is what the last stage produced (merged when the stage trained an adapter)
     stages = paths.training_stages(name)
     if stages and not paths.adapter_source(name):
@@ -203,21 +233,31 @@ def test_every_recipe_has_a_consistent_dag(paths, name):
 def test_recipe_built_on_another_recipe(config):
     """`model: recipe:<other>` starts from the other recipe's final model."""
     raw = load_yaml(CONFIG_PATH)
-    overlay = {"recipes": {"my-dpo": {"extends": "tiny-tulu2-dpo", "model": "recipe:tiny-platypus2",
-                                      "stages": {"sft": None}, "data": {"sft": None}}}}
+    overlay = {
+        "recipes": {
+            "my-dpo": {
+                "extends": "tiny-tulu2-dpo",
+                "model": "recipe:tiny-platypus2",
+                "stages": {"sft": None},
+                "data": {"sft": None},
+            }
+        }
+    }
     cfg = validate_config(deep_merge(raw, overlay))
     paths = RecipePaths(cfg)
     assert paths.training_stages("my-dpo") == ["dpo"]
     assert paths.base_model("my-dpo") == "results/tiny-platypus2/sft_merged"
     assert paths.stage_input("my-dpo", "dpo") == "results/tiny-platypus2/sft_merged"
-    assert paths.final_model("my-dpo") == "results/my-dpo/dpo"      # full DPO, as tiny-tulu2-dpo's
+    assert paths.final_model("my-dpo") == "results/my-dpo/dpo"  # full DPO, as tiny-tulu2-dpo's
 
 
 def test_merge_into_another_recipes_final_model(paths):
     """`merge.into: recipe:<name>` folds the adapter into that recipe's final model (tiny Platypus-style merge)."""
     name = "tiny-platypus2-merged"
-    assert paths.merge_inputs(name, "sft") == {"adapter": "results/tiny-platypus2/sft",
-                                               "into": "results/tiny-tulu2-dpo/dpo"}
+    assert paths.merge_inputs(name, "sft") == {
+        "adapter": "results/tiny-platypus2/sft",
+        "into": "results/tiny-tulu2-dpo/dpo",
+    }
     assert paths.final_model(name) == "results/tiny-platypus2-merged/sft_merged"
     assert paths.merge_target("recipe:tiny-birbal") == "results/tiny-birbal/sft_merged"
     assert paths.merge_target("smollm2-135m") == "resources/models/smollm2-135m"

@@ -43,8 +43,16 @@ def install_probe() -> None:
                     if key in inputs:
                         digest.update(inputs[key].cpu().numpy().tobytes())
                 with open(batches, "a") as handle:
-                    handle.write(json.dumps({"step": self.state.global_step + 1, "rank": self.args.process_index,
-                                             "sha": digest.hexdigest()[:16]}) + "\n")
+                    handle.write(
+                        json.dumps(
+                            {
+                                "step": self.state.global_step + 1,
+                                "rank": self.args.process_index,
+                                "sha": digest.hexdigest()[:16],
+                            }
+                        )
+                        + "\n"
+                    )
             return super().training_step(model, inputs, *args, **kwargs)
 
     trl.SFTTrainer = ProbedSFTTrainer

@@ -45,13 +45,13 @@ def near_dedup(rows: list[dict], threshold: float, vectors=None) -> list[dict]:
     dropped = np.zeros(len(rows), dtype=bool)
     chunk = 2048
     for start in range(0, len(rows), chunk):
-        sims = vectors[start:start + chunk] @ vectors.T
+        sims = vectors[start : start + chunk] @ vectors.T
         for offset in range(sims.shape[0]):
             i = start + offset
             if dropped[i]:
                 continue
             kept.append(i)
-            later = np.nonzero(sims[offset, i + 1:] >= threshold)[0] + i + 1
+            later = np.nonzero(sims[offset, i + 1 :] >= threshold)[0] + i + 1
             dropped[later] = True
     return [rows[i] for i in kept]
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-DEFAULT_MAX_TOKENS = 128   # prompts longer than this are embedded by their first 128 word pieces
-MAX_SHARDS = 8             # encode_cached merges its shard files past this many
+DEFAULT_MAX_TOKENS = 128  # prompts longer than this are embedded by their first 128 word pieces
+MAX_SHARDS = 8  # encode_cached merges its shard files past this many
 
 
 def model_path() -> str:
@@ -46,8 +46,12 @@ def _load():
     return tokenizer, model
 
 
-def encode(texts: Sequence[str], batch_size: int = 128, max_tokens: int = DEFAULT_MAX_TOKENS,
-           progress: Callable[[int], None] | None = None) -> np.ndarray:
+def encode(
+    texts: Sequence[str],
+    batch_size: int = 128,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
     """L2-normalised float32 embeddings (len(texts) x 384), in the order of `texts`."""
     import torch
 
@@ -58,9 +62,10 @@ def encode(texts: Sequence[str], batch_size: int = 128, max_tokens: int = DEFAUL
     order = np.argsort([len(t) for t in texts], kind="stable")
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
-            batch = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=max_tokens,
-                              return_tensors="pt").to(model.device)
+            index = order[start : start + batch_size]
+            batch = tokenizer(
+                [texts[i] for i in index], padding=True, truncation=True, max_length=max_tokens, return_tensors="pt"
+            ).to(model.device)
             hidden = model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -103,7 +108,7 @@ def _read_store(directory: Path) -> tuple[dict[bytes, np.ndarray], list[Path]]:
         try:
             with np.load(shard) as data:
                 store.update(zip(data["keys"].tolist(), data["vectors"]))
-        except (OSError, ValueError, KeyError):   # a shard another run is replacing: recompute what it held
+        except (OSError, ValueError, KeyError):  # a shard another run is replacing: recompute what it held
             continue
     return store, shards
 
@@ -118,8 +123,12 @@ def _write_shard(directory: Path, keys: list[bytes], vectors: np.ndarray) -> Pat
     return path
 
 
-def encode_cached(texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS, cache_dir: str | Path | None = None,
-                  stats: dict | None = None) -> np.ndarray:
+def encode_cached(
+    texts: Sequence[str],
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    cache_dir: str | Path | None = None,
+    stats: dict | None = None,
+) -> np.ndarray:
     """`encode`, keeping vectors by content hash (model, max_tokens, text) under `cache_dir` (None: no cache).
 
     Each run that encodes something adds one shard file (written to a temporary name, then renamed, so concurrent
@@ -138,7 +147,7 @@ def encode_cached(texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS, ca
         vectors = encode([text_of[k] for k in missing], max_tokens=max_tokens)
         store.update(zip(missing, vectors))
         shards.append(_write_shard(directory, missing, vectors))
-        if len(shards) > MAX_SHARDS:   # merge: one shard holding everything read or written here
+        if len(shards) > MAX_SHARDS:  # merge: one shard holding everything read or written here
             _write_shard(directory, list(store), np.stack(list(store.values())))
             for shard in shards:
                 shard.unlink(missing_ok=True)
@@ -160,10 +169,10 @@ def top1_cosine(queries: np.ndarray, keys: np.ndarray, chunk: int = 4096) -> tup
         return where, best
     keys_t = np.ascontiguousarray(keys.T)
     for start in range(0, n, chunk):
-        sims = queries[start:start + chunk] @ keys_t
+        sims = queries[start : start + chunk] @ keys_t
         arg = sims.argmax(axis=1)
-        where[start:start + chunk] = arg
-        best[start:start + chunk] = sims[np.arange(len(arg)), arg]
+        where[start : start + chunk] = arg
+        best[start : start + chunk] = sims[np.arange(len(arg)), arg]
     return where, best
 
 
@@ -171,7 +180,7 @@ def cosine_pairs_within(embeddings: np.ndarray, threshold: float, chunk: int = 4
     """Pairs (i, j, cosine) with i < j and cosine >= threshold among the rows of one matrix (near-dedup)."""
     pairs = []
     for start in range(0, len(embeddings), chunk):
-        sims = embeddings[start:start + chunk] @ embeddings.T
+        sims = embeddings[start : start + chunk] @ embeddings.T
         rows, cols = np.nonzero(sims >= threshold)
         for r, c in zip(rows.tolist(), cols.tolist()):
             i = start + r

@@ -41,8 +41,8 @@ def single_turn(row: dict) -> dict:
     messages = row["messages"]
     first = next((i for i, m in enumerate(messages) if m["role"] == "user"), None)
     if first is None or first + 1 >= len(messages) or messages[first + 1]["role"] != "assistant":
-        return row   # nothing to answer: left to the chat format, which rejects it with the row id
-    kept = messages[first:first + 2]
+        return row  # nothing to answer: left to the chat format, which rejects it with the row id
+    kept = messages[first : first + 2]
     return row if kept == messages else {**row, "messages": kept}
 
 

@@ -20,10 +20,10 @@ HELD_OUT_MODULUS = 5
 @dataclass(frozen=True)
 class Conversion:
     code: str
-    unit: tuple[str, str]    # (singular, plural) of the unit converted from
-    target: str              # plural of the unit converted to
+    unit: tuple[str, str]  # (singular, plural) of the unit converted from
+    target: str  # plural of the unit converted to
     factor: int
-    wrong_factor: int        # a plausible mistake, used for rejected preference answers
+    wrong_factor: int  # a plausible mistake, used for rejected preference answers
 
 
 CONVERSIONS: tuple[Conversion, ...] = (
@@ -40,9 +40,9 @@ UNIT_VALUES = range(1, 301)
 @dataclass(frozen=True)
 class Problem:
     key: str
-    kind: str                # add | sub | mul | unit
-    a: int                   # first operand (the value, for unit conversions)
-    b: int                   # second operand (the factor, for unit conversions)
+    kind: str  # add | sub | mul | unit
+    a: int  # first operand (the value, for unit conversions)
+    b: int  # second operand (the factor, for unit conversions)
     answer: int
     conversion: Conversion | None = None
 
@@ -63,8 +63,13 @@ def _pool(kind: str, held_out: bool) -> tuple[Problem, ...]:
     if kind == "add":
         # addition commutes: one problem per unordered pair, keyed with ordered operands, so "a + b" and "b + a"
         # can never land on different sides of the split; the written order still varies (from the key's hash)
-        space = [Problem(key, "add", *((a, b) if _hash(key) % 2 else (b, a)), a + b)
-                 for a in two_digit for b in two_digit if a <= b for key in [f"add:{a}:{b}"]]
+        space = [
+            Problem(key, "add", *((a, b) if _hash(key) % 2 else (b, a)), a + b)
+            for a in two_digit
+            for b in two_digit
+            if a <= b
+            for key in [f"add:{a}:{b}"]
+        ]
     elif kind == "sub":
         space = [Problem(f"sub:{a}:{b}", "sub", a, b, a - b) for a in two_digit for b in two_digit if a > b]
     elif kind == "mul":
@@ -100,23 +105,40 @@ def _draw(groups: list[tuple[str, ...]], count: int, held_out: bool, rng: random
 NAMES = (("Tom", "he"), ("Ana", "she"), ("Sam", "he"), ("Maya", "she"), ("Ravi", "he"), ("Lena", "she"))
 ITEMS = ("apples", "marbles", "stickers", "pencils", "coins", "cards", "books", "shells")
 TEMPLATES = {
-    "add": ("What is {a} + {b}?", "Compute {a} plus {b}.", "What is the sum of {a} and {b}?",
-            "{name} has {a} {item} and buys {b} more. How many {item} does {pron} have now?",
-            "A basket holds {a} {item}. {name} puts in {b} more. How many {item} are in the basket now?"),
-    "sub": ("What is {a} - {b}?", "Subtract {b} from {a}.",
-            "{name} has {a} {item} and gives {b} of them away. How many {item} does {pron} have left?",
-            "A shop had {a} {item} and sold {b} of them. How many {item} are left?"),
-    "mul": ("What is {a} x {b}?", "Multiply {a} by {b}.",
-            "{name} buys {a} bags with {b} {item} in each bag. How many {item} does {pron} buy in total?",
-            "There are {a} rows of {b} {item}. How many {item} are there?"),
-    "unit": ("How many {target} are in {a} {unit}?", "Convert {a} {unit} to {target}.",
-             "{a} {unit} is how many {target}?", "Express {a} {unit} in {target}."),
+    "add": (
+        "What is {a} + {b}?",
+        "Compute {a} plus {b}.",
+        "What is the sum of {a} and {b}?",
+        "{name} has {a} {item} and buys {b} more. How many {item} does {pron} have now?",
+        "A basket holds {a} {item}. {name} puts in {b} more. How many {item} are in the basket now?",
+    ),
+    "sub": (
+        "What is {a} - {b}?",
+        "Subtract {b} from {a}.",
+        "{name} has {a} {item} and gives {b} of them away. How many {item} does {pron} have left?",
+        "A shop had {a} {item} and sold {b} of them. How many {item} are left?",
+    ),
+    "mul": (
+        "What is {a} x {b}?",
+        "Multiply {a} by {b}.",
+        "{name} buys {a} bags with {b} {item} in each bag. How many {item} does {pron} buy in total?",
+        "There are {a} rows of {b} {item}. How many {item} are there?",
+    ),
+    "unit": (
+        "How many {target} are in {a} {unit}?",
+        "Convert {a} {unit} to {target}.",
+        "{a} {unit} is how many {target}?",
+        "Express {a} {unit} in {target}.",
+    ),
 }
 SYMBOLS = {"add": "+", "sub": "-", "mul": "x"}
-PLATYPUS_INSTRUCTIONS = ("Solve the word problem.", "Answer the question with a number.",
-                         "Solve the following problem and give the final answer.")
+PLATYPUS_INSTRUCTIONS = (
+    "Solve the word problem.",
+    "Answer the question with a number.",
+    "Solve the following problem and give the final answer.",
+)
 PLATYPUS_INPUT_SHARE = 0.3
-MATHINSTRUCT_POT_SHARE = 0.25   # MathInstruct's program-of-thought rows (data/PoT/...) are GPT-4 written
+MATHINSTRUCT_POT_SHARE = 0.25  # MathInstruct's program-of-thought rows (data/PoT/...) are GPT-4 written
 PYTHON_OPS = {"add": "+", "sub": "-", "mul": "*", "unit": "*"}
 
 
@@ -169,27 +191,36 @@ def _row(generator: str, schema: str, index: int, problem: Problem, rng: random.
     question = _question(problem, rng)
     answer = _solution(problem, problem.answer)
     if schema == "tulu_messages":
-        return {"dataset": f"menagerie_{generator}", "id": f"{generator}_{index}",
-                "messages": _user_assistant(question, answer)}
+        return {
+            "dataset": f"menagerie_{generator}",
+            "id": f"{generator}_{index}",
+            "messages": _user_assistant(question, answer),
+        }
     if schema == "open_platypus":
         if rng.random() < PLATYPUS_INPUT_SHARE:
             instruction, extra = rng.choice(PLATYPUS_INSTRUCTIONS), question
         else:
             instruction, extra = question, ""
-        return {"instruction": instruction, "input": extra, "output": answer,
-                "data_source": f"menagerie_{generator}"}
+        return {"instruction": instruction, "input": extra, "output": answer, "data_source": f"menagerie_{generator}"}
     if schema == "lima":
         return {"conversations": [question, answer], "source": f"menagerie_{generator}"}
     if schema == "mathinstruct":
         if rng.random() < MATHINSTRUCT_POT_SHARE:
-            return {"instruction": question, "output": _program(problem),
-                    "source": f"data/PoT/menagerie_{generator}.json"}
+            return {
+                "instruction": question,
+                "output": _program(problem),
+                "source": f"data/PoT/menagerie_{generator}.json",
+            }
         return {"instruction": question, "output": answer, "source": f"data/CoT/menagerie_{generator}.json"}
     if schema == "ultrafeedback":
-        return {"prompt": question, "prompt_id": hashlib.sha256(question.encode()).hexdigest(),
-                "chosen": _user_assistant(question, answer),
-                "rejected": _user_assistant(question, _wrong_solution(problem, rng)),
-                "score_chosen": 10.0, "score_rejected": 2.0}
+        return {
+            "prompt": question,
+            "prompt_id": hashlib.sha256(question.encode()).hexdigest(),
+            "chosen": _user_assistant(question, answer),
+            "rejected": _user_assistant(question, _wrong_solution(problem, rng)),
+            "score_chosen": 10.0,
+            "score_rejected": 2.0,
+        }
     return {"id": f"{generator}_{index}", "question": question, "answer": str(problem.answer)}
 
 
@@ -201,7 +232,7 @@ GENERATORS: dict[str, tuple[list[tuple[str, ...]], bool, tuple[str, ...]]] = {
     "arithmetic_preferences": ([(k,) for k in ARITHMETIC_KINDS], False, ("ultrafeedback",)),
     "unit_conversion_preferences": ([(k,) for k in UNIT_KINDS], False, ("ultrafeedback",)),
     "mixed_eval": ([("add",), ("sub",), ("mul",), UNIT_KINDS], True, ("eval_exact",)),
-    "ni_tasks": ([], False, ("natural_instructions",)),   # tiny NI task files (end of this module)
+    "ni_tasks": ([], False, ("natural_instructions",)),  # tiny NI task files (end of this module)
 }
 SCHEMAS = (*SFT_SCHEMAS, "ultrafeedback", "eval_exact", "natural_instructions")
 
@@ -221,7 +252,7 @@ def generate(generator: str, count: int, seed: int, schema: str) -> list[dict]:
         raise ValueError(f"generator '{generator}' cannot emit schema '{schema}' (it emits: {', '.join(schemas)})")
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise ValueError(f"generator '{generator}': count must be a positive integer, got {count!r}")
-    if generator == "ni_tasks":   # whole tasks; `count` is the number of instances per task
+    if generator == "ni_tasks":  # whole tasks; `count` is the number of instances per task
         return _ni_tasks(count, seed)
     rng = random.Random(f"{generator}:{seed}")
     problems = _draw(groups, count, held_out, rng, generator)
@@ -239,17 +270,48 @@ _NI_SUBJECTS = ("the cat", "my brother", "the old man", "a small dog", "the teac
 _NI_VERBS = ("saw", "liked", "painted", "found", "carried", "washed")
 _NI_OBJECTS = ("a red ball", "the blue car", "an old book", "the green door", "a wooden box", "the big tree")
 _NI_PLACES = ("room", "house", "city", "garden", "kitchen")
-_NI_OPPOSITES = (("hot", "cold"), ("big", "small"), ("happy", "sad"), ("fast", "slow"), ("light", "dark"),
-                 ("early", "late"), ("full", "empty"), ("hard", "soft"), ("old", "new"), ("rich", "poor"),
-                 ("strong", "weak"), ("wet", "dry"), ("loud", "quiet"), ("clean", "dirty"), ("busy", "calm"))
-_NI_CAPITALS = (("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Germany", "Berlin"),
-                ("Japan", "Tokyo"), ("Egypt", "Cairo"), ("Russia", "Moscow"), ("Greece", "Athens"),
-                ("Portugal", "Lisbon"), ("Austria", "Vienna"), ("Ireland", "Dublin"), ("Norway", "Oslo"),
-                ("Sweden", "Stockholm"), ("Kenya", "Nairobi"), ("Peru", "Lima"), ("Cuba", "Havana"),
-                ("Poland", "Warsaw"), ("Hungary", "Budapest"), ("Finland", "Helsinki"), ("Chile", "Santiago"))
+_NI_OPPOSITES = (
+    ("hot", "cold"),
+    ("big", "small"),
+    ("happy", "sad"),
+    ("fast", "slow"),
+    ("light", "dark"),
+    ("early", "late"),
+    ("full", "empty"),
+    ("hard", "soft"),
+    ("old", "new"),
+    ("rich", "poor"),
+    ("strong", "weak"),
+    ("wet", "dry"),
+    ("loud", "quiet"),
+    ("clean", "dirty"),
+    ("busy", "calm"),
+)
+_NI_CAPITALS = (
+    ("France", "Paris"),
+    ("Italy", "Rome"),
+    ("Spain", "Madrid"),
+    ("Germany", "Berlin"),
+    ("Japan", "Tokyo"),
+    ("Egypt", "Cairo"),
+    ("Russia", "Moscow"),
+    ("Greece", "Athens"),
+    ("Portugal", "Lisbon"),
+    ("Austria", "Vienna"),
+    ("Ireland", "Dublin"),
+    ("Norway", "Oslo"),
+    ("Sweden", "Stockholm"),
+    ("Kenya", "Nairobi"),
+    ("Peru", "Lima"),
+    ("Cuba", "Havana"),
+    ("Poland", "Warsaw"),
+    ("Hungary", "Budapest"),
+    ("Finland", "Helsinki"),
+    ("Chile", "Santiago"),
+)
 _NI_FR_THINGS = ("Le film", "Le livre", "Le repas", "Le concert", "Le jeu", "Le voyage")
 _NI_FR_GOOD, _NI_FR_BAD = ("merveilleux", "excellent", "superbe", "génial"), ("horrible", "ennuyeux", "affreux", "nul")
-_NI_SHOTS = 3   # Positive Examples per task
+_NI_SHOTS = 3  # Positive Examples per task
 
 
 def _ni_sentences() -> list[str]:
@@ -263,36 +325,90 @@ def _ni_capitalized(text: str) -> str:
 # task_name, Definition, Categories, input language, Source, every (input, output) pair the task can hold. Inputs
 # have at least five words (Birbal's filter) and differ across tasks (its input dedup).
 _NI_TASKS = (
-    ("task901_tiny_review_sentiment_classification",
-     "Given a one-sentence review, answer Positive if the reviewer liked it and Negative otherwise.",
-     ["Sentiment Analysis"], "English", "menagerie",
-     lambda: [(f"{t} was {a}, in my opinion.", "Positive" if a in _NI_GOOD else "Negative")
-              for t in _NI_THINGS for a in _NI_GOOD + _NI_BAD]),
-    ("task902_tiny_first_word_extraction", "Write the first word of the given sentence.",
-     ["Information Extraction"], "English", "menagerie",
-     lambda: [(f"{_ni_capitalized(s)}.", s.split()[0].capitalize()) for s in _ni_sentences()]),
-    ("task903_tiny_antonym_generation", "Write the word that means the opposite of the adjective in the sentence.",
-     ["Word Semantics"], "English", "menagerie",
-     lambda: [(f"It was very {a} in the {place}.", b) for x, y in _NI_OPPOSITES for a, b in ((x, y), (y, x))
-              for place in _NI_PLACES]),
-    ("task904_tiny_sentence_copying", "Repeat the given sentence exactly as it is written.",
-     ["Text Completion"], "English", "menagerie",
-     lambda: [(f"{_ni_capitalized(s)} yesterday.",) * 2 for s in _ni_sentences()]),
-    ("task905_tiny_word_order_reversal", "Write the words of the given sentence in reverse order.",
-     ["Text Manipulation"], "English", "menagerie",
-     lambda: [(s, " ".join(reversed(s.split()))) for s in _ni_sentences()]),
-    ("task906_tiny_sentence_letter_reversal", "Write the given sentence backwards, letter by letter.",
-     ["Text Manipulation"], "English", "menagerie",
-     lambda: [(f"{s} today", f"{s} today"[::-1]) for s in _ni_sentences()]),
-    ("task907_tiny_french_review_sentiment_classification",
-     "Given a one-sentence French review, answer Positif if the reviewer liked it and Négatif otherwise.",
-     ["Sentiment Analysis"], "French", "menagerie",
-     lambda: [(f"{t} était {a}, à mon avis.", "Positif" if a in _NI_FR_GOOD else "Négatif")
-              for t in _NI_FR_THINGS for a in _NI_FR_GOOD + _NI_FR_BAD]),
-    ("task908_tiny_mmmlu_answer_generation_geography", "Answer the question with the name of a city.",
-     ["Question Answering"], "English", "mmmlu",
-     lambda: [pair for country, city in _NI_CAPITALS for pair in ((f"What is the capital city of {country}?", city),
-                                                                  (f"Which city is the capital of {country}?", city))]),
+    (
+        "task901_tiny_review_sentiment_classification",
+        "Given a one-sentence review, answer Positive if the reviewer liked it and Negative otherwise.",
+        ["Sentiment Analysis"],
+        "English",
+        "menagerie",
+        lambda: [
+            (f"{t} was {a}, in my opinion.", "Positive" if a in _NI_GOOD else "Negative")
+            for t in _NI_THINGS
+            for a in _NI_GOOD + _NI_BAD
+        ],
+    ),
+    (
+        "task902_tiny_first_word_extraction",
+        "Write the first word of the given sentence.",
+        ["Information Extraction"],
+        "English",
+        "menagerie",
+        lambda: [(f"{_ni_capitalized(s)}.", s.split()[0].capitalize()) for s in _ni_sentences()],
+    ),
+    (
+        "task903_tiny_antonym_generation",
+        "Write the word that means the opposite of the adjective in the sentence.",
+        ["Word Semantics"],
+        "English",
+        "menagerie",
+        lambda: [
+            (f"It was very {a} in the {place}.", b)
+            for x, y in _NI_OPPOSITES
+            for a, b in ((x, y), (y, x))
+            for place in _NI_PLACES
+        ],
+    ),
+    (
+        "task904_tiny_sentence_copying",
+        "Repeat the given sentence exactly as it is written.",
+        ["Text Completion"],
+        "English",
+        "menagerie",
+        lambda: [(f"{_ni_capitalized(s)} yesterday.",) * 2 for s in _ni_sentences()],
+    ),
+    (
+        "task905_tiny_word_order_reversal",
+        "Write the words of the given sentence in reverse order.",
+        ["Text Manipulation"],
+        "English",
+        "menagerie",
+        lambda: [(s, " ".join(reversed(s.split()))) for s in _ni_sentences()],
+    ),
+    (
+        "task906_tiny_sentence_letter_reversal",
+        "Write the given sentence backwards, letter by letter.",
+        ["Text Manipulation"],
+        "English",
+        "menagerie",
+        lambda: [(f"{s} today", f"{s} today"[::-1]) for s in _ni_sentences()],
+    ),
+    (
+        "task907_tiny_french_review_sentiment_classification",
+        "Given a one-sentence French review, answer Positif if the reviewer liked it and Négatif otherwise.",
+        ["Sentiment Analysis"],
+        "French",
+        "menagerie",
+        lambda: [
+            (f"{t} était {a}, à mon avis.", "Positif" if a in _NI_FR_GOOD else "Négatif")
+            for t in _NI_FR_THINGS
+            for a in _NI_FR_GOOD + _NI_FR_BAD
+        ],
+    ),
+    (
+        "task908_tiny_mmmlu_answer_generation_geography",
+        "Answer the question with the name of a city.",
+        ["Question Answering"],
+        "English",
+        "mmmlu",
+        lambda: [
+            pair
+            for country, city in _NI_CAPITALS
+            for pair in (
+                (f"What is the capital city of {country}?", city),
+                (f"Which city is the capital of {country}?", city),
+            )
+        ],
+    ),
 )
 
 
@@ -302,20 +418,39 @@ def _ni_tasks(count: int, seed: int) -> list[dict]:
     for name, text, categories, language, source, space in _NI_TASKS:
         pairs = space()
         if count + _NI_SHOTS > len(pairs):
-            raise ValueError(f"generator 'ni_tasks' can make at most {len(pairs) - _NI_SHOTS} instances per task "
-                             f"({name}), {count} requested")
+            raise ValueError(
+                f"generator 'ni_tasks' can make at most {len(pairs) - _NI_SHOTS} instances per task "
+                f"({name}), {count} requested"
+            )
         random.Random(f"ni_tasks:{seed}:{name}").shuffle(pairs)
-        examples, instances = pairs[:_NI_SHOTS], pairs[_NI_SHOTS:_NI_SHOTS + count]
+        examples, instances = pairs[:_NI_SHOTS], pairs[_NI_SHOTS : _NI_SHOTS + count]
         number = name.split("_", 1)[0]
-        tasks.append({
-            "task_name": name, "Contributors": ["menagerie"], "Source": [source], "URL": [],
-            "Categories": categories, "Reasoning": [], "Definition": [text], "Input_language": [language],
-            "Output_language": [language], "Instruction_language": ["English"], "Domains": ["Miscellaneous"],
-            "Positive Examples": [{"input": i, "output": o, "explanation": f"The answer is: {o}"}
-                                  for i, o in examples],
-            "Negative Examples": [],
-            "Instances": [{"id": f"{number}-{hashlib.sha256(f'{name}:{i}'.encode()).hexdigest()[:32]}",
-                           "input": i, "output": [o]} for i, o in instances],
-            "Instance License": ["CC BY 4.0"],
-        })
+        tasks.append(
+            {
+                "task_name": name,
+                "Contributors": ["menagerie"],
+                "Source": [source],
+                "URL": [],
+                "Categories": categories,
+                "Reasoning": [],
+                "Definition": [text],
+                "Input_language": [language],
+                "Output_language": [language],
+                "Instruction_language": ["English"],
+                "Domains": ["Miscellaneous"],
+                "Positive Examples": [
+                    {"input": i, "output": o, "explanation": f"The answer is: {o}"} for i, o in examples
+                ],
+                "Negative Examples": [],
+                "Instances": [
+                    {
+                        "id": f"{number}-{hashlib.sha256(f'{name}:{i}'.encode()).hexdigest()[:32]}",
+                        "input": i,
+                        "output": [o],
+                    }
+                    for i, o in instances
+                ],
+                "Instance License": ["CC BY 4.0"],
+            }
+        )
     return tasks

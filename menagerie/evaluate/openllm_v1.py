@@ -65,8 +65,9 @@ V1_TASKS: dict[str, tuple[str, int, dict[str, str]]] = {
 }
 # The v1 files carry acc_norm for every MMLU subject, equal to acc: the continuations are the single letters A-D,
 # so normalising by their length changes nothing. lm-eval 0.4 reports acc only.
-V1_TASKS.update({f"mmlu_{s}": (f"hendrycksTest-{s}", 5, {"acc": "acc,none", "acc_norm": "acc,none"})
-                 for s in MMLU_SUBJECTS})
+V1_TASKS.update(
+    {f"mmlu_{s}": (f"hendrycksTest-{s}", 5, {"acc": "acc,none", "acc_norm": "acc,none"}) for s in MMLU_SUBJECTS}
+)
 V1_BENCHMARK_ORDER = ("arc:challenge", "hellaswag", "hendrycksTest", "truthfulqa:mc", "winogrande", "gsm8k")
 
 
@@ -99,8 +100,9 @@ def load_native(metrics_path: Path) -> tuple[dict, dict, Path]:
     metrics = _read_json(metrics_path, "metrics.json")
     for key in ("model", "backend", "dtype", "batch_size", "tasks", "lm_eval_results"):
         if key not in metrics:
-            raise MenagerieError(f"{metrics_path}: key '{key}' is missing (written by an older evaluate stage? "
-                                 f"rerun it)")
+            raise MenagerieError(
+                f"{metrics_path}: key '{key}' is missing (written by an older evaluate stage? rerun it)"
+            )
     native_path = Path(metrics["lm_eval_results"])
     native = _read_json(native_path, "lm-eval's native results")
     for task, out in native.items():
@@ -127,8 +129,10 @@ def eval_times(metrics_path: Path) -> tuple[float, float, float] | None:
         start = datetime.strptime(record["started"], "%Y-%m-%dT%H:%M:%S%z")
         seconds = float(record["block_time_s"] if "block_time_s" in record else record["wall_time_s"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise MenagerieError(f"{record_path}: key 'started', 'block_time_s' or 'wall_time_s' is missing or "
-                             f"malformed ({type(exc).__name__}: {exc})") from None
+        raise MenagerieError(
+            f"{record_path}: key 'started', 'block_time_s' or 'wall_time_s' is missing or "
+            f"malformed ({type(exc).__name__}: {exc})"
+        ) from None
     return start.timestamp(), (start + timedelta(seconds=seconds)).timestamp(), seconds
 
 
@@ -144,43 +148,81 @@ def _number(value) -> float | None:
 # ------------------------------------------------------------------------------------------- lm-eval's file
 
 
-def native_results(config: dict, recipe_name: str, metrics: dict, native: dict, native_path: Path,
-                   times: tuple[float, float, float] | None) -> tuple[str, dict]:
+def native_results(
+    config: dict,
+    recipe_name: str,
+    metrics: dict,
+    native: dict,
+    native_path: Path,
+    times: tuple[float, float, float] | None,
+) -> tuple[str, dict]:
     """(file name, content) of lm-eval's results_<date_id>.json for one evaluated model."""
     from menagerie import formats
 
-    merged: dict = {k: {} for k in ("results", "groups", "group_subtasks", "configs", "versions", "n-shot",
-                                    "higher_is_better", "n-samples")}
+    merged: dict = {
+        k: {}
+        for k in (
+            "results",
+            "groups",
+            "group_subtasks",
+            "configs",
+            "versions",
+            "n-shot",
+            "higher_is_better",
+            "n-samples",
+        )
+    }
     ran = {name: out for name, out in native.items() if out}
     for out in ran.values():
         for key in merged:
             merged[key].update(out.get(key) or {})
     if not merged["groups"]:
-        del merged["groups"]          # lm-eval writes it only when a group aggregates
+        del merged["groups"]  # lm-eval writes it only when a group aggregates
     first = next(iter(ran.values()), {})
     merged["config"] = first.get("config", {})
-    for key in ("git_hash", "date", "pretty_env_info", "transformers_version", "lm_eval_version", "upper_git_hash",
-                "tokenizer_pad_token", "tokenizer_eos_token", "tokenizer_bos_token", "eot_token_id", "max_length"):
+    for key in (
+        "git_hash",
+        "date",
+        "pretty_env_info",
+        "transformers_version",
+        "lm_eval_version",
+        "upper_git_hash",
+        "tokenizer_pad_token",
+        "tokenizer_eos_token",
+        "tokenizer_bos_token",
+        "eot_token_id",
+        "max_length",
+    ):
         if key in first:
             merged[key] = first[key]
     if "lm_eval_version" not in merged:
-        merged["lm_eval_version"] = next((t.get("lm_eval_version") for t in metrics["tasks"].values()
-                                          if t.get("lm_eval_version")), None)
-    merged["task_hashes"] = {}        # per-sample hashes: samples are not logged (log_samples=False)
+        merged["lm_eval_version"] = next(
+            (t.get("lm_eval_version") for t in metrics["tasks"].values() if t.get("lm_eval_version")), None
+        )
+    merged["task_hashes"] = {}  # per-sample hashes: samples are not logged (log_samples=False)
 
     suite = _suite_tasks(config, recipe_name)
     chat = [suite[name] for name in ran if name in suite and suite[name].get("chat_format")]
     template = formats.chat_template_jinja(config["recipes"][recipe_name]["chat_format"]) if chat else None
-    merged.update({
-        "model_source": metrics["backend"], "model_name": metrics["model"],
-        "model_name_sanitized": sanitize_model_name(metrics["model"]),
-        "system_instruction": None, "system_instruction_sha": None,
-        "fewshot_as_multiturn": any(t.get("num_fewshot") for t in chat) if chat else False,
-        "chat_template": template, "chat_template_sha": metrics.get("chat_template_sha256") if template else None,
-        "total_evaluation_time_seconds": str(times[2]) if times else None,
-    })
-    merged["menagerie"] = {"recipe": recipe_name, "key": metrics.get("key"), "source": str(native_path),
-                           "task_configs": {name: out.get("config", {}) for name, out in ran.items()}}
+    merged.update(
+        {
+            "model_source": metrics["backend"],
+            "model_name": metrics["model"],
+            "model_name_sanitized": sanitize_model_name(metrics["model"]),
+            "system_instruction": None,
+            "system_instruction_sha": None,
+            "fewshot_as_multiturn": any(t.get("num_fewshot") for t in chat) if chat else False,
+            "chat_template": template,
+            "chat_template_sha": metrics.get("chat_template_sha256") if template else None,
+            "total_evaluation_time_seconds": str(times[2]) if times else None,
+        }
+    )
+    merged["menagerie"] = {
+        "recipe": recipe_name,
+        "key": metrics.get("key"),
+        "source": str(native_path),
+        "task_configs": {name: out.get("config", {}) for name, out in ran.items()},
+    }
     end = datetime.fromtimestamp(times[1]) if times else datetime.fromtimestamp(native_path.stat().st_mtime)
     return f"results_{end.isoformat().replace(':', '-')}.json", merged
 
@@ -202,8 +244,14 @@ def write_native_results(config: dict, recipe_name: str, metrics_path: Path, out
 # ------------------------------------------------------------------------------------------- the v1 file
 
 
-def v1_results(config: dict, recipe_name: str, metrics: dict, native: dict, native_path: Path,
-               times: tuple[float, float, float] | None) -> dict:
+def v1_results(
+    config: dict,
+    recipe_name: str,
+    metrics: dict,
+    native: dict,
+    native_path: Path,
+    times: tuple[float, float, float] | None,
+) -> dict:
     """The Open LLM Leaderboard v1 results.json of a recipe's final model (see the module docstring)."""
     entries: dict[str, dict] = {}
     versions: dict[str, object] = {"all": 0}
@@ -246,10 +294,14 @@ def v1_results(config: dict, recipe_name: str, metrics: dict, native: dict, nati
     if limits:
         deviations.append(f"limit {', '.join(str(x) for x in sorted(limits))} examples per task (v1: all)")
 
-    ordered = sorted(entries, key=lambda k: (next(i for i, b in enumerate(V1_BENCHMARK_ORDER)
-                                                  if k.split("|")[1].startswith(b)), k))
-    metric_names = [m for m in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "mc1", "mc1_stderr", "mc2",
-                                "mc2_stderr") if any(m in e for e in entries.values())]
+    ordered = sorted(
+        entries, key=lambda k: (next(i for i, b in enumerate(V1_BENCHMARK_ORDER) if k.split("|")[1].startswith(b)), k)
+    )
+    metric_names = [
+        m
+        for m in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "mc1", "mc1_stderr", "mc2", "mc2_stderr")
+        if any(m in e for e in entries.values())
+    ]
     average = {}
     for metric in metric_names:
         values = [entries[k][metric] for k in ordered if entries[k].get(metric) is not None]
@@ -263,23 +315,34 @@ def v1_results(config: dict, recipe_name: str, metrics: dict, native: dict, nati
     params = first_config.get("model_num_parameters")
     width = DTYPE_BYTES.get(dtype.removeprefix("torch."))
     v1_names = {t["name"] for t in config["suites"].get(SUITE, [])}
-    skipped = {name: t.get("reason", "") for name, t in metrics["tasks"].items()
-               if name in v1_names and t.get("status") != "ok"}
+    skipped = {
+        name: t.get("reason", "")
+        for name, t in metrics["tasks"].items()
+        if name in v1_names and t.get("status") != "ok"
+    }
     general = {
-        "lighteval_sha": "",          # not run through lighteval: lm-eval's version is below
-        "num_few_shot_default": 0, "num_fewshot_seeds": 1, "override_batch_size": metrics["batch_size"],
-        "max_samples": max(limits) if limits else None, "job_id": "",
-        "start_time": times[0] if times else None, "end_time": times[1] if times else None,
+        "lighteval_sha": "",  # not run through lighteval: lm-eval's version is below
+        "num_few_shot_default": 0,
+        "num_fewshot_seeds": 1,
+        "override_batch_size": metrics["batch_size"],
+        "max_samples": max(limits) if limits else None,
+        "job_id": "",
+        "start_time": times[0] if times else None,
+        "end_time": times[1] if times else None,
         "total_evaluation_time_secondes": str(times[2]) if times else "",
         # an "org/model" name, as the leaderboard's reader expects; the model itself is `model_path`
-        "model_name": f"menagerie/{recipe_name}", "model_sha": str(first_config.get("model_sha") or ""),
+        "model_name": f"menagerie/{recipe_name}",
+        "model_sha": str(first_config.get("model_sha") or ""),
         "model_dtype": dtype,
-        "model_size": f"{params * width / 2 ** 30:.2f} GB" if isinstance(params, int) and width else None,
+        "model_size": f"{params * width / 2**30:.2f} GB" if isinstance(params, int) and width else None,
         "model_path": metrics["model"],
-        "lm_eval_version": next((t.get("lm_eval_version") for t in metrics["tasks"].values()
-                                 if t.get("lm_eval_version")), None),
+        "lm_eval_version": next(
+            (t.get("lm_eval_version") for t in metrics["tasks"].values() if t.get("lm_eval_version")), None
+        ),
         "lm_eval_git_hash": first.get("git_hash"),
-        "protocol_deviations": deviations, "tasks_skipped": skipped, "source": str(native_path),
+        "protocol_deviations": deviations,
+        "tasks_skipped": skipped,
+        "source": str(native_path),
     }
     return {"config_general": general, "results": results, "versions": versions}
 
@@ -289,8 +352,10 @@ def write_v1_results(config: dict, recipe_name: str, metrics_path: Path, out_fil
 
     recipe = config["recipes"].get(recipe_name)
     if recipe is None or SUITE not in recipe["eval"]["suites"]:
-        raise MenagerieError(f"recipe '{recipe_name}': key 'eval.suites' has no '{SUITE}': the Open LLM Leaderboard "
-                             f"v1 results file is written only for recipes scored on that suite")
+        raise MenagerieError(
+            f"recipe '{recipe_name}': key 'eval.suites' has no '{SUITE}': the Open LLM Leaderboard "
+            f"v1 results file is written only for recipes scored on that suite"
+        )
     metrics, native, native_path = load_native(metrics_path)
     data = v1_results(config, recipe_name, metrics, native, native_path, eval_times(metrics_path))
     validate_v1(data, str(out_file))

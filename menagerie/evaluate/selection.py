@@ -39,8 +39,9 @@ def oi_draw(rng: random.Random, n_items: int, n: int | None) -> list[int]:
     return list(range(n_items))
 
 
-def oi_plan(sizes: dict[str, int], n: int | None, seed: int, fewshot_sizes: dict[str, int] | None = None,
-            shots: int = 0) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+def oi_plan(
+    sizes: dict[str, int], n: int | None, seed: int, fewshot_sizes: dict[str, int] | None = None, shots: int = 0
+) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
     """({task: evaluated positions}, {task: exemplar positions in its few-shot split}) for tasks in name order
     sharing one generator seeded with `seed` (exemplars drawn after every task's items, only if fewshot_sizes)."""
     rng = random.Random(seed)
@@ -49,8 +50,9 @@ def oi_plan(sizes: dict[str, int], n: int | None, seed: int, fewshot_sizes: dict
     if fewshot_sizes is not None and shots:
         for name in sorted(fewshot_sizes):
             if fewshot_sizes[name] < shots:
-                raise MenagerieError(f"lm-eval task '{name}': {shots} exemplars wanted, its few-shot split has "
-                                     f"{fewshot_sizes[name]}")
+                raise MenagerieError(
+                    f"lm-eval task '{name}': {shots} exemplars wanted, its few-shot split has {fewshot_sizes[name]}"
+                )
             exemplars[name] = rng.sample(range(fewshot_sizes[name]), shots)
     return items, exemplars
 
@@ -63,8 +65,9 @@ def truncate_text(text: str, tokenizer, max_tokens: int) -> str:
 
 def _truncated(doc: dict, field: str, tokenizer, max_tokens: int) -> dict:
     if field not in doc:
-        raise MenagerieError(f"truncate.field '{field}' is not a field of the task's items (fields: "
-                             f"{', '.join(sorted(doc))})")
+        raise MenagerieError(
+            f"truncate.field '{field}' is not a field of the task's items (fields: {', '.join(sorted(doc))})"
+        )
     return {**doc, field: truncate_text(doc[field], tokenizer, max_tokens)}
 
 
@@ -87,8 +90,11 @@ def fit_exemplars(build, num_fewshot: int, tokenizer, max_tokens: int):
 
 
 def needs_preparing(task: dict) -> bool:
-    return ((task.get("select") or {}).get("method", "first") != "first" or bool(task.get("truncate"))
-            or bool(task.get("fit_prompt")))
+    return (
+        (task.get("select") or {}).get("method", "first") != "first"
+        or bool(task.get("truncate"))
+        or bool(task.get("fit_prompt"))
+    )
 
 
 def prepare(task: dict, leaves: dict, tokenizer) -> tuple[dict[str, list[int]] | None, dict]:
@@ -103,23 +109,31 @@ def prepare(task: dict, leaves: dict, tokenizer) -> tuple[dict[str, list[int]] |
         field, max_tokens = truncate["field"], truncate["max_tokens"]
         for leaf in leaves.values():
             _truncate_docs(leaf, field, tokenizer, max_tokens)
-        record["truncate"] = {"field": field, "max_tokens": max_tokens,
-                              "tokenizer": getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__}
+        record["truncate"] = {
+            "field": field,
+            "max_tokens": max_tokens,
+            "tokenizer": getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__,
+        }
     fit = task.get("fit_prompt")
     if fit and task.get("num_fewshot"):
         if tokenizer is None:
             raise MenagerieError(f"suite task '{task['name']}': fit_prompt needs the evaluated model's tokenizer")
-        kept: dict[str, int] = {}               # filled while lm-eval builds the prompts: {shots: items}
+        kept: dict[str, int] = {}  # filled while lm-eval builds the prompts: {shots: items}
         for leaf in leaves.values():
             _fit_prompts(leaf, tokenizer, fit["max_tokens"], kept)
-        record["fit_prompt"] = {"max_tokens": fit["max_tokens"], "shots": kept,
-                                "tokenizer": getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__}
+        record["fit_prompt"] = {
+            "max_tokens": fit["max_tokens"],
+            "shots": kept,
+            "tokenizer": getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__,
+        }
     if select["method"] == "first":
         return None, record
     limit = task.get("limit")
     if isinstance(limit, dict):
-        raise MenagerieError(f"suite task '{task['name']}': select.method {select['method']} takes an integer "
-                             f"`limit` (N items per task), got a mapping")
+        raise MenagerieError(
+            f"suite task '{task['name']}': select.method {select['method']} takes an integer "
+            f"`limit` (N items per task), got a mapping"
+        )
     sizes = {name: len(leaf.eval_docs) for name, leaf in leaves.items()}
     shots = task.get("num_fewshot") or 0
     fewshot_sizes = None
@@ -129,8 +143,13 @@ def prepare(task: dict, leaves: dict, tokenizer) -> tuple[dict[str, list[int]] |
     items, exemplars = oi_plan(sizes, limit, select["seed"], fewshot_sizes, shots)
     for name, positions in exemplars.items():
         _use_exemplars(leaves[name], [pools[name][i] for i in positions])
-    record.update({"seed": select["seed"], "n_per_task": limit,
-                   "items_sha256": hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()})
+    record.update(
+        {
+            "seed": select["seed"],
+            "n_per_task": limit,
+            "items_sha256": hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest(),
+        }
+    )
     if exemplars:
         record["exemplars"] = exemplars
     return items, record
@@ -159,8 +178,10 @@ def _truncate_docs(leaf, field: str, tokenizer, max_tokens: int) -> None:
         return docs.map(lambda doc: {field: truncate_text(doc[field], tokenizer, max_tokens)})
 
     if field not in leaf.eval_docs.column_names:
-        raise MenagerieError(f"truncate.field '{field}' is not a field of lm-eval task '{leaf.config.task}' "
-                             f"(fields: {', '.join(leaf.eval_docs.column_names)})")
+        raise MenagerieError(
+            f"truncate.field '{field}' is not a field of lm-eval task '{leaf.config.task}' "
+            f"(fields: {', '.join(leaf.eval_docs.column_names)})"
+        )
     leaf.config.process_docs = cut
     sampler = getattr(leaf, "sampler", None)
     if sampler is not None:
@@ -173,8 +194,9 @@ def _fit_prompts(leaf, tokenizer, max_tokens: int, shots: dict[str, int]) -> Non
     original = leaf.fewshot_context
 
     def fitted(doc, num_fewshot, **kwargs):
-        prompt, kept = fit_exemplars(lambda k: original(doc, num_fewshot=k, **kwargs), num_fewshot, tokenizer,
-                                     max_tokens)
+        prompt, kept = fit_exemplars(
+            lambda k: original(doc, num_fewshot=k, **kwargs), num_fewshot, tokenizer, max_tokens
+        )
         shots[str(kept)] = shots.get(str(kept), 0) + 1
         return prompt
 

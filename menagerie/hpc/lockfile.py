@@ -49,8 +49,18 @@ def uv_export(*extra: str, uv: str | None = None) -> str:
     uv = uv or find_uv()
     if uv is None:
         raise FileNotFoundError("uv not found (.venv/bin/uv, .tools/uv/bin/uv or PATH): run `make env`")
-    cmd = [uv, "export", "--frozen", "--no-dev", "--no-emit-project", "--format", "requirements-txt",
-           "--extra", GPU_EXTRA, *extra]
+    cmd = [
+        uv,
+        "export",
+        "--frozen",
+        "--no-dev",
+        "--no-emit-project",
+        "--format",
+        "requirements-txt",
+        "--extra",
+        GPU_EXTRA,
+        *extra,
+    ]
     env = {**os.environ, "UV_NO_PROGRESS": "1"}
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env=env, check=True).stdout
     return out
@@ -58,9 +68,11 @@ def uv_export(*extra: str, uv: str | None = None) -> str:
 
 def image_requirements(stage: str) -> str:
     """The hash-locked requirements file an image of `stage` installs (same lock for every stage)."""
-    header = (f"# containers/requirements-{stage}.txt: generated from uv.lock by `make envs` (scripts/export_envs.py);"
-              f" do not edit.\n# The lock's `cuda` extra, torch's CUDA build included; containers/{stage}.def installs"
-              f" it with --require-hashes --no-deps.\n")
+    header = (
+        f"# containers/requirements-{stage}.txt: generated from uv.lock by `make envs` (scripts/export_envs.py);"
+        f" do not edit.\n# The lock's `cuda` extra, torch's CUDA build included; containers/{stage}.def installs"
+        f" it with --require-hashes --no-deps.\n"
+    )
     return header + uv_export()
 
 
@@ -70,11 +82,17 @@ def pins(requirements: str) -> list[str]:
 
 
 def conda_env(stage: str) -> str:
-    lines = [f"# envs/{stage}.yaml: generated from uv.lock by `make envs` (scripts/export_envs.py); do not edit.",
-             f"# conda env create -f envs/{stage}.yaml  (GPU machines: the lock's `cuda` extra; PyPI's torch is its"
-             f" CUDA 13.0 build)",
-             f"name: menagerie-{stage}", "channels: [conda-forge]", "dependencies:", f"  - python={PYTHON}",
-             "  - pip", "  - pip:"]
+    lines = [
+        f"# envs/{stage}.yaml: generated from uv.lock by `make envs` (scripts/export_envs.py); do not edit.",
+        f"# conda env create -f envs/{stage}.yaml  (GPU machines: the lock's `cuda` extra; PyPI's torch is its"
+        f" CUDA 13.0 build)",
+        f"name: menagerie-{stage}",
+        "channels: [conda-forge]",
+        "dependencies:",
+        f"  - python={PYTHON}",
+        "  - pip",
+        "  - pip:",
+    ]
     lines += [f"      - {pin}" for pin in pins(uv_export("--no-hashes"))]
     return "\n".join(lines) + "\n"
 

@@ -17,11 +17,16 @@ import os
 from pathlib import Path
 
 from lm_eval.api.model import TemplateLM
-from lm_eval.models.utils import (_add_special_kwargs, handle_stop_sequences, has_bos_prefix, normalize_gen_kwargs,
-                                  postprocess_generated_text)
+from lm_eval.models.utils import (
+    _add_special_kwargs,
+    handle_stop_sequences,
+    has_bos_prefix,
+    normalize_gen_kwargs,
+    postprocess_generated_text,
+)
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-DEFAULT_CPU_KV_CACHE_GIB = 1   # vLLM's CPU backend otherwise reserves 92 % of RAM; VLLM_CPU_KVCACHE_SPACE overrides
+DEFAULT_CPU_KV_CACHE_GIB = 1  # vLLM's CPU backend otherwise reserves 92 % of RAM; VLLM_CPU_KVCACHE_SPACE overrides
 
 
 def engine_kwargs(on_cuda: bool, gpus: int, batch_size: int) -> dict:
@@ -34,10 +39,14 @@ def engine_kwargs(on_cuda: bool, gpus: int, batch_size: int) -> dict:
     kwargs = {"max_num_seqs": max(1, batch_size)}
     if on_cuda:
         return {**kwargs, "tensor_parallel_size": max(1, gpus)}
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")   # read lazily by vLLM, so setting it here works
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # read lazily by vLLM, so setting it here works
     gib = float(os.environ.get("VLLM_CPU_KVCACHE_SPACE") or DEFAULT_CPU_KV_CACHE_GIB)
-    return {**kwargs, "enforce_eager": True, "distributed_executor_backend": "uni",
-            "kv_cache_memory_bytes": int(gib * (1 << 30))}
+    return {
+        **kwargs,
+        "enforce_eager": True,
+        "distributed_executor_backend": "uni",
+        "kv_cache_memory_bytes": int(gib * (1 << 30)),
+    }
 
 
 class VLLMLM(TemplateLM):
@@ -45,8 +54,9 @@ class VLLMLM(TemplateLM):
 
     backend = "causal"
 
-    def __init__(self, model_dir: Path, tokenizer, dtype: str, batch_size: int, seed: int, on_cuda: bool,
-                 gpus: int = 1):
+    def __init__(
+        self, model_dir: Path, tokenizer, dtype: str, batch_size: int, seed: int, on_cuda: bool, gpus: int = 1
+    ):
         super().__init__()
         from vllm import LLM
 
@@ -54,8 +64,9 @@ class VLLMLM(TemplateLM):
         self.seed = seed
         self.batch_size = batch_size
         self.engine_settings = {"dtype": dtype, "seed": seed, **engine_kwargs(on_cuda, gpus, batch_size)}
-        self.llm = LLM(model=str(model_dir), tokenizer=str(model_dir), skip_tokenizer_init=False,
-                       **self.engine_settings)
+        self.llm = LLM(
+            model=str(model_dir), tokenizer=str(model_dir), skip_tokenizer_init=False, **self.engine_settings
+        )
         self._max_length = self.llm.llm_engine.model_config.max_model_len
 
     # -- tokenization and templating: identical to HFLM's ------------------------------------------------------
@@ -74,7 +85,7 @@ class VLLMLM(TemplateLM):
 
     @property
     def max_gen_toks(self) -> int:
-        return 256   # lm-eval's default for HFLM and its vllm model
+        return 256  # lm-eval's default for HFLM and its vllm model
 
     @property
     def tokenizer_name(self) -> str:
@@ -87,9 +98,12 @@ class VLLMLM(TemplateLM):
         return self.tokenizer.encode(string, **special)
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return self.tokenizer.apply_chat_template(chat_history, tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt,
-                                                  continue_final_message=not add_generation_prompt)
+        return self.tokenizer.apply_chat_template(
+            chat_history,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=not add_generation_prompt,
+        )
 
     # -- generation -----------------------------------------------------------------------------------------------
     def _generate(self, token_lists: list[list[int]], params) -> list:
@@ -112,25 +126,37 @@ class VLLMLM(TemplateLM):
             max_gen_toks = kwargs.pop("max_gen_toks")
             kwargs.pop("do_sample", None)
             temperature = float(kwargs.pop("temperature", 0.0))
-            sampling = SamplingParams(max_tokens=max_gen_toks, temperature=temperature, stop=until,
-                                      top_p=float(kwargs.pop("top_p", 1.0)), seed=self.seed,
-                                      skip_special_tokens=True)
+            sampling = SamplingParams(
+                max_tokens=max_gen_toks,
+                temperature=temperature,
+                stop=until,
+                top_p=float(kwargs.pop("top_p", 1.0)),
+                seed=self.seed,
+                skip_special_tokens=True,
+            )
             max_ctx = self.max_length - max_gen_toks
             contexts = [self.tok_encode(requests[i].args[0])[-max_ctx:] for i in indices]
             for i, output in zip(indices, self._generate(contexts, sampling)):
-                text = postprocess_generated_text(generation=output.outputs[0].text, stop=until,
-                                                  think_end_token=None)
+                text = postprocess_generated_text(generation=output.outputs[0].text, stop=until, think_end_token=None)
                 results[i] = text
                 self.cache_hook.add_partial("generate_until", requests[i].args, text)
         return results
 
-    def sample(self, prompts: list[str], num_samples: int, temperature: float, max_new_tokens: int,
-               stop: list[str]) -> list[list[str]]:
+    def sample(
+        self, prompts: list[str], num_samples: int, temperature: float, max_new_tokens: int, stop: list[str]
+    ) -> list[list[str]]:
         """`num_samples` completions per raw prompt (HumanEval): one vLLM request with n samples each."""
         from vllm import SamplingParams
 
-        sampling = SamplingParams(n=num_samples, temperature=temperature, top_p=1.0, max_tokens=max_new_tokens,
-                                  stop=stop, seed=self.seed, skip_special_tokens=True)
+        sampling = SamplingParams(
+            n=num_samples,
+            temperature=temperature,
+            top_p=1.0,
+            max_tokens=max_new_tokens,
+            stop=stop,
+            seed=self.seed,
+            skip_special_tokens=True,
+        )
         outputs = self._generate([self.tok_encode(p) for p in prompts], sampling)
         return [[c.text for c in out.outputs] for out in outputs]
 
@@ -141,7 +167,7 @@ class VLLMLM(TemplateLM):
 
         inputs, ctxlens = [], []
         for _, context_enc, continuation_enc in requests:
-            whole = (context_enc + continuation_enc)[-self.max_length:]
+            whole = (context_enc + continuation_enc)[-self.max_length :]
             inputs.append(whole)
             ctxlens.append(len(whole) - len(continuation_enc))
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1, detokenize=False)
@@ -160,9 +186,15 @@ class VLLMLM(TemplateLM):
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         out = []
         for request in requests:
-            windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
-                token_list=self.tok_encode(request.args[0]), prefix_token=self.prefix_token_id,
-                max_seq_len=self.max_length, context_len=1)]
+            windows = [
+                make_disjoint_window(w)
+                for w in get_rolling_token_windows(
+                    token_list=self.tok_encode(request.args[0]),
+                    prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length,
+                    context_len=1,
+                )
+            ]
             scores = self._loglikelihood_tokens([(None, ctx, cont) for ctx, cont in windows])
             total = sum(s for s, _ in scores)
             out.append(total)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-LOSS_DIGITS = 4   # losses in the card (the stage's metrics in provenance.json keep full precision)
+LOSS_DIGITS = 4  # losses in the card (the stage's metrics in provenance.json keep full precision)
 
 
 def card_value(value) -> str:
@@ -68,14 +68,20 @@ def plot_loss_curve(log_history: list[dict], path: Path, title: str) -> dict[str
     ax.set_ylabel("loss")
     ax.set_title(title)
     ax.legend(loc="upper left")
-    margins = {name: [(e["step"], e[key]) for e in log_history if key in e]
-               for name, key in (("train", "rewards/margins"), ("validation", "eval_rewards/margins"))}
-    if any(margins.values()):   # DPO: reward margin (chosen - rejected) on a second axis
+    margins = {
+        name: [(e["step"], e[key]) for e in log_history if key in e]
+        for name, key in (("train", "rewards/margins"), ("validation", "eval_rewards/margins"))
+    }
+    if any(margins.values()):  # DPO: reward margin (chosen - rejected) on a second axis
         right = ax.twinx()
         for name, points in margins.items():
             if points:
-                right.plot(*zip(*points), linestyle="--", marker="." if name == "validation" else None,
-                           label=f"{name} reward margin")
+                right.plot(
+                    *zip(*points),
+                    linestyle="--",
+                    marker="." if name == "validation" else None,
+                    label=f"{name} reward margin",
+                )
         right.set_ylabel("reward margin")
         right.legend(loc="upper right")
     fig.tight_layout()
@@ -86,23 +92,35 @@ def plot_loss_curve(log_history: list[dict], path: Path, title: str) -> dict[str
 
 def settings_rows(stage: dict, batch: dict) -> list[tuple[str, str]]:
     """(setting, value) rows of the card: what a reader needs to reproduce or compare the run."""
-    warmup = (f"warmup {stage['warmup_steps']:g} steps" if stage.get("warmup_steps")
-              else f"warmup {stage['warmup_ratio']:g} of the steps" if stage.get("warmup_ratio") else "no warmup")
-    rows = [("method", stage["method"]),
-            ("learning rate", f"{stage['learning_rate']:g} ({stage['lr_scheduler']} schedule, {warmup})"),
-            ("global batch", f"{batch['global_batch_size']} = {batch['micro_batch_size']} per device x "
-                             f"{batch['gradient_accumulation_steps']} accumulation x {batch['processes']} "
-                             f"process(es)"),
-            ("length", f"{stage['epochs']:g} epoch(s)" + (f", at most {stage['max_steps']} steps"
-                                                           if stage.get("max_steps") else "")),
-            ("max sequence length", str(stage["max_seq_length"])),
-            ("precision", stage["precision"])]
+    warmup = (
+        f"warmup {stage['warmup_steps']:g} steps"
+        if stage.get("warmup_steps")
+        else f"warmup {stage['warmup_ratio']:g} of the steps"
+        if stage.get("warmup_ratio")
+        else "no warmup"
+    )
+    rows = [
+        ("method", stage["method"]),
+        ("learning rate", f"{stage['learning_rate']:g} ({stage['lr_scheduler']} schedule, {warmup})"),
+        (
+            "global batch",
+            f"{batch['global_batch_size']} = {batch['micro_batch_size']} per device x "
+            f"{batch['gradient_accumulation_steps']} accumulation x {batch['processes']} "
+            f"process(es)",
+        ),
+        (
+            "length",
+            f"{stage['epochs']:g} epoch(s)"
+            + (f", at most {stage['max_steps']} steps" if stage.get("max_steps") else ""),
+        ),
+        ("max sequence length", str(stage["max_seq_length"])),
+        ("precision", stage["precision"]),
+    ]
     if stage["method"] != "full":
         lora = stage["lora"]
         targets = lora["target_modules"]
         targets = ", ".join(targets) if isinstance(targets, list) else str(targets)
-        rows.append(("LoRA", f"r {lora['r']}, alpha {lora['alpha']}, dropout {lora['dropout']:g}, "
-                             f"targets {targets}"))
+        rows.append(("LoRA", f"r {lora['r']}, alpha {lora['alpha']}, dropout {lora['dropout']:g}, targets {targets}"))
         if stage.get("quantization"):
             rows.append(("quantization", f"{stage['quantization']['bits']}-bit"))
     if stage.get("beta") is not None:
@@ -113,9 +131,13 @@ def settings_rows(stage: dict, batch: dict) -> list[tuple[str, str]]:
 def final_metrics(trainer, evaluated_at_end: bool) -> dict:
     history = trainer.state.log_history
     evals = [e["eval_loss"] for e in history if "eval_loss" in e]
-    final = {"global_step": trainer.state.global_step, "train_loss": train_loss_over_steps(history),
-             "train_loss_steps": len({e["step"] for e in history if "loss" in e}),
-             "best_eval_loss": trainer.state.best_metric, "best_checkpoint": trainer.state.best_model_checkpoint}
+    final = {
+        "global_step": trainer.state.global_step,
+        "train_loss": train_loss_over_steps(history),
+        "train_loss_steps": len({e["step"] for e in history if "loss" in e}),
+        "best_eval_loss": trainer.state.best_metric,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+    }
     if evals:
         final["last_eval_loss"] = evals[-1]
         final["eval_loss_points"] = len(evals)
@@ -123,8 +145,16 @@ def final_metrics(trainer, evaluated_at_end: bool) -> dict:
     return final
 
 
-def save_artifacts(trainer, tokenizer, out_dir: Path, chat_template: str | None, card: list[str], title: str,
-                   stage: dict | None = None, batch: dict | None = None) -> dict:
+def save_artifacts(
+    trainer,
+    tokenizer,
+    out_dir: Path,
+    chat_template: str | None,
+    card: list[str],
+    title: str,
+    stage: dict | None = None,
+    batch: dict | None = None,
+) -> dict:
     """Model or adapter weights, tokenizer (with the recipe's chat template), log, loss curve, model card.
 
     With a validation set and no validation loss at the last step, the final weights are evaluated first, so the
@@ -139,7 +169,7 @@ def save_artifacts(trainer, tokenizer, out_dir: Path, chat_template: str | None,
     (out_dir / "trainer_log.json").write_text(json.dumps(history, indent=1) + "\n")
     plot_loss_curve(history, out_dir / "loss_curve.png", title)
     final = final_metrics(trainer, evaluated_at_end)
-    for prefix, key in (("rewards/", "train"), ("eval_rewards/", "eval")):   # DPO: trl's implicit-reward metrics
+    for prefix, key in (("rewards/", "train"), ("eval_rewards/", "eval")):  # DPO: trl's implicit-reward metrics
         logged = [e for e in history if f"{prefix}accuracies" in e]
         if logged:
             final[f"{key}_reward_accuracy"] = logged[-1][f"{prefix}accuracies"]
@@ -150,15 +180,18 @@ def save_artifacts(trainer, tokenizer, out_dir: Path, chat_template: str | None,
     if stage is not None and batch is not None:
         lines += ["", "| setting | value |", "|---|---|"]
         lines += [f"| {name} | {value} |" for name, value in settings_rows(stage, batch)]
-    labels = {"train_loss": f"train loss (mean over all {final['train_loss_steps']} logged steps, every attempt)",
-              "last_eval_loss": "validation loss (last evaluation" + (", at the end of training)"
-                                                                      if final.get("eval_at_end_only") else ")"),
-              "best_eval_loss": "best validation loss", "global_step": "optimizer steps",
-              "best_checkpoint": "best checkpoint",
-              "train_reward_accuracy": "DPO reward accuracy (last train window)",
-              "train_reward_margin": "DPO reward margin, chosen - rejected (last train window)",
-              "eval_reward_accuracy": "DPO reward accuracy (validation pairs)",
-              "eval_reward_margin": "DPO reward margin, chosen - rejected (validation pairs)"}
+    labels = {
+        "train_loss": f"train loss (mean over all {final['train_loss_steps']} logged steps, every attempt)",
+        "last_eval_loss": "validation loss (last evaluation"
+        + (", at the end of training)" if final.get("eval_at_end_only") else ")"),
+        "best_eval_loss": "best validation loss",
+        "global_step": "optimizer steps",
+        "best_checkpoint": "best checkpoint",
+        "train_reward_accuracy": "DPO reward accuracy (last train window)",
+        "train_reward_margin": "DPO reward margin, chosen - rejected (last train window)",
+        "eval_reward_accuracy": "DPO reward accuracy (validation pairs)",
+        "eval_reward_margin": "DPO reward margin, chosen - rejected (validation pairs)",
+    }
     lines += ["", "| metric | value |", "|---|---|"]
     lines += [f"| {labels[k]} | {card_value(v)} |" for k, v in final.items() if k in labels and v is not None]
     (out_dir / "README.md").write_text(model_card(title, lines))

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from menagerie.io import write_json
 
-BUDGET_FILE = "menagerie_budget.json"      # in each checkpoint: the stage's GPU-hours when it was saved
-LEDGER = Path("budget") / "ledger.jsonl"   # under results/<recipe>/
+BUDGET_FILE = "menagerie_budget.json"  # in each checkpoint: the stage's GPU-hours when it was saved
+LEDGER = Path("budget") / "ledger.jsonl"  # under results/<recipe>/
 HEARTBEAT_S = 30.0
 
 
@@ -40,7 +40,7 @@ def read_ledger(recipe_dir: str | Path) -> list[dict]:
     for line in path.read_text().splitlines():
         try:
             lines.append(json.loads(line))
-        except json.JSONDecodeError:   # a line cut by a kill mid-write: the attempt's earlier beats still count
+        except json.JSONDecodeError:  # a line cut by a kill mid-write: the attempt's earlier beats still count
             continue
     return lines
 
@@ -64,9 +64,19 @@ def attempts(entries: list[dict]) -> dict[str, dict]:
     written before it was recorded)."""
     out: dict[str, dict] = {}
     for e in entries:
-        a = out.setdefault(e["attempt"], {"stage": e["stage"], "gpus": e.get("gpus", 0), "started": e["at"],
-                                          "last": e["at"], "ended": False, "stopped_for_budget": False,
-                                          "gpu_names": e.get("gpu_names", []), "trajectory": e.get("trajectory")})
+        a = out.setdefault(
+            e["attempt"],
+            {
+                "stage": e["stage"],
+                "gpus": e.get("gpus", 0),
+                "started": e["at"],
+                "last": e["at"],
+                "ended": False,
+                "stopped_for_budget": False,
+                "gpu_names": e.get("gpu_names", []),
+                "trajectory": e.get("trajectory"),
+            },
+        )
         a["started"] = min(a["started"], e["at"])
         a["last"] = max(a["last"], e["at"])
         a["ended"] |= e.get("event") == "end"
@@ -105,8 +115,9 @@ def counted(budget: dict | None, name: str) -> bool:
     return counts is None or stage_kind(name) in counts
 
 
-def run_usage(recipe_dir: str | Path, recipe: dict, exclude_attempt: str | None = None,
-              evaluations: dict[str, Path] | None = None) -> dict:
+def run_usage(
+    recipe_dir: str | Path, recipe: dict, exclude_attempt: str | None = None, evaluations: dict[str, Path] | None = None
+) -> dict:
     """GPU-hours and wall hours of the run so far, per stage, and whether the recipe's budget held.
 
     Training stages count from the ledger (every attempt), other stages from their provenance's wall_time_s.
@@ -116,8 +127,17 @@ def run_usage(recipe_dir: str | Path, recipe: dict, exclude_attempt: str | None 
     ledgered = {k: v for k, v in attempts(read_ledger(recipe_dir)).items() if k != exclude_attempt}
     stages: dict[str, dict] = {}
     for attempt in ledgered.values():
-        s = stages.setdefault(attempt["stage"], {"attempts": 0, "wall_hours": 0.0, "gpu_hours": 0.0, "gpus": 0,
-                                                 "source": "ledger", "stopped_for_budget": False})
+        s = stages.setdefault(
+            attempt["stage"],
+            {
+                "attempts": 0,
+                "wall_hours": 0.0,
+                "gpu_hours": 0.0,
+                "gpus": 0,
+                "source": "ledger",
+                "stopped_for_budget": False,
+            },
+        )
         s["attempts"] += 1
         s["wall_hours"] += attempt["hours"]
         s["gpu_hours"] += attempt["hours"] * attempt["gpus"]
@@ -127,8 +147,11 @@ def run_usage(recipe_dir: str | Path, recipe: dict, exclude_attempt: str | None 
     if evaluations is None:
         records += [(f"eval.{p.parent.name}", p) for p in sorted(recipe_dir.glob("eval/*/metrics.provenance.json"))]
     else:
-        records += [(f"eval.{role}", Path(m).with_suffix(".provenance.json")) for role, m in evaluations.items()
-                    if Path(m).with_suffix(".provenance.json").exists()]
+        records += [
+            (f"eval.{role}", Path(m).with_suffix(".provenance.json"))
+            for role, m in evaluations.items()
+            if Path(m).with_suffix(".provenance.json").exists()
+        ]
     for name, path in records:
         if name in stages or name in ("bundle", "budget"):
             continue
@@ -137,14 +160,24 @@ def run_usage(recipe_dir: str | Path, recipe: dict, exclude_attempt: str | None 
             continue
         gpus = _stage_gpus(recipe, name, record)
         hours = record["wall_time_s"] / 3600
-        stages[name] = {"attempts": 1, "wall_hours": hours, "gpu_hours": hours * gpus, "gpus": gpus,
-                        "source": "provenance", "stopped_for_budget": bool(record.get("stopped_for_budget"))}
+        stages[name] = {
+            "attempts": 1,
+            "wall_hours": hours,
+            "gpu_hours": hours * gpus,
+            "gpus": gpus,
+            "source": "provenance",
+            "stopped_for_budget": bool(record.get("stopped_for_budget")),
+        }
     budget = recipe.get("budget")
     for name, s in stages.items():
         s["counted"] = counted(budget, name)
     kept = [s for s in stages.values() if s["counted"]]
-    usage = {"gpu_hours": sum(s["gpu_hours"] for s in kept), "wall_hours": sum(s["wall_hours"] for s in kept),
-             "max_gpus": max((s["gpus"] for s in kept), default=0), "stages": stages}
+    usage = {
+        "gpu_hours": sum(s["gpu_hours"] for s in kept),
+        "wall_hours": sum(s["wall_hours"] for s in kept),
+        "max_gpus": max((s["gpus"] for s in kept), default=0),
+        "stages": stages,
+    }
     usage.update(budget_verdict(recipe.get("budget"), usage))
     return usage
 
@@ -175,8 +208,7 @@ def remaining_minutes(recipe_dir: str | Path, recipe: dict, gpus: int) -> float 
     return max(min(left), 0.0) if left else None
 
 
-def cap_runtime(minutes: int, declared: int, recipe_dir: str | Path, recipe: dict, stage: str | None,
-                gpus: int) -> int:
+def cap_runtime(minutes: int, declared: int, recipe_dir: str | Path, recipe: dict, stage: str | None, gpus: int) -> int:
     """A SLURM time limit: `minutes` (the stage's declared runtime, grown with the retry attempt) never grows beyond
     what the recipe's budget has left, but stays at least the `declared` runtime (the recipe's margin to load and
     save around a training budget); a spent budget gets 1 minute, so the job fails fast instead of running on."""
@@ -199,9 +231,12 @@ def used_gpu_hours_at(checkpoint: str | Path | None) -> float:
         return 0.0
     try:
         return float(json.loads(path.read_text())["used_gpu_hours"])
-    except (OSError, ValueError, KeyError, TypeError):   # written by an older version non-atomically, cut by a kill
-        print(f"note: {path} is unreadable; the stage's GPU-hours before this attempt count as 0 (the run's ledger, "
-              f"where there is one, still counts them)", flush=True)
+    except (OSError, ValueError, KeyError, TypeError):  # written by an older version non-atomically, cut by a kill
+        print(
+            f"note: {path} is unreadable; the stage's GPU-hours before this attempt count as 0 (the run's ledger, "
+            f"where there is one, still counts them)",
+            flush=True,
+        )
         return 0.0
 
 
@@ -210,7 +245,7 @@ def agree(stop: bool) -> bool:
     try:
         import torch
         import torch.distributed as dist
-    except ImportError:   # pragma: no cover - torch is a hard dependency
+    except ImportError:  # pragma: no cover - torch is a hard dependency
         return stop
     if not (dist.is_available() and dist.is_initialized()):
         return stop
@@ -225,15 +260,24 @@ def trajectory_attempts(ledger: dict[str, dict], stage: str, trajectory: str | N
     (same settings and inputs: the steps its checkpoints resume) since the last one that finished it (ended without
     stopping for the budget). Attempts with other settings, or of an earlier finished build, trained other steps;
     the recipe's `budget:` still counts them all (run_usage)."""
-    same = sorted((a for a in ledger.values() if a["stage"] == stage and a.get("trajectory") == trajectory),
-                  key=lambda a: a["started"])
+    same = sorted(
+        (a for a in ledger.values() if a["stage"] == stage and a.get("trajectory") == trajectory),
+        key=lambda a: a["started"],
+    )
     finished = [i for i, a in enumerate(same) if a["ended"] and not a["stopped_for_budget"]]
-    return same[finished[-1] + 1:] if finished else same
+    return same[finished[-1] + 1 :] if finished else same
 
 
-def budget_callback(budget_gpu_hours: float | None, gpus: int, resume_from: str | Path | None = None, *,
-                    recipe_dir: str | Path | None = None, recipe: dict | None = None, stage: str = "train",
-                    trajectory: str | None = None):
+def budget_callback(
+    budget_gpu_hours: float | None,
+    gpus: int,
+    resume_from: str | Path | None = None,
+    *,
+    recipe_dir: str | Path | None = None,
+    recipe: dict | None = None,
+    stage: str = "train",
+    trajectory: str | None = None,
+):
     """A TrainerCallback that stops training when the stage's or the run's budget is spent (checkpoint saved).
 
     Without `recipe_dir` only the stage budget counts, from the figure in the checkpoint resumed from. With it, the
@@ -242,7 +286,7 @@ def budget_callback(budget_gpu_hours: float | None, gpus: int, resume_from: str 
 
     rank0 = int(os.environ.get("RANK", "0")) == 0
     run_budget = (recipe or {}).get("budget") or {}
-    if not counted(run_budget, stage):   # a budget that counts other stages does not stop this one
+    if not counted(run_budget, stage):  # a budget that counts other stages does not stop this one
         run_budget = {}
 
     class BudgetCallback(TrainerCallback):
@@ -256,7 +300,7 @@ def budget_callback(budget_gpu_hours: float | None, gpus: int, resume_from: str 
             if recipe_dir is not None and recipe is not None:
                 before = attempts(read_ledger(recipe_dir))
                 stage_attempts = trajectory_attempts(before, stage, trajectory)
-                if stage_attempts:   # the ledger counts killed attempts too; the checkpoint only saved ones
+                if stage_attempts:  # the ledger counts killed attempts too; the checkpoint only saved ones
                     self.previous_gpu_hours = sum(a["hours"] * max(a["gpus"], 1) for a in stage_attempts)
                 usage = run_usage(recipe_dir, recipe)
                 self.run_before = {"gpu_hours": usage["gpu_hours"], "wall_hours": usage["wall_hours"]}
@@ -265,8 +309,18 @@ def budget_callback(budget_gpu_hours: float | None, gpus: int, resume_from: str 
         def _write(self, event: str, **fields) -> None:
             if recipe_dir is None or not rank0:
                 return
-            append_ledger(recipe_dir, {"attempt": self.attempt, "stage": stage, "gpus": gpus, "event": event,
-                                       "at": time.time(), "trajectory": trajectory, **fields})
+            append_ledger(
+                recipe_dir,
+                {
+                    "attempt": self.attempt,
+                    "stage": stage,
+                    "gpus": gpus,
+                    "event": event,
+                    "at": time.time(),
+                    "trajectory": trajectory,
+                    **fields,
+                },
+            )
             self.last_beat = time.time()
 
         def elapsed_hours(self) -> float:
@@ -280,11 +334,15 @@ def budget_callback(budget_gpu_hours: float | None, gpus: int, resume_from: str 
             """Which budget is spent, or None."""
             if budget_gpu_hours is not None and self.used_gpu_hours() >= budget_gpu_hours:
                 return f"stage budget_gpu_hours {budget_gpu_hours}"
-            if run_budget.get("gpu_hours") is not None and \
-                    self.run_before["gpu_hours"] + self.elapsed_hours() * gpus >= run_budget["gpu_hours"]:
+            if (
+                run_budget.get("gpu_hours") is not None
+                and self.run_before["gpu_hours"] + self.elapsed_hours() * gpus >= run_budget["gpu_hours"]
+            ):
                 return f"run budget gpu_hours {run_budget['gpu_hours']}"
-            if run_budget.get("wall_hours") is not None and \
-                    self.run_before["wall_hours"] + self.elapsed_hours() >= run_budget["wall_hours"]:
+            if (
+                run_budget.get("wall_hours") is not None
+                and self.run_before["wall_hours"] + self.elapsed_hours() >= run_budget["wall_hours"]
+            ):
                 return f"run budget wall_hours {run_budget['wall_hours']}"
             return None
 
@@ -293,8 +351,10 @@ def budget_callback(budget_gpu_hours: float | None, gpus: int, resume_from: str 
             if checkpoint.is_dir() and state.is_world_process_zero:
                 # atomic: the checkpoint counts as complete (trainer_state.json) before this is written, so a kill
                 # mid-write must not leave a cut file that every resume from it would then fail to read
-                write_json({"used_gpu_hours": self.used_gpu_hours(), "global_step": state.global_step},
-                           checkpoint / BUDGET_FILE)
+                write_json(
+                    {"used_gpu_hours": self.used_gpu_hours(), "global_step": state.global_step},
+                    checkpoint / BUDGET_FILE,
+                )
             return control
 
         def on_step_end(self, args, state, control, **kwargs):
@@ -318,12 +378,20 @@ def budget_callback(budget_gpu_hours: float | None, gpus: int, resume_from: str 
     return BudgetCallback()
 
 
-def stage_budget(recipe: dict, stage: str, out_dir: str | Path, resume_from: str | Path | None,
-                 trajectory: str | None = None):
+def stage_budget(
+    recipe: dict, stage: str, out_dir: str | Path, resume_from: str | Path | None, trajectory: str | None = None
+):
     """The budget callback of a training stage writing `out_dir` = results/<recipe>/<stage>; `trajectory`: the
     hash its work dir is bound to (checkpoints.trajectory_hash)."""
     settings = recipe["stages"][stage]
     resources = settings.get("resources") or {}
     gpus = int(resources.get("gpus") or 0) * int(resources.get("nodes") or 1)
-    return budget_callback(settings.get("budget_gpu_hours"), gpus, resume_from, recipe_dir=Path(out_dir).parent,
-                           recipe=recipe, stage=stage, trajectory=trajectory)
+    return budget_callback(
+        settings.get("budget_gpu_hours"),
+        gpus,
+        resume_from,
+        recipe_dir=Path(out_dir).parent,
+        recipe=recipe,
+        stage=stage,
+        trajectory=trajectory,
+    )

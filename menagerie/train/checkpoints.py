@@ -45,20 +45,28 @@ def last_checkpoint(work_dir: str | Path) -> str | None:
     work_dir = Path(work_dir)
     if not work_dir.is_dir():
         return None
-    complete = [(int(m.group(1)), d) for d in work_dir.iterdir()
-                if (m := CHECKPOINT_RE.match(d.name)) and (d / "trainer_state.json").is_file()]
+    complete = [
+        (int(m.group(1)), d)
+        for d in work_dir.iterdir()
+        if (m := CHECKPOINT_RE.match(d.name)) and (d / "trainer_state.json").is_file()
+    ]
     return str(max(complete)[1]) if complete else None
 
 
-def trajectory(stage: dict, chat_format: str, batch: dict, input_sha256: dict[str, str],
-               sharing: str | None = None) -> dict:
+def trajectory(
+    stage: dict, chat_format: str, batch: dict, input_sha256: dict[str, str], sharing: str | None = None
+) -> dict:
     """Everything that determines a stage's training steps and its checkpoints' layout: input files (model
     directory, training and validation rows, by sha256), the stage's settings, the chat format, the per-device batch
     split and the strategy in effect (a `strategy: null` stage's choice follows its resources, which are otherwise
     left out; a DDP checkpoint cannot resume an FSDP run, nor the reverse)."""
-    return {"stage": {k: v for k, v in sorted(stage.items()) if k not in NOT_TRAJECTORY},
-            "chat_format": chat_format, "batch": batch, "inputs": dict(sorted(input_sha256.items())),
-            "strategy": sharing}
+    return {
+        "stage": {k: v for k, v in sorted(stage.items()) if k not in NOT_TRAJECTORY},
+        "chat_format": chat_format,
+        "batch": batch,
+        "inputs": dict(sorted(input_sha256.items())),
+        "strategy": sharing,
+    }
 
 
 def trajectory_hash(fingerprint: dict) -> str:
@@ -82,7 +90,7 @@ RANK0_WAIT_S = 3 * 3600
 def _process_group():
     try:
         import torch.distributed as dist
-    except ImportError:   # pragma: no cover - torch is a hard dependency
+    except ImportError:  # pragma: no cover - torch is a hard dependency
         return None
     return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
 
@@ -110,8 +118,9 @@ def from_main_process(compute, is_main: bool):
     return value
 
 
-def bind_work_dir(work_dir: str | Path, fingerprint: dict, is_main: bool = True, wait_s: float = 600.0,
-                  log=None) -> str | None:
+def bind_work_dir(
+    work_dir: str | Path, fingerprint: dict, is_main: bool = True, wait_s: float = 600.0, log=None
+) -> str | None:
     """Make `work_dir` hold checkpoints of this trajectory only; return the checkpoint to resume from (or None).
 
     Checkpoints recorded under another hash (or none: made before checkpoints were bound) are removed, with one log
@@ -144,13 +153,16 @@ def _bind(work_dir: Path, fingerprint: dict, log=None) -> str | None:
         shutil.rmtree(work_dir)
         if checkpoints:
             made = f"settings {found}" if found else "unrecorded settings"
-            log(f"{work_dir}: removed {len(checkpoints)} stale checkpoint(s) ({', '.join(checkpoints)}) made with "
-                f"{made}, not this run's {wanted}; training starts at step 1")
+            log(
+                f"{work_dir}: removed {len(checkpoints)} stale checkpoint(s) ({', '.join(checkpoints)}) made with "
+                f"{made}, not this run's {wanted}; training starts at step 1"
+            )
     work_dir.mkdir(parents=True, exist_ok=True)
     if found != wanted:
         tmp = work_dir / f"{TRAJECTORY_FILE}.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps({"hash": wanted, "trajectory": fingerprint}, indent=1, sort_keys=True,
-                                  default=str) + "\n")
+        tmp.write_text(
+            json.dumps({"hash": wanted, "trajectory": fingerprint}, indent=1, sort_keys=True, default=str) + "\n"
+        )
         os.replace(tmp, work_dir / TRAJECTORY_FILE)
     resume = last_checkpoint(work_dir)
     if resume:
@@ -189,7 +201,7 @@ def _agree(flag: bool, args) -> bool:
     """True on every rank when it is true on any (all-reduce max); the flag itself in a single process."""
     try:
         import torch.distributed as dist
-    except ImportError:   # pragma: no cover - torch is a hard dependency
+    except ImportError:  # pragma: no cover - torch is a hard dependency
         return flag
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return flag

@@ -13,7 +13,7 @@ from menagerie.errors import MissingInputError
 from menagerie.train.budget import BUDGET_FILE, budget_callback, used_gpu_hours_at  # noqa: F401 (moved there)
 from menagerie.train import checkpoints
 
-TORCH_DTYPES = PRECISION_DTYPES   # a stage precision -> torch dtype name (menagerie.device)
+TORCH_DTYPES = PRECISION_DTYPES  # a stage precision -> torch dtype name (menagerie.device)
 
 
 @contextmanager
@@ -29,8 +29,6 @@ def stage_output(out_dir: Path):
     else:
         with tempfile.TemporaryDirectory(prefix=f"rank{os.environ.get('RANK')}-") as tmp:
             yield Path(tmp)
-
-
 
 
 def master_dtype(stage: dict):
@@ -59,11 +57,13 @@ def load_kwargs(stage: dict) -> dict:
     if quant:
         from transformers import BitsAndBytesConfig
 
-        if quant["bits"] == 4:   # bitsandbytes' CPU backend quantizes and computes NF4 too
+        if quant["bits"] == 4:  # bitsandbytes' CPU backend quantizes and computes NF4 too
             kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type=quant["quant_type"],
+                load_in_4bit=True,
+                bnb_4bit_quant_type=quant["quant_type"],
                 bnb_4bit_use_double_quant=quant["double_quant"],
-                bnb_4bit_compute_dtype=getattr(torch, quant["compute_dtype"]))
+                bnb_4bit_compute_dtype=getattr(torch, quant["compute_dtype"]),
+            )
         else:
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         kwargs["device_map"] = {"": local_rank()}
@@ -86,8 +86,9 @@ def load_training_model(model_dir: str | Path, stage: dict):
         if quant["bits"] == 8:
             raise MissingInputError(
                 "8-bit loading of the base model (bitsandbytes LLM.int8) needs a CUDA GPU and none is visible; run "
-                "this stage on a GPU node, or use `method: lora` without `quantization` on CPU as the tiny twins do")
-        kwargs["device_map"] = {"": "cpu"}   # NF4 on bitsandbytes' CPU backend
+                "this stage on a GPU node, or use `method: lora` without `quantization` on CPU as the tiny twins do"
+            )
+        kwargs["device_map"] = {"": "cpu"}  # NF4 on bitsandbytes' CPU backend
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     if quant:
         from peft import prepare_model_for_kbit_training
@@ -116,8 +117,14 @@ def lora_config(stage: dict):
     from peft import LoraConfig
 
     lora = stage["lora"]
-    return LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                      target_modules=lora["target_modules"], bias="none", task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora["dropout"],
+        target_modules=lora["target_modules"],
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
 
 
 def trainer_arguments(stage: dict, batch: dict, work_dir: Path, has_validation: bool) -> dict:
@@ -126,23 +133,37 @@ def trainer_arguments(stage: dict, batch: dict, work_dir: Path, has_validation: 
     eval_steps = stage["eval_steps"] if has_validation else None
     save_steps = checkpoints.save_steps(stage, eval_steps)
     args = dict(
-        output_dir=str(work_dir), seed=stage["seed"], data_seed=stage["seed"],
-        per_device_train_batch_size=batch["micro_batch_size"], per_device_eval_batch_size=batch["micro_batch_size"],
+        output_dir=str(work_dir),
+        seed=stage["seed"],
+        data_seed=stage["seed"],
+        per_device_train_batch_size=batch["micro_batch_size"],
+        per_device_eval_batch_size=batch["micro_batch_size"],
         gradient_accumulation_steps=batch["gradient_accumulation_steps"],
-        learning_rate=stage["learning_rate"], num_train_epochs=stage["epochs"], max_steps=stage["max_steps"] or -1,
+        learning_rate=stage["learning_rate"],
+        num_train_epochs=stage["epochs"],
+        max_steps=stage["max_steps"] or -1,
         # transformers 5: warmup_steps < 1 is a ratio of the total steps (warmup_ratio was folded into it)
-        warmup_steps=stage["warmup_steps"] or stage["warmup_ratio"], lr_scheduler_type=stage["lr_scheduler"],
-        weight_decay=stage["weight_decay"], max_grad_norm=stage["max_grad_norm"],
+        warmup_steps=stage["warmup_steps"] or stage["warmup_ratio"],
+        lr_scheduler_type=stage["lr_scheduler"],
+        weight_decay=stage["weight_decay"],
+        max_grad_norm=stage["max_grad_norm"],
         optim=stage["optimizer"] if has_cuda() or "paged" not in stage["optimizer"] else "adamw_torch",
-        bf16=stage["precision"] == "bf16", fp16=stage["precision"] == "fp16",
-        logging_steps=1, report_to=[], save_strategy="steps", save_steps=save_steps, save_total_limit=2,
-        eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps,
-        load_best_model_at_end=keep_best, metric_for_best_model="eval_loss" if keep_best else None,
-        greater_is_better=False if keep_best else None, dataloader_num_workers=0, disable_tqdm=True,
+        bf16=stage["precision"] == "bf16",
+        fp16=stage["precision"] == "fp16",
+        logging_steps=1,
+        report_to=[],
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=2,
+        eval_strategy="steps" if eval_steps else "no",
+        eval_steps=eval_steps,
+        load_best_model_at_end=keep_best,
+        metric_for_best_model="eval_loss" if keep_best else None,
+        greater_is_better=False if keep_best else None,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
         use_cpu=not has_cuda(),
         # the other ranks wait for rank 0's hashing and stale-checkpoint removal inside a collective
         ddp_timeout=checkpoints.RANK0_WAIT_S,
     )
     return args
-
-

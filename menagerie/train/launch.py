@@ -59,8 +59,17 @@ def torchrun(nodes: int, nproc: int, rdzv_endpoint: str | None = None, rdzv_id: 
     """torchrun's arguments: standalone on one node, a c10d rendezvous at `rdzv_endpoint` across several."""
     if nodes == 1:
         return ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    return ["-m", "torch.distributed.run", f"--nnodes={nodes}", f"--nproc_per_node={nproc}",
-            "--rdzv_backend=c10d", "--rdzv_endpoint", rdzv_endpoint, "--rdzv_id", rdzv_id]
+    return [
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={nodes}",
+        f"--nproc_per_node={nproc}",
+        "--rdzv_backend=c10d",
+        "--rdzv_endpoint",
+        rdzv_endpoint,
+        "--rdzv_id",
+        rdzv_id,
+    ]
 
 
 def command(resources: Mapping | None, python: str | None = None, env: Mapping[str, str] | None = None) -> list[str]:
@@ -73,11 +82,17 @@ def command(resources: Mapping | None, python: str | None = None, env: Mapping[s
         return python_argv if nproc == 1 else [*python_argv, *torchrun(1, nproc)]
     # --ntasks explicitly: the rule runs inside the plugin's `srun -n1` step, whose SLURM_NTASKS=1 a nested srun
     # reads as its -n (which outranks --ntasks-per-node), so it would start ONE agent and the rendezvous never fills
-    return ["srun", "--overlap", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1", *python_argv,
-            *torchrun(nodes, nproc, Shell(f"{FIRST_NODE}:{RDZV_PORT}"), Shell(JOB_ID))]
+    return [
+        "srun",
+        "--overlap",
+        f"--nodes={nodes}",
+        f"--ntasks={nodes}",
+        "--ntasks-per-node=1",
+        *python_argv,
+        *torchrun(nodes, nproc, Shell(f"{FIRST_NODE}:{RDZV_PORT}"), Shell(JOB_ID)),
+    ]
 
 
 def shell_prefix(resources: Mapping | None, python: str | None = None, env: Mapping[str, str] | None = None) -> str:
     """command() as a shell line: every word quoted except the run-time expansions."""
-    return " ".join(part if isinstance(part, Shell) else shlex.quote(part)
-                    for part in command(resources, python, env))
+    return " ".join(part if isinstance(part, Shell) else shlex.quote(part) for part in command(resources, python, env))

@@ -23,8 +23,12 @@ import time
 from menagerie.errors import ConfigError
 
 INTERVAL_S = 30.0
-TRACKER_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",),
-                   "trackio": ("trackio",)}
+TRACKER_MODULES = {
+    "tensorboard": ("tensorboard", "tensorboardX"),
+    "wandb": ("wandb",),
+    "mlflow": ("mlflow",),
+    "trackio": ("trackio",),
+}
 
 
 def _installed(tracker: str) -> bool:
@@ -36,12 +40,14 @@ def report_to(recipe_name: str, recipe: dict) -> list[str]:
     chosen = recipe.get("report_to")
     if chosen is None:
         return ["tensorboard"] if _installed("tensorboard") else []
-    if isinstance(chosen, str):   # `report_to: none` or one tracker's name
+    if isinstance(chosen, str):  # `report_to: none` or one tracker's name
         chosen = [] if chosen == "none" else [chosen]
     missing = [t for t in chosen if not _installed(t)]
     if missing:
-        raise ConfigError(f"recipe '{recipe_name}': key 'report_to' lists {', '.join(missing)}, which is not installed "
-                          f"in this environment; add it to the environment or remove it from report_to")
+        raise ConfigError(
+            f"recipe '{recipe_name}': key 'report_to' lists {', '.join(missing)}, which is not installed "
+            f"in this environment; add it to the environment or remove it from report_to"
+        )
     return list(chosen)
 
 
@@ -49,8 +55,11 @@ def trainer_options(recipe_name: str, recipe: dict, stage: str) -> dict:
     """TrainingArguments the observability needs: trackers and the run's name in them, and the token count behind
     tokens/s. TensorBoard writes under TrainingArguments.output_dir (the stage's work dir), transformers 5's default
     (TensorBoardCallback: <output_dir>/runs/<time>_<host>, or $TENSORBOARD_LOGGING_DIR when the user sets it)."""
-    return {"report_to": report_to(recipe_name, recipe), "run_name": f"{recipe_name}/{stage}",
-            "include_num_input_tokens_seen": "non_padding"}
+    return {
+        "report_to": report_to(recipe_name, recipe),
+        "run_name": f"{recipe_name}/{stage}",
+        "include_num_input_tokens_seen": "non_padding",
+    }
 
 
 def _duration(seconds: float) -> str:
@@ -60,8 +69,9 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def progress_line(stage: str, step: int, max_steps: int, loss: float | None, tokens: int | None, elapsed: float,
-                  steps_done: int) -> str:
+def progress_line(
+    stage: str, step: int, max_steps: int, loss: float | None, tokens: int | None, elapsed: float, steps_done: int
+) -> str:
     """One progress line; `steps_done` and `tokens` count this attempt only (a resumed run starts past step 0)."""
     parts = [f"progress {stage}: step {step}/{max_steps}" + (f" ({100 * step / max_steps:.0f}%)" if max_steps else "")]
     if loss is not None:
@@ -98,9 +108,15 @@ def progress_callback(stage: str, interval_s: float = INTERVAL_S, stream=None):
             if not state.is_world_process_zero:
                 return
             seen = state.num_input_tokens_seen
-            line = progress_line(stage, state.global_step, state.max_steps, self.loss,
-                                 (seen - self.first_tokens) if seen else None, time.time() - self.start,
-                                 state.global_step - self.first_step)
+            line = progress_line(
+                stage,
+                state.global_step,
+                state.max_steps,
+                self.loss,
+                (seen - self.first_tokens) if seen else None,
+                time.time() - self.start,
+                state.global_step - self.first_step,
+            )
             self.lines.append(line)
             self.emitted_step = state.global_step
             print(line, file=stream or sys.stdout, flush=True)
@@ -114,7 +130,7 @@ def progress_callback(stage: str, interval_s: float = INTERVAL_S, stream=None):
             return control
 
         def on_train_end(self, args, state, control, **kwargs):
-            if self.emitted_step != state.global_step:   # the last step's line, unless it was just printed
+            if self.emitted_step != state.global_step:  # the last step's line, unless it was just printed
                 self._emit(state)
             return control
 

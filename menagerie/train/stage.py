@@ -31,21 +31,31 @@ def start(recipe: dict, name: str, model_dir: Path) -> tuple[dict, Any]:
 class TrainingStage:
     """What one stage supplies to `run_stage`."""
 
-    name: str                                   # "sft" | "dpo": the stage key, progress and provenance name
-    config_class: type                          # trl's SFTConfig / DPOConfig
-    trainer_class: type                         # trl's SFTTrainer / DPOTrainer
-    config_arguments: dict                      # the config keys only this stage sets
-    train: list[dict]                           # the prepared rows (their count goes in the card and provenance)
+    name: str  # "sft" | "dpo": the stage key, progress and provenance name
+    config_class: type  # trl's SFTConfig / DPOConfig
+    trainer_class: type  # trl's SFTTrainer / DPOTrainer
+    config_arguments: dict  # the config keys only this stage sets
+    train: list[dict]  # the prepared rows (their count goes in the card and provenance)
     validation: list[dict]
-    datasets: Callable[[], tuple[Any, Any]]     # -> (train dataset, eval dataset or None), built by the trainer call
-    card: Callable[[dict], list[str]]           # batch -> the model card's opening lines
+    datasets: Callable[[], tuple[Any, Any]]  # -> (train dataset, eval dataset or None), built by the trainer call
+    card: Callable[[dict], list[str]]  # batch -> the model card's opening lines
     record: dict = field(default_factory=dict)  # extra provenance fields (DPO: beta)
-    trainer_arguments: dict = field(default_factory=dict)   # extra trainer keys (DPO: ref_model=None)
-    finish: Callable[[Any, dict], None] | None = None      # (trainer, record) after the artifacts are saved
+    trainer_arguments: dict = field(default_factory=dict)  # extra trainer keys (DPO: ref_model=None)
+    finish: Callable[[Any, dict], None] | None = None  # (trainer, record) after the artifacts are saved
 
 
-def run_stage(spec: TrainingStage, recipe_name: str, recipe: dict, tokenizer, model_dir: Path, train_file: Path,
-              val_file: Path | None, out_dir: Path, work_dir: Path, config: dict | None = None) -> dict:
+def run_stage(
+    spec: TrainingStage,
+    recipe_name: str,
+    recipe: dict,
+    tokenizer,
+    model_dir: Path,
+    train_file: Path,
+    val_file: Path | None,
+    out_dir: Path,
+    work_dir: Path,
+    config: dict | None = None,
+) -> dict:
     """Train `spec` on model_dir, resuming this trajectory's newest checkpoint under work_dir, and publish the weights
     or adapter with the tokenizer, log, loss curve, card and provenance in out_dir; returns the provenance record."""
     stage = recipe["stages"][spec.name]
@@ -53,12 +63,17 @@ def run_stage(spec: TrainingStage, recipe_name: str, recipe: dict, tokenizer, mo
     batch = common.derive_batch(stage["global_batch_size"], stage["micro_batch_size"], common.world_size())
     model = common.load_training_model(model_dir, stage)
     sharing = strategy.effective_strategy(stage, config, recipe_name, spec.name)
-    args = spec.config_class(**common.trainer_arguments(stage, batch, work_dir, has_validation=has_validation)
-                             | progress.trainer_options(recipe_name, recipe, spec.name)
-                             | strategy.trainer_arguments(stage, model, batch["processes"], sharing),
-                             **spec.config_arguments)
-    inputs: dict[str, str | Path] = {"model": model_dir, "train": train_file,
-                                     **({"validation": val_file} if val_file else {})}
+    args = spec.config_class(
+        **common.trainer_arguments(stage, batch, work_dir, has_validation=has_validation)
+        | progress.trainer_options(recipe_name, recipe, spec.name)
+        | strategy.trainer_arguments(stage, model, batch["processes"], sharing),
+        **spec.config_arguments,
+    )
+    inputs: dict[str, str | Path] = {
+        "model": model_dir,
+        "train": train_file,
+        **({"validation": val_file} if val_file else {}),
+    }
     # hashed once, on rank 0 (8 ranks reading a 140 GB model directory each would be 8x the I/O), then broadcast
     input_sha256 = checkpoints.from_main_process(lambda: file_hashes(inputs), common.is_main_process())
     in_effect = sharing if batch["processes"] > 1 else None
@@ -67,22 +82,46 @@ def run_stage(spec: TrainingStage, recipe_name: str, recipe: dict, tokenizer, mo
     budget = stage_budget(recipe, spec.name, out_dir, resume, checkpoints.trajectory_hash(trajectory))
     with strategy.cpu_fsdp():
         train_dataset, eval_dataset = spec.datasets()
-        trainer = spec.trainer_class(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                                     processing_class=tokenizer, peft_config=common.lora_config(stage),
-                                     callbacks=[budget, progress.progress_callback(spec.name),
-                                                checkpoints.time_callback(stage["save_minutes"])],
-                                     **spec.trainer_arguments)
+        trainer = spec.trainer_class(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=tokenizer,
+            peft_config=common.lora_config(stage),
+            callbacks=[budget, progress.progress_callback(spec.name), checkpoints.time_callback(stage["save_minutes"])],
+            **spec.trainer_arguments,
+        )
     if stage.get("quantization"):
         common.fp32_trainable(trainer.model)
-    with common.stage_output(out_dir) as tmp, stage_record(spec.name, tmp, recipe=recipe_name, method=stage["method"],
-                                                           **spec.record, batch=batch, input_sha256=input_sha256,
-                                                           resumed_from=resume, attempts_dir=work_dir) as record:
+    with (
+        common.stage_output(out_dir) as tmp,
+        stage_record(
+            spec.name,
+            tmp,
+            recipe=recipe_name,
+            method=stage["method"],
+            **spec.record,
+            batch=batch,
+            input_sha256=input_sha256,
+            resumed_from=resume,
+            attempts_dir=work_dir,
+        ) as record,
+    ):
         trainer.train(resume_from_checkpoint=resume)
         record["strategy"] = in_effect
         record["rank_memory"] = strategy.rank_memory(trainer)
         strategy.full_state_dict_for_save(trainer)
-        record["metrics"] = artifacts.save_artifacts(trainer, tokenizer, tmp, formats.chat_template_jinja(
-            recipe["chat_format"]), spec.card(batch), f"{recipe_name} / {spec.name}", stage=stage, batch=batch)
+        record["metrics"] = artifacts.save_artifacts(
+            trainer,
+            tokenizer,
+            tmp,
+            formats.chat_template_jinja(recipe["chat_format"]),
+            spec.card(batch),
+            f"{recipe_name} / {spec.name}",
+            stage=stage,
+            batch=batch,
+        )
         if spec.finish:
             spec.finish(trainer, record)
         record["stopped_for_budget"] = budget.stopped_for_budget

@@ -20,8 +20,9 @@ from contextlib import contextmanager
 STRATEGIES = ("ddp", "fsdp")
 
 
-def effective_strategy(stage: dict, config: dict | None = None, recipe_name: str | None = None,
-                       stage_name: str | None = None) -> str:
+def effective_strategy(
+    stage: dict, config: dict | None = None, recipe_name: str | None = None, stage_name: str | None = None
+) -> str:
     """The stage's `strategy:`, or, when it is null, the planner's choice (menagerie.plan.choose_strategy: ddp when
     a replica fits the declared GPUs, else fsdp); ddp when no config is at hand to plan with."""
     if stage.get("strategy"):
@@ -39,8 +40,10 @@ def decoder_layer_classes(model) -> list[str]:
     if not names:
         from menagerie.errors import MenagerieError
 
-        raise MenagerieError(f"{type(model).__name__} names no decoder-layer class (_no_split_modules), so FSDP "
-                             f"cannot choose its wrap units; use `strategy: ddp` for this model")
+        raise MenagerieError(
+            f"{type(model).__name__} names no decoder-layer class (_no_split_modules), so FSDP "
+            f"cannot choose its wrap units; use `strategy: ddp` for this model"
+        )
     return names
 
 
@@ -55,7 +58,7 @@ def trainer_arguments(stage: dict, model, processes: int, strategy: str) -> dict
             "version": 2,
             "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
             "transformer_layer_cls_to_wrap": decoder_layer_classes(model),
-            "reshard_after_forward": True,            # full shard (ZeRO-3): parameters gathered per unit, then freed
+            "reshard_after_forward": True,  # full shard (ZeRO-3): parameters gathered per unit, then freed
             "state_dict_type": "SHARDED_STATE_DICT",  # checkpoints: one shard per rank, resumable
             "activation_checkpointing": checkpointing,
         },

@@ -39,7 +39,7 @@ recipes:
 
 @dataclass
 class Twin:
-    work: Path          # the project copy the build ran in
+    work: Path  # the project copy the build ran in
     env: dict
     command: list[str]  # the Snakemake command line of the build
     run: subprocess.CompletedProcess

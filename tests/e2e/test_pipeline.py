@@ -53,14 +53,16 @@ def test_tiny_twin_end_to_end(built_twin):
     for stage, start in (("sft", base_dir), ("dpo", results / "sft")):
         record = json.loads((results / stage / "provenance.json").read_text())
         assert record["method"] == "full" and record["metrics"]["global_step"] == {"sft": 3, "dpo": 2}[stage]
-        assert [r["trainable_parameter_dtypes"] for r in record["rank_memory"]] == [["float32"]]   # fp32 master
+        assert [r["trainable_parameter_dtypes"] for r in record["rank_memory"]] == [["float32"]]  # fp32 master
         assert (results / stage / "loss_curve.png").exists()
         losses = [e["loss"] for e in json.loads((results / stage / "trainer_log.json").read_text()) if "loss" in e]
         assert len(losses) == record["metrics"]["global_step"] and all(math.isfinite(x) for x in losses)
         # every weight tensor moved: the whole model trains, not an adapter
         assert unchanged_tensors(start / "model.safetensors", results / stage / "model.safetensors") == []
-    chat_template = json.loads((results / "dpo" / "tokenizer_config.json").read_text()).get("chat_template") \
+    chat_template = (
+        json.loads((results / "dpo" / "tokenizer_config.json").read_text()).get("chat_template")
         or (results / "dpo" / "chat_template.jinja").read_text()
+    )
     assert "<|assistant|>" in chat_template
 
     board = json.loads((work / "results" / "leaderboard.json").read_text())

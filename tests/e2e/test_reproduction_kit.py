@@ -22,19 +22,26 @@ from menagerie.config import load_config
 from workflow_copy import ROOT
 
 RECIPE = "tiny-e2e"
-PUBLISHED_HELDOUT = 50.0   # conftest's planted paper
+PUBLISHED_HELDOUT = 50.0  # conftest's planted paper
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 requires_chromium = pytest.mark.skipif(
     CHROMIUM is None and os.environ.get("CI") != "true",
-    reason="chromium is not installed (apt-get install chromium); with CI=true this test fails instead of skipping")
+    reason="chromium is not installed (apt-get install chromium); with CI=true this test fails instead of skipping",
+)
 
 
 def make(twin, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     """The project's Makefile target in the twin's directory, with this interpreter (no venv sync: -o env)."""
     if not (twin.work / "Makefile").exists():
         shutil.copy(ROOT / "Makefile", twin.work / "Makefile")
-    return subprocess.run(["make", "-o", ".venv/.synced", "-o", "env", f"PY={sys.executable}", *args],
-                          cwd=twin.work, env=twin.env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["make", "-o", ".venv/.synced", "-o", "env", f"PY={sys.executable}", *args],
+        cwd=twin.work,
+        env=twin.env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def bundle_of(twin) -> Path:
@@ -69,39 +76,50 @@ def test_make_bundle_and_check_pass_on_the_twin_and_its_page_reads_right(built_t
     reproduced = abs(delta) <= 2 * held["stderr"]
 
     # the organiser: hashes, schema, config, budget, hardware, and the evaluation re-run on the final model
-    checked = make(built_twin, "check", f"BUNDLE={bundle}", "CONFIGFILES=e2e.yaml",
-                   f"MODEL=results/{RECIPE}/dpo", "TASKS=heldout_exact")
+    checked = make(
+        built_twin,
+        "check",
+        f"BUNDLE={bundle}",
+        "CONFIGFILES=e2e.yaml",
+        f"MODEL=results/{RECIPE}/dpo",
+        "TASKS=heldout_exact",
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     lines = checked.stdout.splitlines()
     # a verdict of "not reproduced" is reported as a warning: the check is of the bundle, not of the paper
     assert lines[-1] == f"check {bundle}: passed (0 failed, {0 if reproduced else 1} warnings)", checked.stdout
     passed = {line.split(":")[0].split()[1] for line in lines if line.startswith("OK ")}
-    assert passed >= {"integrity", "schema", "scores", "config", "models", "budget", "hardware", "model", "rerun"}, \
+    assert passed >= {"integrity", "schema", "scores", "config", "models", "budget", "hardware", "model", "rerun"}, (
         checked.stdout
+    )
     verdict_line = f"overall verdict against the paper: {'reproduced' if reproduced else 'not_reproduced'}"
     assert any(line.endswith(verdict_line) for line in lines), checked.stdout
 
     # REPRODUCTION.md: scores vs the paper with the verdict
     assert page.splitlines()[0] == f"# Reproduction of `{RECIPE}`: {'REPRODUCED' if reproduced else 'NOT REPRODUCED'}"
-    assert (f"| heldout_exact | tiny-e2e | {held['value']:.2f} ± {held['stderr']:.2f} | 24 | 50.00 | {delta:.2f} | "
-            f"{2 * held['stderr']:.2f} | {'✓' if reproduced else '✗'} |") in page
+    assert (
+        f"| heldout_exact | tiny-e2e | {held['value']:.2f} ± {held['stderr']:.2f} | 24 | 50.00 | {delta:.2f} | "
+        f"{2 * held['stderr']:.2f} | {'✓' if reproduced else '✗'} |"
+    ) in page
     human = entry["tasks"]["humaneval_pass1"]
     assert f"| humaneval_pass1 | tiny-e2e | {human['value']:.2f} ± {human['stderr']:.2f} | 2 | — | — | — | — |" in page
     assert "- **Paper**:" in page and "published scores: a planted paper (tests/e2e/conftest.py)" in page
     assert "a tiny twin (CPU stand-in), not the published scale" in page
     # what ran, on what, for how long: every stage, in the order it ran, on this machine's CPU
     stages = stage_rows(page)
-    assert list(stages)[:2] == ["sft", "dpo"], stages                  # full fine-tuning: no merges
+    assert list(stages)[:2] == ["sft", "dpo"], stages  # full fine-tuning: no merges
     assert {"eval final", "eval base", "eval start"} <= set(stages), stages
     assert all(hardware.startswith("CPU only (") for hardware, _, _ in stages.values()), stages
     assert all(re.fullmatch(r"\d+\.\d min", wall) for _, wall, _ in stages.values()), stages
     assert stages["sft"][2] == "3 steps" and stages["dpo"][2] == "2 steps"
     # the budget: what the run used, against the planted rule, held
     assert usage["held"] is True and usage["wall_hours"] < 6
-    assert (f"Run total: {usage['wall_hours']:.3f} wall hours, 0.000 GPU-hours, at most 0 GPU(s) in a stage" in page)
+    assert f"Run total: {usage['wall_hours']:.3f} wall hours, 0.000 GPU-hours, at most 0 GPU(s) in a stage" in page
     budget = page.split("Budget: ")[1].split("\n")[0]
-    assert budget.endswith("(a planted challenge rule: 6 wall hours, CPU only): **held**.") and \
-        {"wall_hours 6", "gpus 0"} <= set(budget.split(" (")[0].split(", ")), budget
+    assert budget.endswith("(a planted challenge rule: 6 wall hours, CPU only): **held**.") and {
+        "wall_hours 6",
+        "gpus 0",
+    } <= set(budget.split(" (")[0].split(", ")), budget
     assert "Contamination gate:" in page and "make check BUNDLE=<this archive>" in page
 
 
@@ -112,8 +130,9 @@ def test_bundle_records_the_hardware_of_each_stage_and_a_gpu_rule_judges_it(buil
     on a stage is a warning, the same GPU named by the budget (the challenge's rule) fails every stage run without it."""
     bundle = bundle_of(built_twin)
     members = read_bundle(bundle).members
-    records = {n: json.loads(members[n]) for n in members if n.startswith("provenance/") and
-               n.endswith("provenance.json")}
+    records = {
+        n: json.loads(members[n]) for n in members if n.startswith("provenance/") and n.endswith("provenance.json")
+    }
     stages = {n.split("/")[1] for n in records}
     assert {"sft", "dpo", "eval"} <= stages and not [s for s in stages if s.endswith("_merged")], sorted(records)
     assert all(r["environment"]["hardware"]["gpus"] == [] for r in records.values())
@@ -125,9 +144,9 @@ def test_bundle_records_the_hardware_of_each_stage_and_a_gpu_rule_judges_it(buil
     assert hardware == [("warn", "stage sft ran on no GPU; the recipe declares rtx4090_24gb")]
     recipe["budget"]["gpu_model"] = "rtx4090_24gb"
     hardware = [(f.level, f.message) for f in check_bundle(bundle, config) if f.check == "hardware"]
-    assert len(hardware) == len(records) and all(level == "fail" and m.endswith("ran on no GPU; the budget names "
-                                                                                "rtx4090_24gb")
-                                                 for level, m in hardware), hardware
+    assert len(hardware) == len(records) and all(
+        level == "fail" and m.endswith("ran on no GPU; the budget names rtx4090_24gb") for level, m in hardware
+    ), hardware
     assert {m.split()[1] for _, m in hardware} == stages
 
 
@@ -135,9 +154,22 @@ def chromium_dom(html: Path, out: Path) -> str:
     """The DOM of `html` after headless Chromium ran its scripts (10 s of virtual time)."""
     if CHROMIUM is None:
         pytest.fail("CI=true but chromium is not installed: add it to the apt-get install line of .ci/run")
-    run = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                          f"--user-data-dir={out / 'chromium-profile'}", "--virtual-time-budget=10000",
-                          "--dump-dom", html.resolve().as_uri()], capture_output=True, text=True, timeout=180)
+    run = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={out / 'chromium-profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            html.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     return run.stdout
 
@@ -167,10 +199,10 @@ window.addEventListener("load", function () {
 def shown(report: Path, tmp_path: Path, category: str, row: str) -> tuple[str, bytes]:
     """(tag, bytes) of what the report's content pane shows after clicking `category`, then the result `row`."""
     clicked = tmp_path / f"clicked-{category}-{row}.html"
-    head, body_end, tail = report.read_text().rpartition("</body>")   # the page's own end (scripts hold others)
+    head, body_end, tail = report.read_text().rpartition("</body>")  # the page's own end (scripts hold others)
     clicked.write_text(head + CLICKS % {"category": json.dumps(category), "row": json.dumps(row)} + body_end + tail)
     dom = chromium_dom(clicked, tmp_path)
-    pane = dom.split("</nav>")[-1]   # the content pane, after the menu (whose logo is an <img> too)
+    pane = dom.split("</nav>")[-1]  # the content pane, after the menu (whose logo is an <img> too)
     match = re.search(r'<(img|iframe)[^>]* src="data:([^;"]+);(?:[^;",]+;)*base64,([^"]+)"', pane)
     assert match, f"nothing shown after clicking {category} / {row}: {dom[-3000:]}"
     return match.group(1) + " " + match.group(2), base64.b64decode(match.group(3))
@@ -186,12 +218,14 @@ def test_make_report_shows_the_loss_curves_and_the_leaderboard_in_chromium(built
     report = work / "results" / RECIPE / "report.html"
     assert f"report: results/{RECIPE}/report.html" in made.stdout and report.is_file()
 
-    dom = chromium_dom(report, tmp_path)   # the page as it opens: the menu lists the result categories
+    dom = chromium_dom(report, tmp_path)  # the page as it opens: the menu lists the result categories
     menu = re.findall(r"<a [^>]*>(?:<svg.*?</svg>)?<span[^>]*>([^<]+)</span></a>", dom)
     assert {"Workflow", "Training", "Leaderboard"} <= set(menu), menu
     for stage in ("sft", "dpo"):
-        assert shown(report, tmp_path, "Training", stage) == \
-            ("img image/png", (work / "results" / RECIPE / stage / "loss_curve.png").read_bytes())
+        assert shown(report, tmp_path, "Training", stage) == (
+            "img image/png",
+            (work / "results" / RECIPE / stage / "loss_curve.png").read_bytes(),
+        )
     tag, page = shown(report, tmp_path, "Leaderboard", "leaderboard")
     assert tag == "iframe text/html" and page == (work / "results" / "leaderboard.html").read_bytes()
     assert f'data-recipe="{RECIPE}"'.encode() in page
@@ -204,8 +238,15 @@ def test_make_report_before_a_build_is_one_sentence(tmp_path):
 
     work = copy_workflow(tmp_path / "project")
     shutil.copy(ROOT / "Makefile", work / "Makefile")
-    run = subprocess.run(["make", "-o", ".venv/.synced", "-o", "env", f"PY={sys.executable}", "report",
-                          "RECIPE=tiny-birbal"], cwd=work, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        ["make", "-o", ".venv/.synced", "-o", "env", f"PY={sys.executable}", "report", "RECIPE=tiny-birbal"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode != 0
-    assert "error: results/tiny-birbal/eval.json does not exist: the report shows a built run, build it first " \
-           "(`make run RECIPE=tiny-birbal`)" in run.stderr, run.stdout + run.stderr
+    assert (
+        "error: results/tiny-birbal/eval.json does not exist: the report shows a built run, build it first "
+        "(`make run RECIPE=tiny-birbal`)" in run.stderr
+    ), run.stdout + run.stderr

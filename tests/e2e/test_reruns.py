@@ -58,8 +58,18 @@ def snakemake_cmd() -> list[str]:
 def build(work: Path) -> None:
     """A build as `make run` starts it (scripts/run.py): after a kill -9, Snakemake's own locks are left behind and
     the run entry clears them (no workflow process of the directory is alive); plain snakemake would refuse."""
-    command = [sys.executable, "scripts/run.py", "--recipe", "tiny-rr", "--cores", "2", "--configfile", "o.yaml",
-               "--", TARGET]
+    command = [
+        sys.executable,
+        "scripts/run.py",
+        "--recipe",
+        "tiny-rr",
+        "--cores",
+        "2",
+        "--configfile",
+        "o.yaml",
+        "--",
+        TARGET,
+    ]
     run = subprocess.run(command, cwd=work, env=ENV, capture_output=True, text=True, timeout=2400)
     logs = "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in sorted((work / "logs").rglob("*.log")))
     assert run.returncode == 0, run.stderr[-3000:] + logs
@@ -93,10 +103,12 @@ def trained(work: Path) -> dict:
 
     out = work / TARGET
     history = json.loads((out / "trainer_log.json").read_text())
-    return {"provenance": json.loads((out / "provenance.json").read_text()),
-            "steps": [e["step"] for e in history if "loss" in e],
-            "lr": {e["step"]: float(e["learning_rate"]) for e in history if "learning_rate" in e},
-            "weights": load_file(str(out / "adapter_model.safetensors"))}
+    return {
+        "provenance": json.loads((out / "provenance.json").read_text()),
+        "steps": [e["step"] for e in history if "loss" in e],
+        "lr": {e["step"]: float(e["learning_rate"]) for e in history if "learning_rate" in e},
+        "weights": load_file(str(out / "adapter_model.safetensors")),
+    }
 
 
 def differ(a: dict, b: dict) -> bool:
@@ -117,8 +129,9 @@ def test_an_edited_learning_rate_starts_at_step_1_and_an_unchanged_rebuild_resum
 
     # the learning rate doubles: Snakemake reruns training, which must not "resume" from the old checkpoint-6
     write_overlay(work, steps=6, lr="2.0e-3")
-    killed = subprocess.Popen(snakemake_cmd(), cwd=work, env=ENV, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = subprocess.Popen(
+        snakemake_cmd(), cwd=work, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     checkpoint = wait_for_checkpoint(work, killed)
     kill_group(killed)
     log = (work / "logs/tiny-rr/sft.log").read_text()
@@ -132,15 +145,26 @@ def test_an_edited_learning_rate_starts_at_step_1_and_an_unchanged_rebuild_resum
     resumed = second["provenance"]["resumed_from"]
     assert resumed and Path(resumed).name.startswith("checkpoint-") and int(resumed.rsplit("-", 1)[1]) >= 2
     assert "resuming from" in (work / "logs/tiny-rr/sft.log").read_text()
-    assert second["steps"] == list(range(1, 7))                        # every step once, across both attempts
+    assert second["steps"] == list(range(1, 7))  # every step once, across both attempts
     # the whole history is the new schedule (twice the first run's rates), and the weights are others
     assert all(second["lr"][s] == pytest.approx(2 * first["lr"][s]) for s in first["lr"] if first["lr"][s])
     assert differ(first["weights"], second["weights"])
 
 
 def make_run(work: Path) -> list[str]:
-    return ["make", "--no-print-directory", "-o", ".venv/.synced", "-o", "env", "run", "RECIPE=tiny-rr",
-            "CONFIG=o.yaml", "CORES=2", f"SNAKEMAKE_ARGS={TARGET}"]
+    return [
+        "make",
+        "--no-print-directory",
+        "-o",
+        ".venv/.synced",
+        "-o",
+        "env",
+        "run",
+        "RECIPE=tiny-rr",
+        "CONFIG=o.yaml",
+        "CORES=2",
+        f"SNAKEMAKE_ARGS={TARGET}",
+    ]
 
 
 @pytest.mark.slow
@@ -149,32 +173,49 @@ def test_make_run_after_kill_9_resumes_and_a_second_run_is_refused(tmp_path):
     work = project(tmp_path, steps=14)
     for name in ("Makefile",):
         (work / name).write_text((ROOT / name).read_text())
-    (work / ".venv").symlink_to(Path(sys.executable).parent.parent)    # the environment running this test
-    first = subprocess.Popen(make_run(work), cwd=work, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    (work / ".venv").symlink_to(Path(sys.executable).parent.parent)  # the environment running this test
+    first = subprocess.Popen(
+        make_run(work), cwd=work, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_for_checkpoint(work, first)
         refused = subprocess.run(make_run(work), cwd=work, env=ENV, capture_output=True, text=True, timeout=120)
         assert refused.returncode != 0
         errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and "another build is running in" in errors[0], refused.stderr
-        assert first.poll() is None                                     # the refused run left the first alone
+        assert first.poll() is None  # the refused run left the first alone
     finally:
         kill_group(first)
     assert list((work / ".snakemake/locks").iterdir()), "kill -9 should leave Snakemake's lock behind"
 
-    again = subprocess.Popen(make_run(work), cwd=work, env=ENV, start_new_session=True, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    again = subprocess.Popen(
+        make_run(work),
+        cwd=work,
+        env=ENV,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.time() + 300
-        while not list((work / ".snakemake/locks").glob("*")) or not (work / "logs/tiny-rr/sft.log").exists() \
-                or "resuming from" not in (work / "logs/tiny-rr/sft.log").read_text():
+        while (
+            not list((work / ".snakemake/locks").glob("*"))
+            or not (work / "logs/tiny-rr/sft.log").exists()
+            or "resuming from" not in (work / "logs/tiny-rr/sft.log").read_text()
+        ):
             assert again.poll() is None, again.stdout.read()[-3000:]
             assert time.time() < deadline
             time.sleep(0.2)
         # an unrelated Snakemake run in the same directory ends (and with it Snakemake's lock folder) ...
-        unrelated = subprocess.run([str(SNAKEMAKE), "--cores", "1", "resources/datasets/tiny-units-sft.jsonl"],
-                                   cwd=work, env=ENV, capture_output=True, text=True, timeout=300)
+        unrelated = subprocess.run(
+            [str(SNAKEMAKE), "--cores", "1", "resources/datasets/tiny-units-sft.jsonl"],
+            cwd=work,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert unrelated.returncode == 0, unrelated.stderr[-2000:]
         # ... and a second build is still refused while the resumed one runs
         assert again.poll() is None, "the resumed run ended before the concurrency check; give it more steps"

@@ -36,10 +36,23 @@ recipes:
 def test_twin_full_sft_and_dpo_with_fsdp_on_two_cpu_ranks(tmp_path):
     work = copy_workflow(tmp_path / "project", share_downloads=True)
     (work / "fsdp.yaml").write_text(OVERLAY)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "MENAGERIE_NPROC": "2",
-           "OMP_NUM_THREADS": "1"}
-    cmd = [str(SNAKEMAKE), "results/tiny-fsdp/dpo", "--cores", "2", "--configfile", "fsdp.yaml", "--config",
-           "recipe=tiny-fsdp"]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "MENAGERIE_NPROC": "2",
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [
+        str(SNAKEMAKE),
+        "results/tiny-fsdp/dpo",
+        "--cores",
+        "2",
+        "--configfile",
+        "fsdp.yaml",
+        "--config",
+        "recipe=tiny-fsdp",
+    ]
     run = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=1400)
     logs = "\n".join(f"--- {p}\n{p.read_text()[-2500:]}" for p in sorted((work / "logs").rglob("*.log")))
     assert run.returncode == 0, run.stderr[-4000:] + logs

@@ -8,9 +8,9 @@ from typing import TypeVar
 
 import numpy as np
 
-CHUNK_ROWS = 4096   # rows tokenised and looked up together: bounded memory, vectorised work
+CHUNK_ROWS = 4096  # rows tokenised and looked up together: bounded memory, vectorised work
 MASK = (1 << 64) - 1
-PRIME = np.uint64(1099511628211)   # polynomial hashes of token windows (uint64 arithmetic wraps)
+PRIME = np.uint64(1099511628211)  # polynomial hashes of token windows (uint64 arithmetic wraps)
 
 V = TypeVar("V")
 
@@ -32,7 +32,7 @@ def memoised(tokens: Sequence[str], cache: dict[str, V], compute: Callable[[str]
                 if value is None:
                     value = cache[token] = compute(token)
                 values[i] = value
-    return values   # type: ignore[return-value]   # every None was replaced
+    return values  # type: ignore[return-value]   # every None was replaced
 
 
 def concat_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

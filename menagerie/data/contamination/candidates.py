@@ -50,28 +50,29 @@ from menagerie.data.contamination.records import Candidate, Run
 from menagerie.data.contamination.shards import map_shards
 from menagerie.data.contamination.text import content_terms, term, words
 
-DISTANCE = 3             # links join terms at most this many content words apart
+DISTANCE = 3  # links join terms at most this many content words apart
 MIN_LINK_FRACTION = 0.15
 MIN_CONTAINMENT = 0.4
-WINDOW_MARGIN = 4        # extra words a window may reach past half the item length, for its sentence
-MIN_WINDOW_TERMS = 3     # items with fewer distinct terms are compared with whole (short) prompts only
-MIN_LENGTH_RATIO = 0.6   # a text compared with an item has at least this share of its words
-_SKIP, _OTHER = -2, -1   # token codes: stopword/symbol; content word no eval item has
+WINDOW_MARGIN = 4  # extra words a window may reach past half the item length, for its sentence
+MIN_WINDOW_TERMS = 3  # items with fewer distinct terms are compared with whole (short) prompts only
+MIN_LENGTH_RATIO = 0.6  # a text compared with an item has at least this share of its words
+_SKIP, _OTHER = -2, -1  # token codes: stopword/symbol; content word no eval item has
 _SENTENCE_END = (".", "?", "!", '."', '?"', ".)", "?)", ":")
 _PIECE = re.compile(r"(\S+)(\s*)")
 
-REVIEW_LINK_FRACTION = 0.25   # a guard veto is reviewed when the row holds this share of the item's links
-REVIEW_K = 2                  # ... at most this many a row, most links first
-TOP_K = 8                     # candidates a row keeps, best ranked first
+REVIEW_LINK_FRACTION = 0.25  # a guard veto is reviewed when the row holds this share of the item's links
+REVIEW_K = 2  # ... at most this many a row, most links first
+TOP_K = 8  # candidates a row keeps, best ranked first
 
 
 class Linked(NamedTuple):
     """What `LexicalIndex.candidates` finds in some rows: the (row, item) pairs holding enough of the item's links
     (parallel arrays, rows in order), per term how many of the rows hold it (their document frequency, for ranking),
     and how many (row, item link) hits the lookups made."""
+
     rows: np.ndarray
     items: np.ndarray
-    fractions: np.ndarray   # the share of the item's links in the row
+    fractions: np.ndarray  # the share of the item's links in the row
     row_df: np.ndarray
     link_hits: int
 
@@ -107,11 +108,10 @@ class LexicalIndex:
         pairs = np.unique(np.stack([keys, owners], 1), axis=0) if len(keys) else np.zeros((0, 2), np.int64)
         self.link_keys, self.link_items = pairs[:, 0].copy(), pairs[:, 1].copy()
         # each distinct key once: where its items start in link_items, and how many there are
-        self.key_set, self.key_start, self.key_items = np.unique(self.link_keys, return_index=True,
-                                                                 return_counts=True)
+        self.key_set, self.key_start, self.key_items = np.unique(self.link_keys, return_index=True, return_counts=True)
         self.links = np.bincount(self.link_items, minlength=n_items)
-        self.skipped = int((self.links == 0).sum())   # fewer than two distinct terms: n-gram method only
-        self.piece_terms: dict[str, tuple[int, ...]] = {}   # whitespace piece -> its term ids (occurrences)
+        self.skipped = int((self.links == 0).sum())  # fewer than two distinct terms: n-gram method only
+        self.piece_terms: dict[str, tuple[int, ...]] = {}  # whitespace piece -> its term ids (occurrences)
 
     def _links(self, codes: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(link key, owner) for every two distinct known terms at most `distance` content positions apart."""
@@ -142,21 +142,20 @@ class LexicalIndex:
         n_items = len(self.lengths)
         row_df = np.zeros(self.size, dtype=np.int64)
         for start in range(0, len(texts), CHUNK_ROWS):
-            tokens = [words(t) for t in texts[start:start + CHUNK_ROWS]]
+            tokens = [words(t) for t in texts[start : start + CHUNK_ROWS]]
             flat = [w for row in tokens for w in row]
             if not flat or not len(self.link_keys):
                 continue
             codes = self._codes(flat)
             owner = np.repeat(np.arange(len(tokens), dtype=np.int64), [len(r) for r in tokens])
             known = codes >= 0
-            row_df += np.bincount(np.unique(owner[known] * self.size + codes[known]) % self.size,
-                                  minlength=self.size)
+            row_df += np.bincount(np.unique(owner[known] * self.size + codes[known]) % self.size, minlength=self.size)
             content = codes != _SKIP
             keys, rows = self._links(codes[content], owner[content])
             at = np.searchsorted(self.key_set, keys).clip(max=len(self.key_set) - 1)
-            hit = self.key_set[at] == keys   # most of a row's links are no eval item's: drop them before dedup
+            hit = self.key_set[at] == keys  # most of a row's links are no eval item's: drop them before dedup
             rows, at = rows[hit], at[hit]
-            distinct = np.unique(rows * len(self.key_set) + at)   # a link twice in a row counts once
+            distinct = np.unique(rows * len(self.key_set) + at)  # a link twice in a row counts once
             rows, at = distinct // len(self.key_set), distinct % len(self.key_set)
             lo, n = self.key_start[at], self.key_items[at]
             hits_total += int(n.sum())
@@ -214,11 +213,11 @@ class LexicalIndex:
         size = 2 * n + 8
         weights = self.item_weights(item)
         shortest = math.ceil(MIN_LENGTH_RATIO * n)
-        if len(pieces) < shortest:   # "crime rates?" is no paraphrase of "What are the crime rates in this area?"
+        if len(pieces) < shortest:  # "crime rates?" is no paraphrase of "What are the crime rates in this area?"
             return "", 0.0, [], 0.0
         if len(pieces) <= size:
             return (text, *_measure(found, weights))
-        if len(weights) < MIN_WINDOW_TERMS:   # a 2-word item inside a long text: any short phrase would do
+        if len(weights) < MIN_WINDOW_TERMS:  # a 2-word item inside a long text: any short phrase would do
             return "", 0.0, [], 0.0
         hits = sorted((index, t) for t in weights for index in positions.get(t, ()))
         best, span, score, left = 0.0, (0, 0), 0.0, 0
@@ -227,7 +226,7 @@ class LexicalIndex:
             counts[term_id] = counts.get(term_id, 0) + 1
             if counts[term_id] == 1:
                 score += weights[term_id]
-            while hits[left][0] <= index - size or counts[hits[left][1]] > 1:   # out of reach, or repeated
+            while hits[left][0] <= index - size or counts[hits[left][1]] > 1:  # out of reach, or repeated
                 old = hits[left][1]
                 counts[old] -= 1
                 if counts[old] == 0:
@@ -240,19 +239,19 @@ class LexicalIndex:
         lo, hi = span
         while lo > 0 and span[0] - lo < reach and lo - 1 not in ends:
             lo -= 1
-        if lo > 0 and lo - 1 not in ends:   # no sentence start within reach: keep the span's own start
+        if lo > 0 and lo - 1 not in ends:  # no sentence start within reach: keep the span's own start
             lo = span[0]
         while hi < len(pieces) - 1 and hi - span[1] < reach and hi not in ends:
             hi += 1
         if hi < len(pieces) - 1 and hi not in ends:
             hi = span[1]
-        while hi - lo + 1 < shortest:   # too short to stand for the item: widen, boundaries or not
+        while hi - lo + 1 < shortest:  # too short to stand for the item: widen, boundaries or not
             if lo > 0 and (span[0] - lo <= hi - span[1] or hi == len(pieces) - 1):
                 lo -= 1
             else:
                 hi += 1
-        inside = found[bisect_left(found_at, lo):bisect_right(found_at, hi)]
-        return (" ".join(pieces[lo:hi + 1]), *_measure(inside, weights))
+        inside = found[bisect_left(found_at, lo) : bisect_right(found_at, hi)]
+        return (" ".join(pieces[lo : hi + 1]), *_measure(inside, weights))
 
 
 def _measure(found: list[tuple[int, int]], weights: dict[int, float]) -> tuple[float, list[int], float]:
@@ -263,9 +262,15 @@ def _measure(found: list[tuple[int, int]], weights: dict[int, float]) -> tuple[f
     return sum(weights[t] for t in matched), matched, len(matched) / max(distinct, 1)
 
 
-def lexical_candidates(train_prompts: Sequence[str], eval_texts: Sequence[str], guard: bool = True,
-                       terms: Sequence[GuardTerms] | None = None, run: Run | None = None, workers: int = 1,
-                       vetoed: list[Candidate] | None = None) -> list[Candidate]:
+def lexical_candidates(
+    train_prompts: Sequence[str],
+    eval_texts: Sequence[str],
+    guard: bool = True,
+    terms: Sequence[GuardTerms] | None = None,
+    run: Run | None = None,
+    workers: int = 1,
+    vetoed: list[Candidate] | None = None,
+) -> list[Candidate]:
     """The pairs the embedding method embeds, best first per row.
 
     A pair qualifies when the row holds at least ``MIN_LINK_FRACTION`` of the item's term links, its best window
@@ -286,6 +291,7 @@ def lexical_candidates(train_prompts: Sequence[str], eval_texts: Sequence[str], 
         if guard and terms is None:
             terms = [guard_terms(t) for t in eval_texts]
     with run.phase("candidates"):
+
         def propose(lo: int, hi: int) -> Linked:
             found = index.candidates(train_prompts[lo:hi])
             return found._replace(rows=lo + found.rows)
@@ -299,26 +305,45 @@ def lexical_candidates(train_prompts: Sequence[str], eval_texts: Sequence[str], 
     with run.phase("verify"):
         order = np.lexsort((items, rows))
         rows, items, fractions = rows[order], items[order], fractions[order]
-        idf = np.log((len(train_prompts) + 1) / (row_df + 1))   # how rare each term is in these rows
+        idf = np.log((len(train_prompts) + 1) / (row_df + 1))  # how rare each term is in these rows
         review = vetoed is not None and guard
 
         def check(lo: int, hi: int) -> tuple[list[Candidate], list[Candidate]]:
             a, b = np.searchsorted(rows, [lo, hi])
-            return _verify(index, train_prompts, rows[a:b].tolist(), items[a:b].tolist(),
-                           fractions[a:b].tolist(), idf, terms if guard else None, review)
+            return _verify(
+                index,
+                train_prompts,
+                rows[a:b].tolist(),
+                items[a:b].tolist(),
+                fractions[a:b].tolist(),
+                idf,
+                terms if guard else None,
+                review,
+            )
 
         results = map_shards(check, len(train_prompts), workers)
         verified = [v for part, _ in results for v in part]
         if vetoed is not None:
             vetoed.extend(v for _, part in results for v in part)
-        run.counts.update(skipped_items=index.skipped, candidate_pairs=len(rows), verified_pairs=len(verified),
-                          rows_with_candidates=len({v.row for v in verified}))
+        run.counts.update(
+            skipped_items=index.skipped,
+            candidate_pairs=len(rows),
+            verified_pairs=len(verified),
+            rows_with_candidates=len({v.row for v in verified}),
+        )
     return verified
 
 
-def _verify(index: LexicalIndex, prompts: Sequence[str], rows: list[int], items: list[int], fractions: list[float],
-            idf: np.ndarray, terms: Sequence[GuardTerms] | None,
-            review: bool = False) -> tuple[list[Candidate], list[Candidate]]:
+def _verify(
+    index: LexicalIndex,
+    prompts: Sequence[str],
+    rows: list[int],
+    items: list[int],
+    fractions: list[float],
+    idf: np.ndarray,
+    terms: Sequence[GuardTerms] | None,
+    review: bool = False,
+) -> tuple[list[Candidate], list[Candidate]]:
     """`lexical_candidates`' window check of (row, item) pairs sorted by row: each row's ``TOP_K`` best, and (with
     `review`) its windows of the ``REVIEW_K`` guard vetoes holding the most of their item's links (at least
     ``REVIEW_LINK_FRACTION``): a bounded extra cost, two windows a row at most."""
@@ -354,7 +379,7 @@ def _verify(index: LexicalIndex, prompts: Sequence[str], rows: list[int], items:
             kept.append(Candidate(row, item, rank, window))
         verified.extend(sorted(kept, key=Candidate.order)[:TOP_K])
         for _, item in sorted(refused)[:REVIEW_K]:
-            assert terms is not None   # only the guard refuses
+            assert terms is not None  # only the guard refuses
             occurrences = occurrences or index.occurrences(prompt)
             found = windowed(row, item, occurrences)
             if found is not None:

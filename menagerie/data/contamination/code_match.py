@@ -31,21 +31,27 @@ from menagerie.data.contamination.text import char_spans
 
 K = 12
 _DISTANCE = np.uint64(0x9E3779B97F4A7C15)
-_TOKEN = re.compile(r"[A-Za-z_]\w*|\d+(?:\.\d+)?|==|!=|<=|>=|//|\*\*|->|\+=|-=|\*=|/=|#[^\n]*"
-                    r'|"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|[^\s\w]')
+_TOKEN = re.compile(
+    r"[A-Za-z_]\w*|\d+(?:\.\d+)?|==|!=|<=|>=|//|\*\*|->|\+=|-=|\*=|/=|#[^\n]*"
+    r'|"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|[^\s\w]'
+)
 # what a row needs to be tokenised: a definition, a statement starting a line, a comparison or an augmented
 # assignment (ordinary prose has none of these; a solution pasted without its "def" line has its "return").
 # Substring tests first (C speed), the patterns only where one of their words occurs.
 _OPERATORS = ("==", "!=", "<=", ">=", "+=", "-=", "*=", "/=")
-_HINTS = (("def ", re.compile(r"\bdef \w+\s*\(")), ("return", re.compile(r"^[ \t]*return\b", re.M)),
-          (":\n", re.compile(r"^[ \t]*(?:for|if|elif|while)\b[^\n]*:[ \t]*$", re.M)),
-          ("lambda", re.compile(r"\blambda\b[^\n:]*:")))
+_HINTS = (
+    ("def ", re.compile(r"\bdef \w+\s*\(")),
+    ("return", re.compile(r"^[ \t]*return\b", re.M)),
+    (":\n", re.compile(r"^[ \t]*(?:for|if|elif|while)\b[^\n]*:[ \t]*$", re.M)),
+    ("lambda", re.compile(r"\blambda\b[^\n:]*:")),
+)
 
 
 def looks_like_code(text: str) -> bool:
     """Whether `text` holds something only code has (see _HINTS): the rows `CodeIndex.query` tokenises."""
-    return (any(op in text for op in _OPERATORS)
-            or any(word in text and pattern.search(text) for word, pattern in _HINTS))
+    return any(op in text for op in _OPERATORS) or any(
+        word in text and pattern.search(text) for word, pattern in _HINTS
+    )
 
 
 KEPT = frozenset(keyword.kwlist) | frozenset(dir(builtins))
@@ -109,9 +115,9 @@ def window_hashes(base: np.ndarray, back: np.ndarray, length: int) -> np.ndarray
     out = np.zeros(n, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for j in range(length):
-            distance = back[j:j + n]
+            distance = back[j : j + n]
             inside = np.where(distance <= j, distance, 0).astype(np.uint64)
-            out = out * PRIME + (base[j:j + n] ^ (inside * _DISTANCE))
+            out = out * PRIME + (base[j : j + n] ^ (inside * _DISTANCE))
     return out ^ np.uint64(length)
 
 
@@ -133,8 +139,9 @@ class CodeIndex:
             table = per_length.setdefault(length, {})
             for h in hashes:
                 table.setdefault(h, set()).add(item)
-        self.tables = {length: (np.array(sorted(table), dtype=np.uint64), table)
-                       for length, table in per_length.items()}
+        self.tables = {
+            length: (np.array(sorted(table), dtype=np.uint64), table) for length, table in per_length.items()
+        }
 
     def query(self, texts: Sequence[str], min_score: float = 0.0) -> list[tuple[int, int, float]]:
         """(text index, item, share of the item's windows found) for every pair at or above `min_score` (and at
@@ -161,8 +168,13 @@ class CodeIndex:
         return found
 
 
-def code_matches(train_texts: Sequence[str], solutions: Sequence[str], min_overlap: float = 0.5,
-                 run: Run | None = None, workers: int = 1) -> list[Match]:
+def code_matches(
+    train_texts: Sequence[str],
+    solutions: Sequence[str],
+    min_overlap: float = 0.5,
+    run: Run | None = None,
+    workers: int = 1,
+) -> list[Match]:
     """Training texts holding at least `min_overlap` of a solution's normalised windows, every such solution, best
     first per row (score: the share of its windows), by row; `workers` processes; `run` times it (phase "code")."""
     run = Run() if run is None else run
@@ -175,8 +187,9 @@ def code_matches(train_texts: Sequence[str], solutions: Sequence[str], min_overl
         return [match for part in map_shards(lookup, len(train_texts), workers) for match in part]
 
 
-def code_spans(train_text: str, solution: str, k: int = K) -> tuple[list[tuple[int, int]], list[tuple[int, int]],
-                                                                     int, int]:
+def code_spans(
+    train_text: str, solution: str, k: int = K
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]], int, int]:
     """(character spans of the matched windows in the training text, in the solution, windows matched, the
     solution's windows): where `CodeIndex` found the solution. For the report; one pair at a time."""
     cache: dict = {}
@@ -190,6 +203,9 @@ def code_spans(train_text: str, solution: str, k: int = K) -> tuple[list[tuple[i
     matched = wanted & set(train_hashes)
     train_hit = {p for s, h in enumerate(train_hashes) if h in matched for p in range(s, s + length)}
     item_hit = {p for s, h in enumerate(item_hashes) if h in matched for p in range(s, s + length)}
-    return (char_spans([t[2:] for t in train], train_hit), char_spans([t[2:] for t in item], item_hit),
-            len(matched), len(wanted))
-
+    return (
+        char_spans([t[2:] for t in train], train_hit),
+        char_spans([t[2:] for t in item], item_hit),
+        len(matched),
+        len(wanted),
+    )

@@ -17,10 +17,18 @@ from menagerie.data.contamination.guard import GuardTerms
 from menagerie.data.contamination.records import Candidate, Match, Run
 
 
-def embedding_matches(train_prompts: Sequence[str], eval_texts: Sequence[str], threshold: float = 0.8,
-                      guard: bool = True, max_tokens: int = 128, terms: Sequence[GuardTerms] | None = None,
-                      max_pairs: int | None = None, cache_dir: str | None = None, run: Run | None = None,
-                      workers: int = 1) -> list[Match]:
+def embedding_matches(
+    train_prompts: Sequence[str],
+    eval_texts: Sequence[str],
+    threshold: float = 0.8,
+    guard: bool = True,
+    max_tokens: int = 128,
+    terms: Sequence[GuardTerms] | None = None,
+    max_pairs: int | None = None,
+    cache_dir: str | None = None,
+    run: Run | None = None,
+    workers: int = 1,
+) -> list[Match]:
     """Prompts within `threshold` cosine of an eval item (MiniLM): the `lexical_candidates` of the prompts
     (`workers` processes), scored by `score_candidates`."""
     run = Run() if run is None else run
@@ -28,10 +36,17 @@ def embedding_matches(train_prompts: Sequence[str], eval_texts: Sequence[str], t
     return score_candidates(candidates, eval_texts, threshold, max_tokens, max_pairs, cache_dir, run)
 
 
-def score_candidates(candidates: list[Candidate], eval_texts: Sequence[str], threshold: float = 0.8,
-                     max_tokens: int = 128, max_pairs: int | None = None, cache_dir: str | None = None,
-                     run: Run | None = None, vetoed: Sequence[Candidate] | None = None,
-                     reviewed: list[Match] | None = None) -> list[Match]:
+def score_candidates(
+    candidates: list[Candidate],
+    eval_texts: Sequence[str],
+    threshold: float = 0.8,
+    max_tokens: int = 128,
+    max_pairs: int | None = None,
+    cache_dir: str | None = None,
+    run: Run | None = None,
+    vetoed: Sequence[Candidate] | None = None,
+    reviewed: list[Match] | None = None,
+) -> list[Match]:
     """Embed `lexical_candidates`' pairs: each candidate's window once, each candidate item once (`cache_dir`: item
     vectors kept by content hash across runs); a row's match is its best candidate at or above `threshold`, with the
     window embedded, by row.
@@ -52,10 +67,15 @@ def score_candidates(candidates: list[Candidate], eval_texts: Sequence[str], thr
         wanted = sorted({c.item for c in checked} | {c.item for c in review})
         window_vec = embeddings.encode(windows, max_tokens=max_tokens)
         cached: dict[str, int] = {}
-        item_vec = embeddings.encode_cached([eval_texts[i] for i in wanted], max_tokens=max_tokens,
-                                            cache_dir=cache_dir, stats=cached)
-        run.counts.update(embedded_pairs=len(checked), embedded_windows=len(windows), embedded_items=len(wanted),
-                          items_from_cache=cached.get("cache_hits", 0))
+        item_vec = embeddings.encode_cached(
+            [eval_texts[i] for i in wanted], max_tokens=max_tokens, cache_dir=cache_dir, stats=cached
+        )
+        run.counts.update(
+            embedded_pairs=len(checked),
+            embedded_windows=len(windows),
+            embedded_items=len(wanted),
+            items_from_cache=cached.get("cache_hits", 0),
+        )
         if vetoed is not None:
             run.counts["embedded_vetoes"] = len(review)
     with run.phase("score"):

@@ -16,10 +16,9 @@ import re
 from collections import Counter
 from typing import NamedTuple
 
-from menagerie.data.contamination.text import (NUMBER_WORDS, OPERATIONS, TOKEN, UNIT_OF, UNITS, fold_numbers,
-                                               lowered)
+from menagerie.data.contamination.text import NUMBER_WORDS, OPERATIONS, TOKEN, UNIT_OF, UNITS, fold_numbers, lowered
 
-_CAPITALISED = re.compile(r"\b(?:[A-Z][a-z]+|[A-Z]{2,})\b")   # names, acronyms, Roman numerals
+_CAPITALISED = re.compile(r"\b(?:[A-Z][a-z]+|[A-Z]{2,})\b")  # names, acronyms, Roman numerals
 _SPEEDS = {"mph": ("mile", "per", "hour"), "kph": ("kilometer", "per", "hour"), "kmh": ("kilometer", "per", "hour")}
 _RATE_PHRASE = re.compile(r"\b(?:a|an)\s+(?:piece|head|hour|day|week|month|year|minute|second|person|unit|item)\b")
 
@@ -39,7 +38,7 @@ def guard_words(text: str) -> set[str]:
     if not _SPEEDS.keys().isdisjoint(tokens):
         tokens = [part for t in tokens for part in _SPEEDS.get(t, (t,))]
     counts = Counter([UNIT_OF.get(t, t) for t in tokens])
-    if "$" in low:   # "$20" is "20 dollars"
+    if "$" in low:  # "$20" is "20 dollars"
         counts["dollar"] += low.count("$")
     out = set(counts)
     for word, count in counts.items():
@@ -53,8 +52,9 @@ def guard_words(text: str) -> set[str]:
 
 class GuardTerms(NamedTuple):
     """What a copy or paraphrase of an eval item must keep."""
-    words: frozenset[str]   # its numbers and units (repeats marked, see guard_words) and named entities, all of them
-    ops: frozenset[str]     # its operation classes (op:add, op:sub, op:mul, op:div, op:rate): at least one of them
+
+    words: frozenset[str]  # its numbers and units (repeats marked, see guard_words) and named entities, all of them
+    ops: frozenset[str]  # its operation classes (op:add, op:sub, op:mul, op:div, op:rate): at least one of them
 
 
 def guard_terms(text: str) -> GuardTerms:
@@ -62,8 +62,8 @@ def guard_terms(text: str) -> GuardTerms:
     seen = guard_words(text)
     kept = {w for w in seen if _counted(w.split("#")[0])}
     for match in _CAPITALISED.finditer(text):
-        before = text[:match.start()].rstrip()
-        if before and before[-1] not in ".!?:;\"'>|([{" and not text[match.start() - 1:match.start()].isalnum():
+        before = text[: match.start()].rstrip()
+        if before and before[-1] not in ".!?:;\"'>|([{" and not text[match.start() - 1 : match.start()].isalnum():
             kept.add(match.group().lower())
     return GuardTerms(frozenset(kept), frozenset(w for w in seen if w.startswith("op:")))
 

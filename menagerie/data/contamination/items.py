@@ -24,8 +24,9 @@ def row_texts(row: dict) -> tuple[str, str]:
     """(whole text, prompt) of a canonical sft/preference row: the n-gram and the embedding inputs."""
     messages = row.get("messages", [])
     prompt = "\n".join([m["content"] for m in messages if m["role"] == "user"] + [row.get("context", "")]).strip()
-    whole = "\n".join([m["content"] for m in messages] + [row.get("context", ""), row.get("chosen", ""),
-                                                          row.get("rejected", "")])
+    whole = "\n".join(
+        [m["content"] for m in messages] + [row.get("context", ""), row.get("chosen", ""), row.get("rejected", "")]
+    )
     return whole, prompt
 
 

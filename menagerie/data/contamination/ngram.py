@@ -40,7 +40,7 @@ def _rolling(hashes: np.ndarray, lengths: Sequence[int]) -> dict[int, np.ndarray
     with np.errstate(over="ignore"):
         for length in range(1, max(lengths) + 1):
             if length > 1:
-                current = current[:-1] * PRIME + hashes[length - 1:]
+                current = current[:-1] * PRIME + hashes[length - 1 :]
             if length in lengths:
                 out[length] = current ^ np.uint64(length * 0x2545F4914F6CDD1D & MASK)
     return out
@@ -77,8 +77,9 @@ class NgramIndex:
             bitmap[keys & np.uint64((1 << bits) - 1)] = True
             self.filters[length] = (bitmap, np.uint64((1 << bits) - 1))
 
-    def query(self, texts: Sequence[str], min_score: float = 0.0,
-              best_only: bool = True) -> list[tuple[int, int, float]]:
+    def query(
+        self, texts: Sequence[str], min_score: float = 0.0, best_only: bool = True
+    ) -> list[tuple[int, int, float]]:
         """(text index, eval item, fraction of its n-grams found) for every text with a hit at or above
         `min_score`: its best item, or (`best_only` False) every such item, best first."""
         found: list[tuple[int, int, float]] = []
@@ -86,7 +87,7 @@ class NgramIndex:
             return found
         lengths = sorted(self.tables)
         for start in range(0, len(texts), CHUNK_ROWS):
-            tokens = [words(t) for t in texts[start:start + CHUNK_ROWS]]
+            tokens = [words(t) for t in texts[start : start + CHUNK_ROWS]]
             flat = [w for row in tokens for w in row]
             if not flat:
                 continue
@@ -97,15 +98,22 @@ class NgramIndex:
                 keys, owners = self.tables[length]
                 bitmap, mask = self.filters[length]
                 maybe = np.flatnonzero(bitmap[grams & mask])
-                maybe = maybe[row_of[maybe] == row_of[maybe + length - 1]]   # the n-gram lies inside one row
+                maybe = maybe[row_of[maybe] == row_of[maybe + length - 1]]  # the n-gram lies inside one row
                 pos = np.searchsorted(keys, grams[maybe]).clip(max=len(keys) - 1)
                 hit = keys[pos] == grams[maybe]
-                if hit.any():   # an n-gram several items share (a template) counts for each of them
+                if hit.any():  # an n-gram several items share (a template) counts for each of them
                     matched, first = grams[maybe[hit]], pos[hit]
                     count = np.searchsorted(keys, matched, side="right") - first
-                    pairs.append(np.stack([np.repeat(row_of[maybe[hit]], count),
-                                           owners[concat_ranges(first, count)],
-                                           np.repeat(matched.view(np.int64), count)], 1))
+                    pairs.append(
+                        np.stack(
+                            [
+                                np.repeat(row_of[maybe[hit]], count),
+                                owners[concat_ranges(first, count)],
+                                np.repeat(matched.view(np.int64), count),
+                            ],
+                            1,
+                        )
+                    )
             if not pairs:
                 continue
             # count distinct matched n-grams per (row, item); keep those at or above min_score, best first per row
@@ -124,9 +132,18 @@ class NgramIndex:
         return found
 
 
-def ngram_matches(train_texts: Sequence[str], eval_texts: Sequence[str], n: int = 13, guard: bool = True,
-                  terms: Sequence[GuardTerms] | None = None, run: Run | None = None, workers: int = 1,
-                  min_overlap: float = 0.0, top: int = 1, vetoed: list[Match] | None = None) -> list[Match]:
+def ngram_matches(
+    train_texts: Sequence[str],
+    eval_texts: Sequence[str],
+    n: int = 13,
+    guard: bool = True,
+    terms: Sequence[GuardTerms] | None = None,
+    run: Run | None = None,
+    workers: int = 1,
+    min_overlap: float = 0.0,
+    top: int = 1,
+    vetoed: list[Match] | None = None,
+) -> list[Match]:
     """Training texts holding at least `min_overlap` of an eval item's n-grams (and at least one): the `top` best
     items per row that pass the guard, as `Match`es (score: the share of the item's n-grams), by row.
 
@@ -139,9 +156,12 @@ def ngram_matches(train_texts: Sequence[str], eval_texts: Sequence[str], n: int 
             terms = [guard_terms(t) for t in eval_texts]
         index = NgramIndex(eval_texts, n)
     with run.phase("query"):
+
         def lookup(lo: int, hi: int) -> list[tuple[int, int, float]]:
-            return [(lo + row, item, score)
-                    for row, item, score in index.query(train_texts[lo:hi], min_overlap, best_only=not guard)]
+            return [
+                (lo + row, item, score)
+                for row, item, score in index.query(train_texts[lo:hi], min_overlap, best_only=not guard)
+            ]
 
         hits = [hit for part in map_shards(lookup, len(train_texts), workers) for hit in part]
     with run.phase("guard"):
@@ -161,23 +181,28 @@ def ngram_matches(train_texts: Sequence[str], eval_texts: Sequence[str], n: int 
         return out
 
 
-def ngram_spans(train_text: str, eval_text: str, n: int = 13) -> tuple[list[tuple[int, int]],
-                                                                       list[tuple[int, int]], int, int]:
+def ngram_spans(
+    train_text: str, eval_text: str, n: int = 13
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]], int, int]:
     """Where an eval item's n-grams (as ``NgramIndex`` forms them) occur in a training text: (character spans in the
     training text, in the item, n-grams matched, the item's n-grams). For the report; one pair at a time."""
     train, item = located_words(train_text), located_words(eval_text)
     length = min(n, len(item))
     if length == 0:
         return [], [], 0, 0
-    grams = {tuple(t[0] for t in item[k:k + length]): k for k in range(len(item) - length + 1)}
+    grams = {tuple(t[0] for t in item[k : k + length]): k for k in range(len(item) - length + 1)}
     train_hit: set[int] = set()
     item_hit: set[int] = set()
     matched = set()
     for k in range(len(train) - length + 1):
-        gram = tuple(t[0] for t in train[k:k + length])
+        gram = tuple(t[0] for t in train[k : k + length])
         if gram in grams:
             matched.add(gram)
             train_hit.update(range(k, k + length))
             item_hit.update(range(grams[gram], grams[gram] + length))
-    return (char_spans([t[1:] for t in train], train_hit), char_spans([t[1:] for t in item], item_hit),
-            len(matched), len(grams))
+    return (
+        char_spans([t[1:] for t in train], train_hit),
+        char_spans([t[1:] for t in item], item_hit),
+        len(matched),
+        len(grams),
+    )

@@ -14,6 +14,7 @@ class Match:
     """A (training row, eval item) pair a method found or its guard vetoed. `score`: the share of the item's
     n-grams (or code windows) in the row, or the cosine; `window`: the text embedded (embedding method);
     `reason`: why the guard vetoed it (None: a match)."""
+
     row: int
     item: int
     score: float
@@ -25,6 +26,7 @@ class Match:
 class Candidate:
     """A (training row, eval item) pair the lexical filter passes to the embedding: `window` is the text to embed,
     `rank` orders candidates across rows (higher first; see candidates.py); `reason`: a guard veto kept for review."""
+
     row: int
     item: int
     rank: float
@@ -39,7 +41,7 @@ class Candidate:
 @dataclass(frozen=True, slots=True)
 class Phase:
     name: str
-    start: float   # time.perf_counter() seconds
+    start: float  # time.perf_counter() seconds
     end: float
 
     @property
@@ -51,6 +53,7 @@ class Phase:
 class Run:
     """Counts and timings of one gate run, filled by the stages it is passed to: `counts` (candidate pairs, embedded
     windows, ...: see candidates.py and embedding.py) and `phases`, each step's start and end in order."""
+
     counts: dict[str, int] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-MIN_ROWS_PER_WORKER = 2048   # below this, starting a worker costs more than it saves
-_WORK: Callable | None = None   # the work of the map in flight, inherited by the forked workers
+MIN_ROWS_PER_WORKER = 2048  # below this, starting a worker costs more than it saves
+_WORK: Callable | None = None  # the work of the map in flight, inherited by the forked workers
 
 
 def _run(bounds: tuple[int, int]) -> Any:
