@@ -124,6 +124,32 @@ def unpinned_notes(config: dict, recipes: Iterable[str]) -> list[str]:
     ]
 
 
+def multi_node_in_image(recipe: str, stage: str, nodes: int) -> str:
+    """Why a multi-node stage cannot run under --sdm apptainer: the job's command runs inside `apptainer exec`,
+    whose image has no srun/scontrol to start the other nodes' torchrun agents (it would hang at the rendezvous)."""
+    return (
+        f"recipes.{recipe}.stages.{stage}.resources.nodes is {nodes}: a multi-node training job cannot start under "
+        "--sdm apptainer (profiles/slurm-apptainer), whose images have no srun; run it with profiles/slurm and the "
+        "locked environment (make env EXTRA=cuda)"
+    )
+
+
+def exit_if_multi_node_in_images(
+    config: dict, apptainer: bool, argv: Sequence[str] | None = None, stderr: TextIO | None = None
+) -> None:
+    """At parse time, before anything is submitted: under --sdm apptainer, a recipe the command line asks for whose
+    training stage spans several nodes is one `error:` line and exit status 1."""
+    if not apptainer:
+        return
+    argv = sys.argv if argv is None else argv
+    for recipe in requested_recipes(config, argv[1:]):
+        for stage, block in config["recipes"][recipe].get("stages", {}).items():
+            nodes = launch.node_count((block or {}).get("resources"))
+            if stage in ("sft", "dpo") and nodes > 1:
+                (stderr or sys.stderr).write(f"error: {multi_node_in_image(recipe, stage, nodes)}\n")
+                raise SystemExit(1)
+
+
 def note_unpinned_hub_datasets(config: dict, argv: Sequence[str] | None = None, stderr: TextIO | None = None) -> None:
     """Print unpinned_notes for the recipes the command line asks for (dry runs included). Snakemake knows its
     targets only after parsing, hence the command line (`argv`, default sys.argv)."""
@@ -170,11 +196,17 @@ class Jobs:
     them then; a dry run without --cores never asks); `root` is the directory results/ lives in."""
 
     def __init__(
-        self, config: dict, python: str = "python", cores: Callable[[], int] | int = 1, root: str | Path = "."
+        self,
+        config: dict,
+        python: str = "python",
+        cores: Callable[[], int] | int = 1,
+        root: str | Path = ".",
+        apptainer: bool = False,
     ):
         self.config = config
         self.paths = RecipePaths(config)
         self.python = python
+        self.apptainer = apptainer
         self._cores = cores
         self.root = Path(root)
         self._defaults = default_resources()
@@ -182,11 +214,8 @@ class Jobs:
     @classmethod
     def for_workflow(cls, config: dict, workflow: Any) -> Jobs:
         """The jobs of the running Snakemake `workflow` (its deployment method and cores)."""
-        return cls(
-            config,
-            python=python_command(uses_apptainer(getattr(workflow, "deployment_settings", None))),
-            cores=lambda: workflow.cores,
-        )
+        apptainer = uses_apptainer(getattr(workflow, "deployment_settings", None))
+        return cls(config, python=python_command(apptainer), cores=lambda: workflow.cores, apptainer=apptainer)
 
     def cores(self) -> int:
         return self._cores() if callable(self._cores) else self._cores
@@ -320,7 +349,11 @@ class Jobs:
         lookup = self.stage_resources(stage)
 
         def launcher(wildcards):
-            return launch.shell_prefix(lookup(wildcards), self.python)
+            resources = lookup(wildcards)
+            nodes = launch.node_count(resources)
+            if self.apptainer and nodes > 1:  # backstop of exit_if_multi_node_in_images (targets not on argv)
+                raise ConfigError(multi_node_in_image(wildcards.recipe, wildcards.stage, nodes))
+            return launch.shell_prefix(resources, self.python)
 
         return launcher
 

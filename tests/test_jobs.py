@@ -17,6 +17,7 @@ from snakemake.settings.types import DeploymentMethod, DeploymentSettings
 
 from menagerie import jobs
 from menagerie.config import load_config, load_yaml, recipe_hash
+from menagerie.errors import ConfigError
 from menagerie.provenance import GIT_COMMIT_ENV
 from menagerie.train.budget import append_ledger
 from menagerie.workflow import RecipePaths
@@ -202,6 +203,33 @@ def test_launcher_starts_one_process_per_gpu(config, J, monkeypatch):
     assert gpus > 1
     line = J.launcher(jobs.STAGE_WILDCARD)(w(recipe="tulu2-7b", stage="sft"))
     assert line.startswith("py -m torch.distributed.run") and f"--nproc_per_node={gpus}" in line
+
+
+def test_a_multi_node_stage_under_apptainer_is_refused_in_one_sentence(config):
+    nodes = config["recipes"]["tulu2-70b"]["stages"]["sft"]["resources"]["nodes"]
+    assert nodes > 1
+    plain = jobs.Jobs(config, python="py").launcher(jobs.STAGE_WILDCARD)(w(recipe="tulu2-70b", stage="sft"))
+    assert plain.startswith("srun ")
+    boxed = jobs.Jobs(config, python="python", apptainer=True)
+    # one node is fine inside the image; several are refused, naming the key and the way that works
+    assert boxed.launcher(jobs.STAGE_WILDCARD)(w(recipe="tulu2-7b", stage="sft")).startswith("python -m torch")
+    with pytest.raises(ConfigError) as err:
+        boxed.launcher(jobs.STAGE_WILDCARD)(w(recipe="tulu2-70b", stage="sft"))
+    message = str(err.value)
+    assert message.startswith(f"recipes.tulu2-70b.stages.sft.resources.nodes is {nodes}:")
+    assert "profiles/slurm " in message and "\n" not in message
+
+
+def test_parse_time_check_refuses_a_multi_node_recipe_under_apptainer_only(config):
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as stop:
+        jobs.exit_if_multi_node_in_images(config, True, ["snakemake", "results/tulu2-70b/eval.json"], stderr=err)
+    assert stop.value.code == 1
+    assert err.getvalue().startswith("error: recipes.tulu2-70b.stages.sft.resources.nodes is ")
+    assert err.getvalue().count("\n") == 1
+    # the same target without images, or a one-node recipe in images, passes
+    jobs.exit_if_multi_node_in_images(config, False, ["snakemake", "results/tulu2-70b/eval.json"])
+    jobs.exit_if_multi_node_in_images(config, True, ["snakemake", "results/tulu2-7b/eval.json"])
 
 
 def test_run_stage_logs_and_surfaces_the_last_line(J):
