@@ -418,7 +418,8 @@ def test_killed_and_resumed_run_has_an_honest_card(tmp_path, make_tiny_tokenizer
     card = (out / "README.md").read_text()
     assert f"| train loss (mean over all 6 logged steps, every attempt) | {mean:.4f} |" in card
     assert f"| validation loss (last evaluation, at the end of training) | {evals[0]['eval_loss']:.4f} |" in card
-    assert "| LoRA | r 16, alpha 32, dropout 0, targets all-linear |" in card
+    # the default twin fine-tunes fully (issue 12): the card says so and has no adapter row
+    assert "| method | full |" in card and "| LoRA |" not in card
     assert f"| learning rate | {recipe['stages']['sft']['learning_rate']:g} (" in card
     assert len(prov["attempts"]) == 2 and prov["attempts"][0]["wall_time_s"] >= killed_time
     assert prov["wall_time_s"] == pytest.approx(sum(a["wall_time_s"] for a in prov["attempts"]), abs=0.011)
