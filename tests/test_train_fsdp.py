@@ -172,6 +172,49 @@ def test_each_fsdp_rank_holds_half_the_parameters_and_optimizer_state(sft_runs):
 
 
 @pytest.mark.slow
+def test_fsdp_two_ranks_load_the_weights_on_rank_0_only(sft_runs):
+    """Rank 1 builds placeholders (common.empty_model) and accelerate broadcasts rank 0's weights into the shards; the
+    parity test above shows training is unchanged, and rank 1 still ends up holding its real half."""
+    whole = sft_runs[1]["provenance"]["rank_memory"][0]
+    ranks = sft_runs[2]["provenance"]["rank_memory"]
+    assert sft_runs[2]["provenance"]["rank0_loading"] is True and sft_runs[1]["provenance"]["rank0_loading"] is False
+    assert all(r["load_resident_bytes"] is not None and r["peak_rss_bytes"] > 0 for r in ranks)
+    assert ranks[1]["parameter_bytes"] * 2 == whole["parameter_bytes"]
+
+
+def test_placeholder_model_takes_no_host_memory_until_written(tmp_path, make_tiny_tokenizer):
+    """What rank 1 loads under FSDP rank-0 loading: a 64 MB fp32 model costs ~0 resident bytes (untouched pages),
+    while the real load on rank 0 adds at least its parameter bytes; same architecture, names, shapes and dtypes."""
+    from menagerie.train import common
+    from menagerie.train.strategy import resident_bytes
+
+    from transformers import AutoModelForCausalLM
+
+    wide = build_tiny_llama(tmp_path / "wide", make_tiny_tokenizer(add_bos=True), vocab_size=32000, hidden=256)
+    model_dir = tmp_path / "wide-bf16"  # published checkpoints are bf16: the fp32 master copy is new memory
+    AutoModelForCausalLM.from_pretrained(str(wide), dtype=torch.bfloat16).save_pretrained(str(model_dir))
+    stage = {"method": "full", "precision": "bf16"}
+    before = resident_bytes()
+    empty = common.load_training_model(model_dir, stage, placeholder=True)
+    empty_cost = resident_bytes() - before
+    nbytes = sum(p.numel() * p.element_size() for p in empty.parameters())
+    assert nbytes > 60e6 and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in empty.parameters())
+    assert empty_cost < 0.1 * nbytes
+    before = resident_bytes()
+    real = common.load_training_model(model_dir, stage)
+    assert resident_bytes() - before >= 0.9 * nbytes
+    assert [(n, p.shape, p.dtype) for n, p in empty.named_parameters()] == [
+        (n, p.shape, p.dtype) for n, p in real.named_parameters()
+    ]
+    assert len({p.data_ptr() for p in empty.parameters()}) == len(list(empty.parameters()))  # accelerate's remap key
+    buffers = dict(real.named_buffers())
+    for name, buffer in empty.named_buffers():  # rotary inv_freq computed for real
+        torch.testing.assert_close(buffer, buffers[name])
+    reference = common.load_reference_model(model_dir, stage, placeholder=True)
+    assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in reference.parameters())
+
+
+@pytest.mark.slow
 def test_fsdp_sharded_checkpoint_resumes_to_the_same_weights(sft_runs, tiny_model):
     """Four steps with sharded checkpoints at 2 and 4; drop checkpoint-4 and the output (a run killed after step 2,
     same settings: the checkpoint belongs to this trajectory) and rerun: it resumes from the sharded checkpoint-2 to
@@ -197,7 +240,7 @@ def test_fsdp_sharded_checkpoint_resumes_to_the_same_weights(sft_runs, tiny_mode
 def test_fsdp_dpo_on_two_ranks_matches_one_process(tmp_path, tiny_model, reference):
     setup = write_setup(tmp_path / "setup", "dpo", reference=reference, learning_rate=1.0e-4)
     one, two = train(setup, tiny_model, tmp_path / "nproc-1", 1), train(setup, tiny_model, tmp_path / "nproc-2", 2)
-    assert two["provenance"]["strategy"] == "fsdp"
+    assert two["provenance"]["strategy"] == "fsdp" and two["provenance"]["rank0_loading"] is True
     assert_same_training(one, two)
     assert one["losses"][0] == pytest.approx(0.6931, abs=1e-3)  # log 2: policy == reference at the first step
 
@@ -258,7 +301,7 @@ def test_fsdp_arguments_wrap_decoder_layers_and_checkpoint_by_fsdp(tiny_model):
     from menagerie.train.strategy import trainer_arguments
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model))
-    args = trainer_arguments({"gradient_checkpointing": True}, model, 8, "fsdp")
+    args = trainer_arguments({"gradient_checkpointing": True, "method": "full"}, model, 8, "fsdp")
     assert args["fsdp"] is True and args["gradient_checkpointing"] is False
     assert args["fsdp_config"] | {} == {
         "version": 2,
@@ -267,6 +310,9 @@ def test_fsdp_arguments_wrap_decoder_layers_and_checkpoint_by_fsdp(tiny_model):
         "reshard_after_forward": True,
         "state_dict_type": "SHARDED_STATE_DICT",
         "activation_checkpointing": True,
+        "cpu_ram_efficient_loading": True,  # rank 0 loads, the others build on meta
     }
+    lora = {"gradient_checkpointing": True, "method": "lora"}
+    assert trainer_arguments(lora, model, 8, "fsdp")["fsdp_config"]["cpu_ram_efficient_loading"] is False
     assert trainer_arguments({"gradient_checkpointing": True}, model, 8, "ddp") == {"gradient_checkpointing": True}
     assert trainer_arguments({"gradient_checkpointing": False}, model, 1, "fsdp") == {"gradient_checkpointing": False}

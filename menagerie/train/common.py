@@ -70,7 +70,37 @@ def load_kwargs(stage: dict) -> dict:
     return kwargs
 
 
-def load_training_model(model_dir: str | Path, stage: dict):
+def empty_model(model_dir: str | Path, dtype):
+    """The model's architecture with uninitialised parameters that occupy no host memory, buffers real.
+
+    What every rank but 0 builds under FSDP rank-0 loading (strategy.rank0_loads): accelerate's fsdp2_prepare_model
+    (cpu_ram_efficient_loading) moves the model to the meta device, shards it and broadcasts rank 0's real weights
+    into the shards, so a 70B fp32 model occupies the host once per job instead of once per process. The parameters
+    are `torch.empty` host tensors, as accelerate expects of the other ranks ("non-main ranks only have
+    torch.empty"): never written, their pages are never committed (no resident memory), and unlike meta tensors each
+    has its own data_ptr, which accelerate's FSDP2 optimizer remapping (Accelerator._prepare_fsdp2) keys on.
+    Non-persistent buffers (rotary inv_freq) are computed for real: accelerate re-registers each rank's own copy.
+    """
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(model_dir))
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    placeholders: dict[int, torch.nn.Parameter] = {}  # by identity: tied parameters stay one tensor
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is not None and param.device.type == "meta":
+                if id(param) not in placeholders:
+                    empty = torch.empty(param.shape, dtype=param.dtype, device="cpu")
+                    placeholders[id(param)] = torch.nn.Parameter(empty, requires_grad=param.requires_grad)
+                module._parameters[name] = placeholders[id(param)]
+    model.config._name_or_path = str(model_dir)
+    return model
+
+
+def load_training_model(model_dir: str | Path, stage: dict, placeholder: bool = False):
     """Load the model a stage trains: full weights, or a (quantized) base with a fresh LoRA adapter config.
 
     Mixed precision: weights that train are fp32 master weights (with AdamW state in fp32 beside them) and
@@ -80,6 +110,8 @@ def load_training_model(model_dir: str | Path, stage: dict):
     """
     from transformers import AutoModelForCausalLM
 
+    if placeholder:
+        return empty_model(model_dir, master_dtype(stage))
     quant = stage.get("quantization")
     kwargs = load_kwargs(stage)
     if quant and not has_cuda():
@@ -95,6 +127,19 @@ def load_training_model(model_dir: str | Path, stage: dict):
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     return model
+
+
+def load_reference_model(model_dir: str | Path, stage: dict, placeholder: bool = False):
+    """DPO's frozen reference for a full fine-tune, in the compute dtype (no master copy); empty off rank 0."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = getattr(torch, TORCH_DTYPES[stage["precision"]])
+    if placeholder:
+        model = empty_model(model_dir, dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
+    return model.requires_grad_(False).eval()
 
 
 def fp32_trainable(model) -> None:

@@ -94,6 +94,12 @@ def run_dpo(
             preference_dataset(val, work_dir, "validation", stage) if val else None,
         ),
         trainer_arguments={"ref_model": None},
+        # reference: model under FSDP rank-0 loading: a frozen copy, real on rank 0 only, sharded like the policy
+        rank0_models=(
+            (lambda placeholder: {"ref_model": common.load_reference_model(model_dir, stage, placeholder=placeholder)})
+            if not precomputed
+            else None
+        ),
         record={"beta": stage["beta"]},
         card=lambda batch: [
             f"DPO stage of recipe `{recipe_name}` ({stage['method']}, beta {stage['beta']}) on `{model_dir}`.",

@@ -41,6 +41,8 @@ class TrainingStage:
     card: Callable[[dict], list[str]]  # batch -> the model card's opening lines
     record: dict = field(default_factory=dict)  # extra provenance fields (DPO: beta)
     trainer_arguments: dict = field(default_factory=dict)  # extra trainer keys (DPO: ref_model=None)
+    # under FSDP rank-0 loading: placeholder -> the trainer keys that carry a model of its own (DPO's reference)
+    rank0_models: Callable[[bool], dict] | None = None
     finish: Callable[[Any, dict], None] | None = None  # (trainer, record) after the artifacts are saved
 
 
@@ -61,8 +63,15 @@ def run_stage(
     stage = recipe["stages"][spec.name]
     has_validation = bool(spec.validation)
     batch = common.derive_batch(stage["global_batch_size"], stage["micro_batch_size"], common.world_size())
-    model = common.load_training_model(model_dir, stage)
     sharing = strategy.effective_strategy(stage, config, recipe_name, spec.name)
+    rank0_loads = strategy.rank0_loads(stage, batch["processes"], sharing)
+    placeholder = rank0_loads and not common.is_main_process()
+    before = strategy.resident_bytes()
+    model = common.load_training_model(model_dir, stage, placeholder=placeholder)
+    loaded_bytes = strategy.resident_bytes() - before
+    trainer_arguments = dict(spec.trainer_arguments)
+    if rank0_loads and spec.rank0_models:
+        trainer_arguments |= spec.rank0_models(placeholder)
     args = spec.config_class(
         **common.trainer_arguments(stage, batch, work_dir, has_validation=has_validation)
         | progress.trainer_options(recipe_name, recipe, spec.name)
@@ -80,7 +89,7 @@ def run_stage(
     trajectory = checkpoints.trajectory(stage, recipe["chat_format"], batch, input_sha256, in_effect)
     resume = checkpoints.bind_work_dir(work_dir, trajectory, is_main=common.is_main_process())
     budget = stage_budget(recipe, spec.name, out_dir, resume, checkpoints.trajectory_hash(trajectory))
-    with strategy.cpu_fsdp():
+    with strategy.cpu_fsdp(), strategy.rank0_loading(rank0_loads):
         train_dataset, eval_dataset = spec.datasets()
         trainer = spec.trainer_class(
             model=model,
@@ -90,7 +99,7 @@ def run_stage(
             processing_class=tokenizer,
             peft_config=common.lora_config(stage),
             callbacks=[budget, progress.progress_callback(spec.name), checkpoints.time_callback(stage["save_minutes"])],
-            **spec.trainer_arguments,
+            **trainer_arguments,
         )
     if stage.get("quantization"):
         common.fp32_trainable(trainer.model)
@@ -110,7 +119,8 @@ def run_stage(
     ):
         trainer.train(resume_from_checkpoint=resume)
         record["strategy"] = in_effect
-        record["rank_memory"] = strategy.rank_memory(trainer)
+        record["rank_memory"] = strategy.rank_memory(trainer, loaded_bytes)
+        record["rank0_loading"] = rank0_loads
         strategy.full_state_dict_for_save(trainer)
         record["metrics"] = artifacts.save_artifacts(
             trainer,

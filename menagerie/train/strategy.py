@@ -47,6 +47,20 @@ def decoder_layer_classes(model) -> list[str]:
     return names
 
 
+def rank0_loads(stage: dict, processes: int, strategy: str) -> bool:
+    """Whether only rank 0 loads the real weights (the others build placeholders: common.empty_model).
+
+    Under FSDP with more than one process, for an unquantized full fine-tune: every rank holding an fp32 copy on
+    the host (plus DPO's reference) is 8 x 280 GB for a 70B model on an 8-GPU node. accelerate's
+    `cpu_ram_efficient_loading` then shards the model on the meta device and broadcasts rank 0's weights into them
+    (accelerate.utils.fsdp_utils.fsdp2_prepare_model / fsdp2_load_full_state_dict). transformers' own switch for
+    this (FSDP_CPU_RAM_EFFICIENT_LOADING in from_pretrained) does not help here: transformers 5 still reads the
+    full weights on the other ranks and then replaces them with zeros, and it only applies to models loaded after the
+    training arguments exist, which the policy is not.
+    """
+    return strategy == "fsdp" and processes > 1 and stage["method"] == "full" and not stage.get("quantization")
+
+
 def trainer_arguments(stage: dict, model, processes: int, strategy: str) -> dict:
     """TrainingArguments keys for the strategy (FSDP only when more than one process shares the model)."""
     checkpointing = bool(stage.get("gradient_checkpointing"))
@@ -61,6 +75,8 @@ def trainer_arguments(stage: dict, model, processes: int, strategy: str) -> dict
             "reshard_after_forward": True,  # full shard (ZeRO-3): parameters gathered per unit, then freed
             "state_dict_type": "SHARDED_STATE_DICT",  # checkpoints: one shard per rank, resumable
             "activation_checkpointing": checkpointing,
+            # rank 0 holds the real weights, the others placeholders (rank0_loads); sharding broadcasts them
+            "cpu_ram_efficient_loading": rank0_loads(stage, processes, strategy),
         },
         # FSDP applies activation checkpointing itself; Trainer's would add a redundant all-gather (and it refuses both)
         "gradient_checkpointing": False,
@@ -95,6 +111,42 @@ def cpu_fsdp():
         AcceleratorState.__init__ = original
 
 
+@contextmanager
+def rank0_loading(active: bool):
+    """While the trainer is built under rank-0 loading: shard DPO's reference as accelerate shards the policy.
+
+    trl's `prepare_fsdp` applies `fully_shard` to the reference's root only and never broadcasts, which would leave
+    the other ranks' placeholder reference uninitialised; accelerate's fsdp2_prepare_model wraps its decoder layers and broadcasts rank 0's weights into the shards. The
+    reference is frozen first (accelerate upcasts trainable parameters to fp32 under mixed precision). transformers'
+    FSDP_CPU_RAM_EFFICIENT_LOADING (set by TrainingArguments) is off meanwhile: a reference trl loads itself (for
+    precomputed log-probs) is then read whole on every rank, as before, instead of being replaced by zeros off local
+    rank 0 (transformers 5 modeling_utils._move_missing_keys_from_meta_to_device).
+    """
+    if not active:
+        yield
+        return
+    import trl.trainer.dpo_trainer as dpo_trainer
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+    def prepare_reference(model, accelerator):
+        model.requires_grad_(False)
+        model = fsdp2_prepare_model(accelerator, model)
+        model.eval()
+        return model
+
+    original, env = dpo_trainer.prepare_fsdp, os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING")
+    dpo_trainer.prepare_fsdp = prepare_reference
+    os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "false"
+    try:
+        yield
+    finally:
+        dpo_trainer.prepare_fsdp = original
+        if env is None:
+            os.environ.pop("FSDP_CPU_RAM_EFFICIENT_LOADING", None)
+        else:
+            os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = env
+
+
 def full_state_dict_for_save(trainer) -> None:
     """Before the final save: gather a full state dict to rank 0 (the Hugging Face model directory).
 
@@ -104,12 +156,24 @@ def full_state_dict_for_save(trainer) -> None:
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
 
 
+def _peak_rss_bytes() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
 def _local_bytes(tensor) -> int:
     local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
     return local.numel() * local.element_size()
 
 
-def rank_memory(trainer) -> list[dict]:
+def resident_bytes() -> int:
+    """This process's resident host memory now (Linux /proc/self/statm)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def rank_memory(trainer, load_resident_bytes: int | None = None) -> list[dict]:
     """Bytes of parameters and optimizer state each rank holds, counted from its live tensors (all ranks call it).
 
     Under FSDP a rank holds its shard (DTensor local tensors); under DDP or one process, everything. Also the dtypes
@@ -127,6 +191,9 @@ def rank_memory(trainer) -> list[dict]:
         "optimizer_state_bytes": sum(_local_bytes(v) for v in opt_tensors),
         "trainable_parameter_dtypes": sorted({str(p.dtype).removeprefix("torch.") for p in params if p.requires_grad}),
         "optimizer_state_dtypes": sorted({str(v.dtype).removeprefix("torch.") for v in opt_tensors}),
+        # resident host memory the policy's loading added (rank-0 loading: ~0 off rank 0)
+        "load_resident_bytes": load_resident_bytes,
+        "peak_rss_bytes": _peak_rss_bytes(),
     }
     import torch.distributed as dist
 
