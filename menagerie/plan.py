@@ -30,8 +30,9 @@ Mistral, SmolLM2) from their shapes in `models.<name>.architecture`:
 - merge (on the host, no GPU): a plain merge holds the target in the merge dtype and the fp32 adapters; a QLoRA
   dequantize-merge streams tensor by tensor: one 2 GiB output shard, 24 B per element of the largest tensor in
   flight, the fp32 adapter.
-- host memory of a GPU training job (the first node's mem_gb): rank 0 holds the model on the host before it is
-  sharded or moved (fp32 for full fine-tuning), plus 6 GB per process.
+- host memory of a GPU training job (the first node's mem_gb, host_bytes): each process that loads the model holds
+  it whole on the host before it is sharded or moved (fp32 for full fine-tuning, + DPO's reference in the compute
+  dtype): every process of the node under DDP, only rank 0 under FSDP rank-0 loading; plus 6 GB per process.
 
 Under `fsdp` weights, gradients, optimizer state and the reference are divided by nodes x gpus; `ddp` replicates
 them. Expected training time = tokens x 6 x params (+ 2 x params for DPO's reference forward, + 2 x params for the
@@ -234,6 +235,7 @@ class Estimate:
     notes: list[str] = field(default_factory=list)
     problem: str | None = None  # a stage that cannot run as declared (besides not fitting)
     capped: bool = False  # the time estimate is the stage's GPU-hour budget
+    host_gb: float | None = None  # peak host memory of the first node (GPU training stages; host_bytes)
 
     @property
     def total(self) -> float:
@@ -463,11 +465,13 @@ def estimate_training(config: dict, recipe_name: str, stage: str, strategy: str 
     elif settings.get("quantization") and strategy == "fsdp" and settings["quantization"]["bits"] == 8:
         est.problem = "an 8-bit (LLM.int8) base cannot be sharded with FSDP; use ddp with a GPU that holds it"
     elif resources["gpus"]:
-        host = host_bytes(arch, settings, resources)
+        host = host_bytes(arch, settings, resources, strategy)
+        est.host_gb = host / 1e9
         if host > resources["mem_gb"] * 1e9:
+            loaders = "rank 0 loads" if host_copies(settings, resources, strategy) == 1 else "every process loads"
             est.problem = (
-                f"the first node's host memory needs an estimated {host / 1e9:.0f} GB (rank 0 loads the "
-                f"model before it is placed or sharded, {HOST_PER_PROCESS_GB:g} GB per process) and mem_gb "
+                f"the first node's host memory needs an estimated {host / 1e9:.0f} GB ({loaders} the model "
+                f"before it is placed or sharded, {HOST_PER_PROCESS_GB:g} GB per process) and mem_gb "
                 f"is {resources['mem_gb']:g}"
             )
     training_time(config, recipe, stage, settings, arch, est)
@@ -477,16 +481,44 @@ def estimate_training(config: dict, recipe_name: str, stage: str, strategy: str 
 HOST_PER_PROCESS_GB = 6  # a training process's Python, torch, CUDA host allocations, tokenizer and data
 
 
-def host_bytes(arch: Architecture, settings: dict, resources: dict) -> float:
-    """Host memory of a GPU training job's first node: rank 0 holds the whole model on the host before FSDP shards
-    it or it moves to its GPU (fp32 for full fine-tuning; a quantized base is quantized shard by shard as it loads),
-    plus each process of the node."""
-    model = (
-        4.0 * arch.n
-        if settings["method"] == "full"
-        else (0.0 if settings.get("quantization") else COMPUTE_BYTES[settings["precision"]] * arch.n)
-    )
-    return model + resources["gpus"] * HOST_PER_PROCESS_GB * 1e9
+def host_bytes(arch: Architecture, settings: dict, resources: dict, strategy: str) -> float:
+    """Peak host memory of a GPU training job's first node (the one that holds the most), against its mem_gb.
+
+    Every process loads its model on the host before it is placed or sharded: the policy (fp32 master weights for
+    full fine-tuning, the compute dtype for a LoRA base; a quantized base is quantized onto its GPU as it loads) and,
+    for a full-fine-tune DPO, the frozen reference in the compute dtype (precomputed or not: it is loaded to compute
+    the log-probs). Under DDP that is every process of the node at once. Under FSDP rank-0 loading
+    (rank0_loads) only rank 0, on the first node, reads them (the other ranks hold untouched
+    placeholders and receive their shards by broadcast): its peak is the policy and the reference whole (the
+    reference is sharded before training starts, the policy when it does), plus its shards on the way to the GPU.
+    Plus HOST_PER_PROCESS_GB for each process of the node.
+    """
+    if settings["method"] == "full":
+        copy = 4.0 * arch.n
+    else:
+        copy = 0.0 if settings.get("quantization") else COMPUTE_BYTES[settings["precision"]] * arch.n
+    if settings.get("beta") is not None and settings["method"] == "full":
+        copy += COMPUTE_BYTES[settings["precision"]] * arch.n
+    return host_copies(settings, resources, strategy) * copy + resources["gpus"] * HOST_PER_PROCESS_GB * 1e9
+
+
+def rank0_loads(stage: dict, processes: int, strategy: str) -> bool:
+    """Whether only rank 0 loads the real weights (the others build placeholders: train.common.empty_model).
+
+    Under FSDP with more than one process, for an unquantized full fine-tune: every rank holding an fp32 copy on
+    the host (plus DPO's reference) is 8 x 276 GB for a 70B model on an 8-GPU node. accelerate's
+    `cpu_ram_efficient_loading` then shards the model on the meta device and broadcasts rank 0's weights into them
+    (accelerate.utils.fsdp_utils.fsdp2_prepare_model / fsdp2_load_full_state_dict). transformers' own switch for
+    this (FSDP_CPU_RAM_EFFICIENT_LOADING in from_pretrained) does not help here: transformers 5 still reads the
+    full weights on the other ranks and then replaces them with zeros, and it only applies to models loaded after the
+    training arguments exist, which the policy is not.
+    """
+    return strategy == "fsdp" and processes > 1 and stage["method"] == "full" and not stage.get("quantization")
+
+
+def host_copies(settings: dict, resources: dict, strategy: str) -> int:
+    """How many processes of the first node load the model whole: rank 0 alone under FSDP rank-0 loading, else all."""
+    return 1 if rank0_loads(settings, _processes(resources), strategy) else resources["gpus"]
 
 
 MERGE_SHARD_BYTES = 2 * GIB  # the streaming QLoRA merge's output shard, filled in memory, then written

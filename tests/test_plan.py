@@ -392,7 +392,8 @@ def test_plan_cli_prints_the_table_and_exits_1_naming_a_stage_that_cannot_fit(tm
 
 
 def test_a_training_job_whose_host_cannot_load_the_model_is_refused(raw):
-    """Rank 0 materialises 70B in fp32 (276 GB) on the host before FSDP shards it: 128 GB per node is too little."""
+    """Rank 0 alone materialises 70B in fp32 (276 GB) on the host before FSDP shards it: 128 GB per node is too
+    little even for one copy."""
     planted = with_changes(raw, **{"tulu2-70b": {"stages": {"sft": {"resources": {"mem_gb": 128}}}}})
     with pytest.raises(
         ConfigError,
@@ -421,3 +422,29 @@ def test_a_host_memory_shortfall_does_not_switch_the_strategy_to_fsdp(raw):
     assert choose_strategy(planted, "platypus2-13b", "sft") == "ddp"
     with pytest.raises(ConfigError, match=r"stage sft cannot run on .* under ddp: the first node's host memory"):
         check_plan(planted, ["platypus2-13b"])
+
+
+def test_host_memory_per_node_counts_every_loading_process_by_hand(config):
+    """tulu2-70b / tulu2-dpo-70b on nodes of 8 GPUs, counted by hand from Llama-2-70B's shapes (GQA, 8 KV heads):
+    per layer q,o 8192^2 + k,v 8192 x 1024 + MLP 3 x 8192 x 28672 + 2 norms; 80 layers, embeddings and LM head
+    2 x 32000 x 8192, final norm -> 68,976,648,192 parameters. DDP: each of the node's 8 processes loads the fp32
+    master copy (+ the bf16 reference for DPO); FSDP rank-0 loading: rank 0 only. Plus 6 GB per process."""
+    from menagerie.plan import HOST_PER_PROCESS_GB, host_bytes
+
+    layer = 2 * 8192 * 8192 + 2 * 8192 * 1024 + 3 * 8192 * 28672 + 2 * 8192
+    n = 80 * layer + 2 * 32000 * 8192 + 8192
+    assert n == 68_976_648_192
+    arch = recipe_architecture(config, "tulu2-70b")
+    assert arch.n == n
+    processes = 8 * HOST_PER_PROCESS_GB * 1e9
+    sft = config["recipes"]["tulu2-70b"]["stages"]["sft"]
+    dpo = config["recipes"]["tulu2-dpo-70b"]["stages"]["dpo"]
+    assert host_bytes(arch, sft, sft["resources"], "ddp") == pytest.approx(8 * 4 * n + processes)  # 2,255 GB
+    assert host_bytes(arch, sft, sft["resources"], "fsdp") == pytest.approx(4 * n + processes)  # 324 GB
+    assert host_bytes(arch, dpo, dpo["resources"], "ddp") == pytest.approx(8 * (4 + 2) * n + processes)  # 3,359 GB
+    assert host_bytes(arch, dpo, dpo["resources"], "fsdp") == pytest.approx((4 + 2) * n + processes)  # 462 GB
+    # the shipped nodes (960 GB) hold the FSDP figure; a replica per process does not fit them
+    assert estimate_training(config, "tulu2-70b", "sft", "fsdp").problem is None
+    ddp = estimate_training(config, "tulu2-70b", "sft", "ddp")
+    assert ddp.host_gb == pytest.approx((8 * 4 * n + processes) / 1e9)
+    assert "needs an estimated 2255 GB (every process loads the model" in ddp.problem

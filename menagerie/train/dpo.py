@@ -94,12 +94,15 @@ def run_dpo(
             preference_dataset(val, work_dir, "validation", stage) if val else None,
         ),
         trainer_arguments={"ref_model": None},
-        # reference: model under FSDP rank-0 loading: a frozen copy, real on rank 0 only, sharded like the policy
+        # under FSDP rank-0 loading the reference (held, or precomputed from) is real on rank 0 only, sharded like
+        # the policy; trl broadcasts rank 0's weight hash for the precomputed log-probs' cache
         rank0_models=(
             (lambda placeholder: {"ref_model": common.load_reference_model(model_dir, stage, placeholder=placeholder)})
-            if not precomputed
+            if stage["method"] == "full"
             else None
         ),
+        # trl frees a reference it loaded itself once the log-probs are precomputed; ours too
+        built=(lambda trainer: setattr(trainer, "ref_model", None)) if precomputed else None,
         record={"beta": stage["beta"]},
         card=lambda batch: [
             f"DPO stage of recipe `{recipe_name}` ({stage['method']}, beta {stage['beta']}) on `{model_dir}`.",

@@ -43,6 +43,7 @@ class TrainingStage:
     trainer_arguments: dict = field(default_factory=dict)  # extra trainer keys (DPO: ref_model=None)
     # under FSDP rank-0 loading: placeholder -> the trainer keys that carry a model of its own (DPO's reference)
     rank0_models: Callable[[bool], dict] | None = None
+    built: Callable[[Any], None] | None = None  # trainer -> None, right after it is built under rank-0 loading
     finish: Callable[[Any, dict], None] | None = None  # (trainer, record) after the artifacts are saved
 
 
@@ -101,6 +102,8 @@ def run_stage(
             callbacks=[budget, progress.progress_callback(spec.name), checkpoints.time_callback(stage["save_minutes"])],
             **trainer_arguments,
         )
+    if rank0_loads and spec.built:
+        spec.built(trainer)
     if stage.get("quantization"):
         common.fp32_trainable(trainer.model)
     with (

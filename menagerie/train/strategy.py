@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
+from menagerie.plan import rank0_loads  # the planner counts host memory by the same rule
+
 STRATEGIES = ("ddp", "fsdp")
 
 
@@ -45,20 +47,6 @@ def decoder_layer_classes(model) -> list[str]:
             f"cannot choose its wrap units; use `strategy: ddp` for this model"
         )
     return names
-
-
-def rank0_loads(stage: dict, processes: int, strategy: str) -> bool:
-    """Whether only rank 0 loads the real weights (the others build placeholders: common.empty_model).
-
-    Under FSDP with more than one process, for an unquantized full fine-tune: every rank holding an fp32 copy on
-    the host (plus DPO's reference) is 8 x 280 GB for a 70B model on an 8-GPU node. accelerate's
-    `cpu_ram_efficient_loading` then shards the model on the meta device and broadcasts rank 0's weights into them
-    (accelerate.utils.fsdp_utils.fsdp2_prepare_model / fsdp2_load_full_state_dict). transformers' own switch for
-    this (FSDP_CPU_RAM_EFFICIENT_LOADING in from_pretrained) does not help here: transformers 5 still reads the
-    full weights on the other ranks and then replaces them with zeros, and it only applies to models loaded after the
-    training arguments exist, which the policy is not.
-    """
-    return strategy == "fsdp" and processes > 1 and stage["method"] == "full" and not stage.get("quantization")
 
 
 def trainer_arguments(stage: dict, model, processes: int, strategy: str) -> dict:
