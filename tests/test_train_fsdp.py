@@ -214,6 +214,26 @@ def test_placeholder_model_takes_no_host_memory_until_written(tmp_path, make_tin
     assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in reference.parameters())
 
 
+def test_placeholder_model_ties_its_head_as_from_pretrained_does(tmp_path):
+    """SmolLM2 ties its LM head to the embeddings; accelerate maps the optimizer's parameters by name, so the
+    placeholder model must name (and tie) exactly what the real one does."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from menagerie.train import common
+
+    shape = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    LlamaForCausalLM(
+        LlamaConfig(**shape, intermediate_size=128, vocab_size=500, tie_word_embeddings=True)
+    ).save_pretrained(str(tmp_path))
+    stage = {"method": "full", "precision": "bf16"}
+    empty, real = (
+        common.load_training_model(tmp_path, stage, placeholder=True),
+        common.load_training_model(tmp_path, stage),
+    )
+    assert [n for n, _ in empty.named_parameters()] == [n for n, _ in real.named_parameters()]
+    assert empty.lm_head.weight is empty.model.embed_tokens.weight
+
+
 @pytest.mark.slow
 def test_fsdp_sharded_checkpoint_resumes_to_the_same_weights(sft_runs, tiny_model):
     """Four steps with sharded checkpoints at 2 and 4; drop checkpoint-4 and the output (a run killed after step 2,

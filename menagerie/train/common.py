@@ -96,6 +96,7 @@ def empty_model(model_dir: str | Path, dtype):
                     empty = torch.empty(param.shape, dtype=param.dtype, device="cpu")
                     placeholders[id(param)] = torch.nn.Parameter(empty, requires_grad=param.requires_grad)
                 module._parameters[name] = placeholders[id(param)]
+    model.tie_weights()  # as from_pretrained does (SmolLM2 ties its LM head to the embeddings); accelerate maps by name
     model.config._name_or_path = str(model_dir)
     return model
 
