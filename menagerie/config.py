@@ -233,8 +233,21 @@ def schema_errors(config: dict) -> list[str]:
 
 
 def _check_references(config: dict) -> None:
-    """Cross-references a JSON schema cannot express: named models, datasets, suites, recipes."""
-    models, datasets, suites, recipes = (config[k] for k in ("models", "datasets", "suites", "recipes"))
+    """Cross-references a JSON schema cannot express, one section at a time (suites, averages, models and datasets,
+    then each recipe, parents first); the first mistake found is the one reported."""
+    _check_suites(config)
+    _check_averages(config)
+    _check_models_and_datasets(config)
+    order = _recipe_order(config["recipes"])
+    for name in sorted(
+        config["recipes"], key=order.__getitem__
+    ):  # parents first: an inherited mistake names its origin
+        _check_recipe(config, name)
+
+
+def _check_suites(config: dict) -> None:
+    """Each suite task's dataset, lm-eval task, limit shape and judges."""
+    datasets, suites = config["datasets"], config["suites"]
     for suite, tasks in suites.items():
         for i, task in enumerate(tasks):
             if task.get("dataset") and task["dataset"] not in datasets:
@@ -252,6 +265,11 @@ def _check_references(config: dict) -> None:
                         f"suite '{suite}': key '{i}.{role}' names unknown judge '{task[role]}' "
                         f"(known: {', '.join(sorted(config.get('judges') or {})) or 'none'})"
                     )
+
+
+def _check_averages(config: dict) -> None:
+    """Each published average names tasks of its suite, with the suite's metric and shots."""
+    suites = config["suites"]
     for name, average in (config.get("averages") or {}).items():
         where = f"averages.{name}"
         if average["suite"] not in suites:
@@ -270,8 +288,13 @@ def _check_references(config: dict) -> None:
                         f"{where}: key 'tasks.{i}.{key}' is {part[key]!r} but suite task "
                         f"'{part['task']}' has {task.get(key)!r}"
                     )
-    from menagerie.plan import check_architecture, check_gpu_model
 
+
+def _check_models_and_datasets(config: dict) -> None:
+    """Model architectures; NI-sampling datasets' settings and GPU model."""
+    from menagerie.plan import check_architecture, check_gpu_model  # plan imports this module
+
+    models, datasets = config["models"], config["datasets"]
     for name, entry in models.items():
         check_architecture(name, entry)
     for name, entry in datasets.items():
@@ -282,103 +305,111 @@ def _check_references(config: dict) -> None:
             check_gpu_model(
                 config, f"dataset '{name}'", "ni.inference.resources", entry["ni"]["inference"].get("resources")
             )
-    order = _recipe_order(recipes)
-    for name in sorted(recipes, key=order.__getitem__):  # parents first: an inherited mistake names its origin
-        recipe = recipes[name]
-        where = f"recipe '{name}'"
-        if name == "evals":  # results/evals/ holds the shared evaluations (menagerie.workflow.EVALS_DIR)
+
+
+def _check_recipe(config: dict, name: str) -> None:
+    """One recipe: its name, model, data sources, eval references, declared GPU models, then its stages."""
+    from menagerie.plan import check_gpu_model  # plan imports this module
+
+    models, datasets, suites, recipes = (config[k] for k in ("models", "datasets", "suites", "recipes"))
+    recipe = recipes[name]
+    where = f"recipe '{name}'"
+    if name == "evals":  # results/evals/ holds the shared evaluations (menagerie.workflow.EVALS_DIR)
+        raise ConfigError(
+            f"{where}: the name 'evals' is reserved (results/evals/ holds the evaluations recipes "
+            f"share); rename the recipe"
+        )
+    model = recipe["model"]
+    if model.startswith(RECIPE_REF_PREFIX):
+        if model[len(RECIPE_REF_PREFIX) :] not in recipes:
+            raise ConfigError(f"{where}: key 'model' names unknown recipe '{model[len(RECIPE_REF_PREFIX) :]}'")
+    elif model not in models:
+        raise ConfigError(f"{where}: key 'model' names unknown model '{model}' (known: {', '.join(sorted(models))})")
+    for part, mixture in recipe.get("data", {}).items():
+        for i, item in enumerate(mixture["sources"]):
+            if item["dataset"] not in datasets:
+                raise ConfigError(
+                    f"{where}: key 'data.{part}.sources.{i}.dataset' names unknown dataset '{item['dataset']}'"
+                )
+    if recipe["eval"].get("base_model") and recipe["eval"]["base_model"] not in models:
+        raise ConfigError(
+            f"{where}: key 'eval.base_model' names unknown model '{recipe['eval']['base_model']}' "
+            f"(known: {', '.join(sorted(models))})"
+        )
+    for suite in recipe["eval"]["suites"]:
+        if suite not in suites:
             raise ConfigError(
-                f"{where}: the name 'evals' is reserved (results/evals/ holds the evaluations recipes "
-                f"share); rename the recipe"
+                f"{where}: key 'eval.suites' names unknown suite '{suite}' (known: {', '.join(sorted(suites))})"
             )
-        model = recipe["model"]
-        if model.startswith(RECIPE_REF_PREFIX):
-            if model[len(RECIPE_REF_PREFIX) :] not in recipes:
-                raise ConfigError(f"{where}: key 'model' names unknown recipe '{model[len(RECIPE_REF_PREFIX) :]}'")
-        elif model not in models:
+    stages = recipe["stages"]
+    for key, settings in (
+        ("contamination", recipe.get("contamination")),
+        ("eval", recipe["eval"]),
+        *((f"stages.{s}", stages.get(s)) for s in ("sft", "dpo", "merge")),
+    ):
+        check_gpu_model(config, where, f"{key}.resources", (settings or {}).get("resources"))
+    if not any(stages.get(s) for s in ("sft", "dpo", "merge")):
+        raise ConfigError(f"{where}: key 'stages' must define at least one of sft, dpo, merge")
+    for stage in ("sft", "dpo"):
+        if stages.get(stage):
+            _check_training_stage(recipe, where, stage, stages[stage])
+    if stages.get("merge"):
+        _check_merge(config, name, where, stages)
+
+
+def _check_training_stage(recipe: dict, where: str, stage: str, settings: dict) -> None:
+    """An SFT/DPO stage: its data, batch split, method's required keys, keep_best cadence, DPO's beta."""
+    if stage not in recipe.get("data", {}):
+        raise ConfigError(f"{where}: key 'data.{stage}' is required because stage '{stage}' is defined")
+    if settings["global_batch_size"] % settings["micro_batch_size"]:
+        raise ConfigError(
+            f"{where}: key 'stages.{stage}.global_batch_size' ({settings['global_batch_size']})"
+            f" must be a multiple of micro_batch_size ({settings['micro_batch_size']})"
+        )
+    if settings["method"] == "qlora" and settings.get("quantization", {}).get("bits") != 4:
+        raise ConfigError(f"{where}: key 'stages.{stage}.quantization.bits' must be 4 for method qlora")
+    if settings["method"] in ("lora", "qlora") and "lora" not in settings:
+        raise ConfigError(f"{where}: key 'stages.{stage}.lora' is required for method {settings['method']}")
+    if settings["keep_best"]:
+        if not settings["eval_steps"]:
+            raise ConfigError(f"{where}: key 'stages.{stage}.eval_steps' is required when keep_best is true")
+        if (settings["save_steps"] or settings["eval_steps"]) % settings["eval_steps"]:
             raise ConfigError(
-                f"{where}: key 'model' names unknown model '{model}' (known: {', '.join(sorted(models))})"
+                f"{where}: key 'stages.{stage}.save_steps' ({settings['save_steps']}) must be "
+                f"a multiple of eval_steps ({settings['eval_steps']}) when keep_best is true"
             )
-        for part, mixture in recipe.get("data", {}).items():
-            for i, item in enumerate(mixture["sources"]):
-                if item["dataset"] not in datasets:
-                    raise ConfigError(
-                        f"{where}: key 'data.{part}.sources.{i}.dataset' names unknown dataset '{item['dataset']}'"
-                    )
-        if recipe["eval"].get("base_model") and recipe["eval"]["base_model"] not in models:
+    if stage == "dpo" and "beta" not in settings:
+        raise ConfigError(f"{where}: key 'stages.dpo.beta' is required for DPO")
+
+
+def _check_merge(config: dict, name: str, where: str, stages: dict) -> None:
+    """The merge stage: what it merges into, the adapters it combines, where its adapter comes from."""
+    models, recipes = config["models"], config["recipes"]
+    merge = stages["merge"]
+    into = merge["into"]
+    if into is not None and into.startswith(RECIPE_REF_PREFIX):
+        if into[len(RECIPE_REF_PREFIX) :] not in recipes or into[len(RECIPE_REF_PREFIX) :] == name:
             raise ConfigError(
-                f"{where}: key 'eval.base_model' names unknown model '{recipe['eval']['base_model']}' "
-                f"(known: {', '.join(sorted(models))})"
+                f"{where}: key 'stages.merge.into' names unknown recipe '{into[len(RECIPE_REF_PREFIX) :]}'"
             )
-        for suite in recipe["eval"]["suites"]:
-            if suite not in suites:
-                raise ConfigError(
-                    f"{where}: key 'eval.suites' names unknown suite '{suite}' (known: {', '.join(sorted(suites))})"
-                )
-        stages = recipe["stages"]
-        for key, settings in (
-            ("contamination", recipe.get("contamination")),
-            ("eval", recipe["eval"]),
-            *((f"stages.{s}", stages.get(s)) for s in ("sft", "dpo", "merge")),
-        ):
-            check_gpu_model(config, where, f"{key}.resources", (settings or {}).get("resources"))
-        if not any(stages.get(s) for s in ("sft", "dpo", "merge")):
-            raise ConfigError(f"{where}: key 'stages' must define at least one of sft, dpo, merge")
-        for stage in ("sft", "dpo"):
-            settings = stages.get(stage)
-            if not settings:
-                continue
-            if stage not in recipe.get("data", {}):
-                raise ConfigError(f"{where}: key 'data.{stage}' is required because stage '{stage}' is defined")
-            if settings["global_batch_size"] % settings["micro_batch_size"]:
-                raise ConfigError(
-                    f"{where}: key 'stages.{stage}.global_batch_size' ({settings['global_batch_size']})"
-                    f" must be a multiple of micro_batch_size ({settings['micro_batch_size']})"
-                )
-            if settings["method"] == "qlora" and settings.get("quantization", {}).get("bits") != 4:
-                raise ConfigError(f"{where}: key 'stages.{stage}.quantization.bits' must be 4 for method qlora")
-            if settings["method"] in ("lora", "qlora") and "lora" not in settings:
-                raise ConfigError(f"{where}: key 'stages.{stage}.lora' is required for method {settings['method']}")
-            if settings["keep_best"]:
-                if not settings["eval_steps"]:
-                    raise ConfigError(f"{where}: key 'stages.{stage}.eval_steps' is required when keep_best is true")
-                if (settings["save_steps"] or settings["eval_steps"]) % settings["eval_steps"]:
-                    raise ConfigError(
-                        f"{where}: key 'stages.{stage}.save_steps' ({settings['save_steps']}) must be "
-                        f"a multiple of eval_steps ({settings['eval_steps']}) when keep_best is true"
-                    )
-            if stage == "dpo" and "beta" not in settings:
-                raise ConfigError(f"{where}: key 'stages.dpo.beta' is required for DPO")
-        merge = stages.get("merge")
-        if merge:
-            into = merge["into"]
-            if into is not None and into.startswith(RECIPE_REF_PREFIX):
-                if into[len(RECIPE_REF_PREFIX) :] not in recipes or into[len(RECIPE_REF_PREFIX) :] == name:
-                    raise ConfigError(
-                        f"{where}: key 'stages.merge.into' names unknown recipe '{into[len(RECIPE_REF_PREFIX) :]}'"
-                    )
-            elif into is not None and into not in models:
-                raise ConfigError(f"{where}: key 'stages.merge.into' names unknown model '{into}'")
-            combine = merge.get("combine") or {}
-            for i, extra in enumerate(combine.get("adapters", [])):
-                trained = (recipes.get(extra["recipe"]) or {}).get("stages", {}).get(extra["stage"]) or {}
-                if not trained or trained.get("method") == "full":
-                    raise ConfigError(
-                        f"{where}: key 'stages.merge.combine.adapters.{i}' names no LoRA/QLoRA stage "
-                        f"'{extra['stage']}' of recipe '{extra['recipe']}'"
-                    )
-            if combine.get("method") in ("ties", "dare_linear", "dare_ties") and combine.get("density") is None:
-                raise ConfigError(
-                    f"{where}: key 'stages.merge.combine.density' is required for method {combine['method']}"
-                )
-            if merge["adapter_from"] is not None and merge["adapter_from"] not in recipes:
-                raise ConfigError(
-                    f"{where}: key 'stages.merge.adapter_from' names unknown recipe '{merge['adapter_from']}'"
-                )
-            if merge["adapter_from"] is None and not any(
-                stages.get(s) and stages[s]["method"] != "full" for s in ("sft", "dpo")
-            ):
-                raise ConfigError(f"{where}: key 'stages.merge' needs a LoRA/QLoRA stage or 'adapter_from'")
+    elif into is not None and into not in models:
+        raise ConfigError(f"{where}: key 'stages.merge.into' names unknown model '{into}'")
+    combine = merge.get("combine") or {}
+    for i, extra in enumerate(combine.get("adapters", [])):
+        trained = (recipes.get(extra["recipe"]) or {}).get("stages", {}).get(extra["stage"]) or {}
+        if not trained or trained.get("method") == "full":
+            raise ConfigError(
+                f"{where}: key 'stages.merge.combine.adapters.{i}' names no LoRA/QLoRA stage "
+                f"'{extra['stage']}' of recipe '{extra['recipe']}'"
+            )
+    if combine.get("method") in ("ties", "dare_linear", "dare_ties") and combine.get("density") is None:
+        raise ConfigError(f"{where}: key 'stages.merge.combine.density' is required for method {combine['method']}")
+    if merge["adapter_from"] is not None and merge["adapter_from"] not in recipes:
+        raise ConfigError(f"{where}: key 'stages.merge.adapter_from' names unknown recipe '{merge['adapter_from']}'")
+    if merge["adapter_from"] is None and not any(
+        stages.get(s) and stages[s]["method"] != "full" for s in ("sft", "dpo")
+    ):
+        raise ConfigError(f"{where}: key 'stages.merge' needs a LoRA/QLoRA stage or 'adapter_from'")
 
 
 def validate_config(raw: dict) -> dict:
