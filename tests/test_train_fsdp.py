@@ -185,24 +185,46 @@ def test_fsdp_two_ranks_load_the_weights_on_rank_0_only(sft_runs):
 def test_placeholder_model_takes_no_host_memory_until_written(tmp_path, make_tiny_tokenizer):
     """What rank 1 loads under FSDP rank-0 loading: a 64 MB fp32 model costs ~0 resident bytes (untouched pages),
     while the real load on rank 0 adds at least its parameter bytes; same architecture, names, shapes and dtypes."""
-    from menagerie.train import common
-    from menagerie.train.strategy import resident_bytes
-
     from transformers import AutoModelForCausalLM
+
+    from menagerie.train import common
 
     wide = build_tiny_llama(tmp_path / "wide", make_tiny_tokenizer(add_bos=True), vocab_size=32000, hidden=256)
     model_dir = tmp_path / "wide-bf16"  # published checkpoints are bf16: the fp32 master copy is new memory
     AutoModelForCausalLM.from_pretrained(str(wide), dtype=torch.bfloat16).save_pretrained(str(model_dir))
     stage = {"method": "full", "precision": "bf16"}
-    before = resident_bytes()
+    # resident bytes measured in a fresh process whose large allocations are fresh mappings (a fixed glibc mmap
+    # threshold): in this long-lived test process freed pages stay resident and a real load can reuse them unseen
+    probe = (
+        "import json, sys\n"
+        "from menagerie.train import common\n"
+        "from menagerie.train.strategy import resident_bytes\n"
+        "stage = json.loads(sys.argv[2])\n"
+        "common.load_training_model(sys.argv[1], stage, placeholder=True)\n"  # imports and lazy set-up, unmeasured
+        "before = resident_bytes()\n"
+        "empty = common.load_training_model(sys.argv[1], stage, placeholder=True)\n"
+        "empty_cost = resident_bytes() - before\n"
+        "before = resident_bytes()\n"
+        "real = common.load_training_model(sys.argv[1], stage)\n"
+        "print(json.dumps({'empty': empty_cost, 'real': resident_bytes() - before}))\n"
+    )
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "HF_HUB_OFFLINE": "1"}
+    ran = subprocess.run(
+        [sys.executable, "-c", probe, str(model_dir), json.dumps(stage)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    cost = json.loads(ran.stdout.strip().splitlines()[-1])
     empty = common.load_training_model(model_dir, stage, placeholder=True)
-    empty_cost = resident_bytes() - before
     nbytes = sum(p.numel() * p.element_size() for p in empty.parameters())
     assert nbytes > 60e6 and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in empty.parameters())
-    assert empty_cost < 0.1 * nbytes
-    before = resident_bytes()
+    assert cost["empty"] < 0.1 * nbytes, cost
+    assert cost["real"] >= 0.9 * nbytes, cost
     real = common.load_training_model(model_dir, stage)
-    assert resident_bytes() - before >= 0.9 * nbytes
     assert [(n, p.shape, p.dtype) for n, p in empty.named_parameters()] == [
         (n, p.shape, p.dtype) for n, p in real.named_parameters()
     ]

@@ -35,7 +35,8 @@ def make(twin, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     if not (twin.work / "Makefile").exists():
         shutil.copy(ROOT / "Makefile", twin.work / "Makefile")
     return subprocess.run(
-        ["make", "-o", ".venv/.synced", "-o", "env", f"PY={sys.executable}", *args],
+        # --no-print-directory: under `make test` (MAKELEVEL 1) make would add "Entering/Leaving directory" lines
+        ["make", "--no-print-directory", "-o", ".venv/.synced", "-o", "env", f"PY={sys.executable}", *args],
         cwd=twin.work,
         env=twin.env,
         capture_output=True,
